@@ -1,0 +1,1 @@
+"""Ray cluster-launcher configs (gpu.yaml, onprem.yaml) and their offline validation."""

@@ -1,0 +1,300 @@
+"""Datasets by name, and the device-resident training data of one run.
+
+``load(name, data_root)`` returns the full dataset as numpy arrays (images NHWC uint8). A file
+``<data_root>/<name>.npz`` with keys x_train, y_train, x_test, y_test is used when present (the form
+that ../shared/data/cifar10/to_npz.py writes); otherwise each dataset's own loader reads its usual
+files (torchvision for CIFAR and SVHN, image folders for CINIC-10 and Tiny-ImageNet).
+``DeviceData`` then keeps the imbalanced training subset and the test set on the training device as
+uint8 tensors, so batching and augmentation never leave it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from core.augment import pad_crop_flip, standardise, to_unit
+from core.imbalance import class_counts, imbalanced_indices
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Arrays:
+    x_train: np.ndarray  # (N, H, W, C) uint8
+    y_train: np.ndarray  # (N,) int64
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: list[str]
+    # True when the training part is already an imbalanced subset (e.g. to_npz.py --long-tailed 300):
+    # it is then used as it is.
+    presubsampled: bool = False
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    loader: Callable[[str | None, bool], Arrays]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    pad: int  # pad-crop augmentation (pixels)
+    flip: bool  # horizontal flips (not for digits)
+    max_per_class: int | None = None  # None: len(train) / K
+    # Class c of the imbalance profile goes to label count_order[c] (SVHN: digit 0 is the tail).
+    count_order: tuple[int, ...] | None = None
+    download_help: str = ""
+
+
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(name: str, **spec) -> Callable:
+    def wrap(loader: Callable[[str | None, bool], Arrays]) -> Callable:
+        DATASETS[name] = DatasetSpec(loader=loader, **spec)
+        return loader
+    return wrap
+
+
+def load(name: str, data_root: str | None = None, download: bool = False) -> Arrays:
+    """The whole dataset ``name`` as numpy arrays, from ``<data_root>/<name>.npz`` if it exists."""
+    if name not in DATASETS:
+        raise ValueError(f"dataset: unknown dataset {name!r}; allowed: {sorted(DATASETS)}")
+    if data_root is not None:
+        npz = os.path.join(data_root, f"{name}.npz")
+        if os.path.exists(npz):
+            return _load_npz(npz)
+    arrays = DATASETS[name].loader(data_root, download)
+    check_arrays(arrays, name)
+    return arrays
+
+
+def check_arrays(a: Arrays, name: str) -> None:
+    """Shapes and label range, so a wrong data root fails here and not deep inside training."""
+    for split in ("train", "test"):
+        x, y = getattr(a, f"x_{split}"), getattr(a, f"y_{split}")
+        if x.ndim != 4 or x.dtype != np.uint8 or len(x) != len(y) or len(x) == 0:
+            raise ValueError(f"data_root: {name} x_{split} must be a non-empty (N, H, W, C) uint8 array with one "
+                             f"label per image; got shape {x.shape}, dtype {x.dtype}, {len(y)} labels")
+        if y.min() < 0 or y.max() >= len(a.classes):
+            raise ValueError(f"data_root: {name} y_{split} labels must lie in [0, {len(a.classes) - 1}]; "
+                             f"got [{y.min()}, {y.max()}]")
+
+
+def _load_npz(path: str) -> Arrays:
+    with np.load(path) as f:
+        missing = {"x_train", "y_train", "x_test", "y_test"} - set(f.files)
+        if missing:
+            raise ValueError(f"data_root: {path} lacks the keys {sorted(missing)}")
+        y_train = f["y_train"].astype(np.int64)
+        num_classes = int(max(y_train.max(), f["y_test"].max())) + 1
+        arrays = Arrays(f["x_train"], y_train, f["x_test"], f["y_test"].astype(np.int64),
+                        [str(c) for c in range(num_classes)], presubsampled="train_index" in f.files)
+    check_arrays(arrays, os.path.basename(path))
+    return arrays
+
+
+# ----------------------------------------------------------------------------- the datasets
+
+@register_dataset("digits", mean=(0.305,), std=(0.377,), pad=1, flip=False, max_per_class=120)
+def _digits(data_root: str | None, download: bool) -> Arrays:
+    """scikit-learn's 8x8 handwritten digits (1,797 images, shipped with the package): a fixed balanced
+    test part of 50 images per class is held out, the rest is the pool for the imbalanced training set."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.clip(digits.images * 16, 0, 255).astype(np.uint8)[..., None]
+    labels = digits.target.astype(np.int64)
+    rng = np.random.RandomState(0)
+    test = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:50] for c in range(10)])
+    train = np.setdiff1d(np.arange(len(labels)), test)
+    return Arrays(images[train], labels[train], images[test], labels[test], [str(c) for c in range(10)])
+
+
+@register_dataset("synthetic", mean=(0.5,), std=(0.25,), pad=0, flip=False, max_per_class=100)
+def _synthetic(data_root: str | None, download: bool) -> Arrays:
+    """Ten Gaussian blobs drawn as 8x8 images (100 train and 20 test per class): learnable in seconds."""
+    rng = np.random.RandomState(1234)
+    protos = rng.uniform(40, 215, size=(10, 8, 8, 1))
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = np.repeat(np.arange(10), n)
+        x = protos[y] + rng.normal(0, 30, size=(len(y), 8, 8, 1))
+        return np.clip(x, 0, 255).astype(np.uint8), y.astype(np.int64)
+
+    (x_tr, y_tr), (x_te, y_te) = draw(100), draw(20)
+    return Arrays(x_tr, y_tr, x_te, y_te, [str(c) for c in range(10)])
+
+
+def _torchvision(cls_name: str, data_root: str | None, download: bool, **split_kw) -> Arrays:
+    import torchvision
+
+    if data_root is None:
+        raise ValueError(f"data_root: {cls_name} needs a data root (an absolute directory); pass "
+                         f"--data-root DIR, with --download to fetch it there")
+    cls = getattr(torchvision.datasets, cls_name)
+    try:
+        parts = [cls(data_root, download=download, **kw) for kw in split_kw.values()]
+    except RuntimeError as err:
+        raise ValueError(f"data_root: {cls_name} not found under {data_root} ({err}); download it with "
+                         f"--download, or write {data_root}/<name>.npz") from None
+    xs, ys = [], []
+    for p in parts:
+        data = np.asarray(p.data)
+        xs.append(data.transpose(0, 2, 3, 1) if data.shape[1] == 3 else data)  # SVHN is NCHW
+        ys.append(np.asarray(getattr(p, "targets", getattr(p, "labels", None)), dtype=np.int64))
+    classes = list(getattr(parts[0], "classes", [str(c) for c in range(int(ys[0].max()) + 1)]))
+    return Arrays(xs[0], ys[0], xs[1], ys[1], classes)
+
+
+@register_dataset("cifar10", mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010), pad=4, flip=True,
+                  download_help="torchvision downloads it with --download; or ../shared/data/cifar10/to_npz.py "
+                                "DATA_ROOT/cifar10.npz")
+def _cifar10(data_root: str | None, download: bool) -> Arrays:
+    return _torchvision("CIFAR10", data_root, download, train=dict(train=True), test=dict(train=False))
+
+
+@register_dataset("cifar100", mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762), pad=4, flip=True,
+                  download_help="torchvision downloads it with --download")
+def _cifar100(data_root: str | None, download: bool) -> Arrays:
+    return _torchvision("CIFAR100", data_root, download, train=dict(train=True), test=dict(train=False))
+
+
+@register_dataset("svhn", mean=(0.4377, 0.4438, 0.4728), std=(0.1980, 0.2010, 0.1970), pad=4, flip=False,
+                  max_per_class=1000, count_order=(1, 2, 3, 4, 5, 6, 7, 8, 9, 0),
+                  download_help="torchvision downloads it with --download")
+def _svhn(data_root: str | None, download: bool) -> Arrays:
+    return _torchvision("SVHN", data_root, download, train=dict(split="train"), test=dict(split="test"))
+
+
+def _image_folders(data_root: str | None, name: str, sub: str, train: str, test: str,
+                   test_labels: Callable[[str, list[str]], tuple[list[str], np.ndarray]] | None = None) -> Arrays:
+    """Read class-per-folder images into memory (done once per run; write an .npz to skip it)."""
+    from PIL import Image
+
+    root = os.path.join(data_root or "", sub)
+    if data_root is None or not os.path.isdir(os.path.join(root, train)):
+        raise ValueError(f"data_root: {name} expects {os.path.join('DATA_ROOT', sub, train)}/<class>/... ; "
+                         f"not found under {data_root!r}")
+    classes = sorted(os.listdir(os.path.join(root, train)))
+
+    def read(paths: list[str]) -> np.ndarray:
+        return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+
+    def folder(split: str) -> tuple[list[str], np.ndarray]:
+        paths, labels = [], []
+        for c, cls in enumerate(classes):
+            d = os.path.join(root, split, cls)
+            d = os.path.join(d, "images") if os.path.isdir(os.path.join(d, "images")) else d
+            files = sorted(os.listdir(d))
+            paths += [os.path.join(d, f) for f in files]
+            labels += [c] * len(files)
+        return paths, np.asarray(labels, dtype=np.int64)
+
+    train_paths, y_train = folder(train)
+    test_paths, y_test = test_labels(os.path.join(root, test), classes) if test_labels else folder(test)
+    return Arrays(read(train_paths), y_train, read(test_paths), y_test, classes)
+
+
+@register_dataset("cinic10", mean=(0.4789, 0.4723, 0.4305), std=(0.2421, 0.2383, 0.2587), pad=4, flip=True,
+                  download_help="unpack CINIC-10 so that DATA_ROOT/cinic10/train/<class>/*.png exists")
+def _cinic10(data_root: str | None, download: bool) -> Arrays:
+    return _image_folders(data_root, "cinic10", "cinic10", "train", "test")
+
+
+def _tiny_val(val_dir: str, classes: list[str]) -> tuple[list[str], np.ndarray]:
+    index = {c: i for i, c in enumerate(classes)}
+    paths, labels = [], []
+    with open(os.path.join(val_dir, "val_annotations.txt")) as f:
+        for line in f:
+            file, wnid = line.split("\t")[:2]
+            paths.append(os.path.join(val_dir, "images", file))
+            labels.append(index[wnid])
+    return paths, np.asarray(labels, dtype=np.int64)
+
+
+@register_dataset("tiny_imagenet", mean=(0.4802, 0.4481, 0.3975), std=(0.2302, 0.2265, 0.2262), pad=8, flip=True,
+                  download_help="unpack tiny-imagenet-200 so that DATA_ROOT/tiny-imagenet-200/train exists")
+def _tiny_imagenet(data_root: str | None, download: bool) -> Arrays:
+    return _image_folders(data_root, "tiny_imagenet", "tiny-imagenet-200", "train", "val", _tiny_val)
+
+
+# ----------------------------------------------------------------------------- one run's data
+
+def training_counts(spec: DatasetSpec, arrays: Arrays, imbalance: str, ratio: float, mu: float) -> list[int]:
+    """Per-label target counts: the imbalance profile of section 2.1, placed in label order."""
+    num_classes = len(arrays.classes)
+    n_max = spec.max_per_class or len(arrays.y_train) // num_classes
+    profile = class_counts(n_max, num_classes, ratio, imbalance, mu)
+    order = spec.count_order or tuple(range(num_classes))
+    counts = [0] * num_classes
+    for c, label in enumerate(order):
+        counts[label] = profile[c]
+    return counts
+
+
+@dataclass
+class DeviceData:
+    """One run's training and test images on ``device`` as uint8 (N, C, H, W), labels as int64.
+
+    ``counts`` are the training counts n_c of the imbalanced set; they define majority and minority,
+    the re-weighting and the label rules, also when SMOTE later adds synthetic samples.
+    """
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    counts: list[int]
+    spec: DatasetSpec
+    classes: list[str]
+    mean: torch.Tensor = field(init=False)
+    std: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        device = self.x_train.device
+        self.mean = torch.tensor(self.spec.mean, device=device)
+        self.std = torch.tensor(self.spec.std, device=device)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.counts)
+
+    @property
+    def in_channels(self) -> int:
+        return self.x_train.shape[1]
+
+    def train_batch(self, idx: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augmented, standardised training images ``idx`` and their labels."""
+        x = pad_crop_flip(to_unit(self.x_train[idx]), self.spec.pad, self.spec.flip, generator)
+        return standardise(x, self.mean, self.std), self.y_train[idx]
+
+    def test_inputs(self, idx: slice) -> torch.Tensor:
+        return standardise(to_unit(self.x_test[idx]), self.mean, self.std)
+
+
+def imbalanced_arrays(arrays: Arrays, spec: DatasetSpec, imbalance: str, ratio: float, mu: float,
+                      subset_seed: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """The imbalanced training subset (images, labels) and its per-class counts."""
+    if arrays.presubsampled:
+        counts = np.bincount(arrays.y_train, minlength=len(arrays.classes)).tolist()
+        log.info("training set is already imbalanced (counts %s); imbalance and ratio are not applied", counts)
+        return arrays.x_train, arrays.y_train, counts
+    counts = training_counts(spec, arrays, imbalance, ratio, mu)
+    idx = imbalanced_indices(arrays.y_train, counts, subset_seed)
+    return arrays.x_train[idx], arrays.y_train[idx], counts
+
+
+def to_device(x_train: np.ndarray, y_train: np.ndarray, arrays: Arrays, counts: list[int], spec: DatasetSpec,
+              device: torch.device) -> DeviceData:
+    def images(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
+
+    def labels(y: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)
+
+    return DeviceData(images(x_train), labels(y_train), images(arrays.x_test), labels(arrays.y_test),
+                      list(counts), spec, list(arrays.classes))

@@ -1,0 +1,50 @@
+"""Evaluation on the balanced test set: one forward pass, then every metric from its logits.
+
+All metrics are computed on the device and read back in one transfer per evaluation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from core.data import DeviceData
+from core.margins import margin_report
+
+
+@torch.no_grad()
+def test_logits(model: nn.Module, data: DeviceData, batch_size: int, amp: bool, channels_last: bool) -> torch.Tensor:
+    """Logits of the whole test set, in eval mode (BatchNorm running statistics)."""
+    model.eval()
+    out = []
+    for start in range(0, len(data.y_test), batch_size):
+        x = data.test_inputs(slice(start, start + batch_size))
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            out.append(model(x).float())
+    model.train()
+    return torch.cat(out)
+
+
+def accuracy_report(logits: torch.Tensor, targets: torch.Tensor, counts: list[int], many_shot: int,
+                    few_shot: int) -> dict[str, float]:
+    """Top-1 accuracy, balanced accuracy (mean per-class recall), per-class accuracy, and the mean
+    per-class accuracy of the many-shot (n_c > many_shot), medium and few-shot (n_c < few_shot) groups.
+
+    Groups without classes are left out; a class without test samples gets NaN and is skipped in means.
+    """
+    k = logits.shape[1]
+    correct = (logits.argmax(1) == targets).float()
+    hits = torch.zeros(k, device=logits.device).index_add_(0, targets, correct)
+    seen = torch.bincount(targets, minlength=k).float()
+    class_acc = hits / seen  # NaN for a class absent from the test set
+    groups = {"many_shot_acc": [c for c, n in enumerate(counts) if n > many_shot],
+              "medium_shot_acc": [c for c, n in enumerate(counts) if few_shot <= n <= many_shot],
+              "few_shot_acc": [c for c, n in enumerate(counts) if n < few_shot]}
+    values = {"test_acc": correct.mean(), "test_balanced_acc": class_acc.nanmean()}
+    values.update({name: class_acc[members].nanmean() for name, members in groups.items() if members})
+    stacked = torch.stack(list(values.values()) + list(class_acc)).tolist()  # the one device->host transfer
+    report = dict(zip(values, stacked[: len(values)]))
+    report.update({f"class_acc_{c}": v for c, v in enumerate(stacked[len(values):])})
+    return report

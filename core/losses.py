@@ -1,0 +1,90 @@
+"""Losses and class weights: class-balanced weights with deferred re-weighting, LDAM, and the mixed
+cross-entropy of the Mixup framework (paper Algorithm 1).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def class_balanced_weights(counts: Sequence[int], beta: float = 0.9999) -> torch.Tensor:
+    """Class-balanced weights of Cui et al.: ``w_c = (1 - beta) / (1 - beta ** n_c)``, rescaled to sum to K.
+
+    The inverse of the effective number of samples; DRW uses them from its switch epoch on.
+    """
+    n = torch.as_tensor(list(counts), dtype=torch.float64)
+    w = (1.0 - beta) / (1.0 - torch.pow(torch.tensor(beta, dtype=torch.float64), n))
+    return (w / w.sum() * len(n)).float()
+
+
+def ldam_margins(counts: Sequence[int], max_m: float = 0.5) -> torch.Tensor:
+    """LDAM's per-class margins ``m_c = max_m * (n_min / n_c) ** (1/4)`` (paper eq. 1 with C set by max_m)."""
+    n = torch.as_tensor(list(counts), dtype=torch.float64)
+    m = n.pow(-0.25)
+    return (m * (max_m / m.max())).float()
+
+
+class ClassWeights:
+    """When class-balanced weights apply: never (``none``), from epoch 0 (``cb``) or from ``drw_epoch`` (DRW).
+
+    One schedule serves every loss, so the switch epoch lives in one place.
+    """
+
+    def __init__(self, weighting: str, counts: Sequence[int], beta: float, drw_epoch: int):
+        self.start = {"none": None, "cb": 0, "drw": drw_epoch}[weighting]
+        self.weights = class_balanced_weights(counts, beta)
+
+    def at(self, epoch: int, device: torch.device | str) -> torch.Tensor | None:
+        if self.start is None or epoch < self.start:
+            return None
+        return self.weights.to(device)
+
+
+def mixed_cross_entropy(logits: torch.Tensor, y_i: torch.Tensor, y_j: torch.Tensor, lam_y: torch.Tensor,
+                        weight: torch.Tensor | None = None, reduction: str = "weighted_mean") -> torch.Tensor:
+    """``lam_y * CE(f(x~), y_i) + (1 - lam_y) * CE(f(x~), y_j)`` with a per-sample lam_y.
+
+    With class weights w, each term is weighted by the weight of its label. ``weighted_mean`` divides
+    the sum by the total weight ``sum(lam_y w_{y_i} + (1 - lam_y) w_{y_j})``, which for hard labels is
+    exactly ``F.cross_entropy(weight=w)`` as in LDAM-DRW; ``batch_mean`` divides by the batch size as
+    the imbalanced-DL mixup trainers do (a smaller loss after the DRW switch).
+    """
+    log_p = F.log_softmax(logits.float(), dim=1)
+    nll_i = -log_p.gather(1, y_i[:, None]).squeeze(1)
+    nll_j = -log_p.gather(1, y_j[:, None]).squeeze(1)
+    if weight is None:
+        return (lam_y * nll_i + (1 - lam_y) * nll_j).mean()
+    w_i, w_j = weight[y_i] * lam_y, weight[y_j] * (1 - lam_y)
+    total = (w_i * nll_i + w_j * nll_j).sum()
+    if reduction == "weighted_mean":
+        return total / (w_i + w_j).sum()
+    if reduction == "batch_mean":
+        return total / logits.shape[0]
+    raise ValueError(f"reduction: got {reduction!r}; allowed: ['weighted_mean', 'batch_mean']")
+
+
+class LDAMLoss(nn.Module):
+    """Label-distribution-aware margin loss (Cao et al. 2019).
+
+    Cross-entropy on ``s * (cos_logits - m_y * onehot(y))``; the model's head must be a cosine
+    classifier (``normed_head=True``), whose logits lie in [-1, 1] and are scaled by ``s``.
+    """
+
+    def __init__(self, counts: Sequence[int], max_m: float = 0.5, s: float = 30.0):
+        super().__init__()
+        self.register_buffer("margins", ldam_margins(counts, max_m))
+        self.s = s
+
+    def adjusted_logits(self, cos_logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        margin = torch.zeros_like(cos_logits, dtype=torch.float32).scatter_(1, y[:, None], self.margins[y][:, None])
+        return self.s * (cos_logits.float() - margin)
+
+    def forward(self, cos_logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None,
+                reduction: str = "weighted_mean") -> torch.Tensor:
+        logits = self.adjusted_logits(cos_logits, y)
+        ones = torch.ones_like(y, dtype=torch.float32)
+        return mixed_cross_entropy(logits, y, y, ones, weight, reduction)

@@ -1,0 +1,61 @@
+"""The paper's methods as data: each is a combination of a few independent ingredients.
+
+A method names how a batch is built (``pairing``: no mixing, a random partner from the batch as in
+Mixup, or a nearest neighbour as in SMOTE-Mix and Neighbor-Mix), how the label share lam_y follows
+from lam_x (``label_rule``, see ``core.mixing.LABEL_RULES``), which loss is used (``loss``), when
+class-balanced weights switch on (``weighting``) and whether the training set is oversampled with
+SMOTE before training (``oversample``). The training loop reads these fields; it never branches on
+the method's name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PAIRINGS = ("none", "batch", "same_class_nn", "any_nn")
+WEIGHTINGS = ("none", "drw", "cb")
+LOSSES = ("ce", "ldam")
+
+
+@dataclass(frozen=True)
+class Method:
+    pairing: str = "none"
+    label_rule: str = "mixup"
+    loss: str = "ce"
+    weighting: str = "none"
+    oversample: bool = False
+
+    @property
+    def mixes(self) -> bool:
+        return self.pairing != "none"
+
+
+METHODS: dict[str, Method] = {
+    "erm": Method(),
+    "drw": Method(weighting="drw"),
+    "cb": Method(weighting="cb"),
+    "ldam": Method(loss="ldam"),
+    "ldam_drw": Method(loss="ldam", weighting="drw"),
+    "smote": Method(oversample=True),
+    "mixup": Method(pairing="batch"),
+    "mixup_drw": Method(pairing="batch", weighting="drw"),
+    "remix": Method(pairing="batch", label_rule="remix"),
+    "remix_drw": Method(pairing="batch", label_rule="remix", weighting="drw"),
+    "mamix": Method(pairing="batch", label_rule="mamix"),
+    "mamix_drw": Method(pairing="batch", label_rule="mamix", weighting="drw"),
+    "mamix_remix": Method(pairing="batch", label_rule="mamix_remix"),
+    "mamix_remix_drw": Method(pairing="batch", label_rule="mamix_remix", weighting="drw"),
+    # eq. 7-8: the partner is a same-class neighbour, so y_j = y_i and the label is hard.
+    "smote_mix": Method(pairing="same_class_nn"),
+    "smote_mix_drw": Method(pairing="same_class_nn", weighting="drw"),
+    # eq. 9-10: the partner is a neighbour of any class; soft label with lam_y = lam_x.
+    "neighbor_mix": Method(pairing="any_nn"),
+    "neighbor_mix_drw": Method(pairing="any_nn", weighting="drw"),
+}
+
+
+def get_method(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"method: unknown method {name!r}; allowed: {sorted(METHODS)}") from None

@@ -1,0 +1,124 @@
+"""The Mixup framework (paper Algorithm 1): mix a batch's inputs with lam_x and its labels with lam_y.
+
+Convention, everywhere in this module: ``lam_x`` is x_i's share of the mixed input,
+``x~ = lam_x * x_i + (1 - lam_x) * x_j`` (eq. 2, 4, 7, 9, 14), and ``lam_y`` is y_i's share of the
+mixed label (eq. 3, 5, 10, 15). ``n_i`` and ``n_j`` are the training counts of y_i's and y_j's class.
+Label rules differ only in how lam_y follows from lam_x; each is vectorised over the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+
+def mixup_lambda_y(lam_x: torch.Tensor, n_i: torch.Tensor, n_j: torch.Tensor, **_: float) -> torch.Tensor:
+    """Mixup (eq. 3): the label is mixed like the input, lam_y = lam_x."""
+    return torch.broadcast_to(lam_x, torch.broadcast_shapes(lam_x.shape, n_i.shape)).to(torch.float32)
+
+
+def remix_lambda_y(lam_x: torch.Tensor, n_i: torch.Tensor, n_j: torch.Tensor, tau: float = 0.5,
+                   kappa: float = 3.0, base: torch.Tensor | None = None, **_: float) -> torch.Tensor:
+    """Remix (eq. 6, Chou et al. 2020): a mix dominated in input by a P-majority sample takes the
+    minority label.
+
+    lam_y = 0 if n_i/n_j >= kappa and lam_x < tau; 1 if n_i/n_j <= 1/kappa and 1 - lam_x < tau;
+    else ``base`` (lam_x for Remix itself, MAMix's lam_y for MAMix-Remix).
+    """
+    ratio = n_i.to(torch.float32) / n_j.to(torch.float32)
+    otherwise = mixup_lambda_y(lam_x, n_i, n_j) if base is None else base
+    lam_y = torch.where((ratio >= kappa) & (lam_x < tau), torch.zeros_like(otherwise), otherwise)
+    return torch.where((ratio <= 1.0 / kappa) & (1 - lam_x < tau), torch.ones_like(otherwise), lam_y)
+
+
+def mamix_balance_point(n_i: torch.Tensor, n_j: torch.Tensor, omega: float = 0.25) -> torch.Tensor:
+    """c* = eta_j / (eta_i + eta_j) with eta_c = n_c ** -omega (eq. 13): the lam_x at which the mixed
+    sample is labelled half i, half j. A majority x_i (n_i > n_j) needs a larger share to keep its label."""
+    eta_i = n_i.to(torch.float64).pow(-omega)
+    eta_j = n_j.to(torch.float64).pow(-omega)
+    return (eta_j / (eta_i + eta_j)).to(torch.float32)
+
+
+def mamix_lambda_y(lam_x: torch.Tensor, n_i: torch.Tensor, n_j: torch.Tensor, omega: float = 0.25,
+                   **_: float) -> torch.Tensor:
+    """Margin-aware Mixup (eq. 16): lam_y is piecewise linear in lam_x through (0, 0), (c*, 0.5), (1, 1).
+
+    lam_y = 0.5 * lam_x / c* if lam_x < c*, else 1 - 0.5 * (1 - lam_x) / (1 - c*). Equal counts give
+    c* = 0.5 and lam_y = lam_x (Mixup). At lam_x == c* both branches give 0.5.
+    """
+    c = mamix_balance_point(n_i, n_j, omega)
+    below = 0.5 * lam_x / c
+    above = 1.0 - 0.5 * (1.0 - lam_x) / (1.0 - c)
+    return torch.where(lam_x < c, below, above).clamp(0.0, 1.0)
+
+
+def mamix_remix_lambda_y(lam_x: torch.Tensor, n_i: torch.Tensor, n_j: torch.Tensor, omega: float = 0.25,
+                         tau: float = 0.5, kappa: float = 3.0, **_: float) -> torch.Tensor:
+    """MAMix-Remix (Table 2): Remix's relabelling applied on top of MAMix's lam_y."""
+    base = mamix_lambda_y(lam_x, n_i, n_j, omega=omega)
+    return remix_lambda_y(lam_x, n_i, n_j, tau=tau, kappa=kappa, base=base)
+
+
+LabelRule = Callable[..., torch.Tensor]
+LABEL_RULES: dict[str, LabelRule] = {
+    "mixup": mixup_lambda_y,
+    "remix": remix_lambda_y,
+    "mamix": mamix_lambda_y,
+    "mamix_remix": mamix_remix_lambda_y,
+}
+
+
+def sample_beta(alpha: float, generator: torch.Generator, device: torch.device | str) -> torch.Tensor:
+    """One draw of Beta(alpha, alpha) as a 0-d tensor on ``device``, from ``generator`` alone.
+
+    ``torch.distributions.Beta`` takes no generator, and drawing on the host would cost a transfer per
+    step, so Beta = G1 / (G1 + G2) with Gamma draws by Marsaglia and Tsang's method (2000), accepting
+    the first of 32 vectorised proposals (rejection probability below 5 % each for shape >= 1).
+    Shape < 1 uses Gamma(a) = Gamma(a + 1) * U ** (1 / a).
+    """
+    a = alpha + 1.0 if alpha < 1 else alpha
+    d = a - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * d)
+    z = torch.randn(2, 32, generator=generator, device=device, dtype=torch.float64)
+    u = torch.rand(2, 32, generator=generator, device=device, dtype=torch.float64)
+    v = (1.0 + c * z) ** 3
+    accept = (v > 0) & (torch.log(u) < 0.5 * z * z + d - d * v + d * torch.log(v.clamp_min(1e-300)))
+    first = accept.to(torch.int8).argmax(dim=1, keepdim=True)
+    gamma = d * v.gather(1, first).squeeze(1)
+    if alpha < 1:
+        gamma = gamma * torch.rand(2, generator=generator, device=device, dtype=torch.float64) ** (1.0 / alpha)
+    return (gamma[0] / (gamma[0] + gamma[1]).clamp_min(1e-300)).to(torch.float32)
+
+
+@dataclass
+class MixedBatch:
+    x: torch.Tensor  # mixed inputs x~
+    y_i: torch.Tensor
+    y_j: torch.Tensor
+    lam_y: torch.Tensor  # per sample, y_i's share of the label
+    lam_x: torch.Tensor  # 0-d, x_i's share of the input
+
+
+def mix_batch(x_i: torch.Tensor, y_i: torch.Tensor, x_j: torch.Tensor, y_j: torch.Tensor, *, rule: str,
+              counts: torch.Tensor, generator: torch.Generator, alpha: float = 1.0, omega: float = 0.25,
+              tau: float = 0.5, kappa: float = 3.0) -> MixedBatch:
+    """Mix pairs (x_i, x_j) with one lam_x ~ Beta(alpha, alpha) per batch and the label rule ``rule``.
+
+    How partners are chosen (a permutation of the batch, or a nearest neighbour) is the caller's
+    business; ``counts`` holds the training count of every class, on the batch's device.
+    """
+    if rule not in LABEL_RULES:
+        raise ValueError(f"label_rule: unknown rule {rule!r}; allowed: {sorted(LABEL_RULES)}")
+    lam_x = sample_beta(alpha, generator, x_i.device)
+    lam_y = LABEL_RULES[rule](lam_x, counts[y_i], counts[y_j], omega=omega, tau=tau, kappa=kappa)
+    x = lam_x.to(x_i.dtype) * x_i + (1 - lam_x.to(x_i.dtype)) * x_j
+    return MixedBatch(x=x, y_i=y_i, y_j=y_j, lam_y=lam_y, lam_x=lam_x)
+
+
+def permuted_partners(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup's pairing: sample i is mixed with sample perm[i] of the same batch."""
+    perm = torch.randperm(x.shape[0], generator=generator, device=x.device)
+    return x[perm], y[perm]

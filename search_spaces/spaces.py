@@ -1,0 +1,176 @@
+"""Optuna define-by-run search spaces for the paper's mixing hyperparameters.
+
+Every function here that takes a ``trial`` is *pure*: it only calls ``trial.suggest_*``, branches on
+the method to suggest just the parameters that method reads, and returns a dict of constants. That
+is the convention of Ray Tune's ``OptunaSearch(space=fn, metric=..., mode=...)``: the trial config
+is the suggested values merged with the returned dict (constants win). Anything else (reading data,
+training, logging, ``trial.set_user_attr``) belongs in the trainable, so a space can be sampled in
+microseconds and tested with a stub trial.
+
+Ranges (unit, paper default in brackets; the defaults also live in ``core.config.TrainConfig``):
+
+============  =====================================  ===========================  ==================
+name          meaning                                range (scale)                paper
+============  =====================================  ===========================  ==================
+alpha         lam_x ~ Beta(alpha, alpha), eq. 4      [0.1, 4] (log)               1
+omega         MAMix eta_c = n_c ** -omega, eq. 13    [0.0625, 8] (log)            0.25 (Table 12)
+tau           Remix threshold on lam_x, eq. 6        [0, 1] (linear)              0.5
+kappa         Remix P, a ratio of class counts       [1, 10] (log)                3
+drw_epoch     0-based epoch at which DRW switches    [epochs // 2, epochs - 1]    160 of 200 (90/120)
+============  =====================================  ===========================  ==================
+
+The omega range covers Table 12's grid (0.125 ... 8) with one octave below it; log scales are used
+where the paper's grid or the parameter's meaning (a ratio, an exponent) is multiplicative.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+from core.methods import METHODS
+
+if TYPE_CHECKING:  # only for annotations: a space never needs Optuna itself
+    from optuna.trial import BaseTrial
+
+ALPHA_RANGE = (0.1, 4.0)
+OMEGA_RANGE = (0.0625, 8.0)
+TAU_RANGE = (0.0, 1.0)
+KAPPA_RANGE = (1.0, 10.0)
+
+PAPER_ALPHA = 1.0
+PAPER_OMEGA = 0.25
+PAPER_TAU = 0.5
+PAPER_KAPPA = 3.0
+
+Space = Callable[["BaseTrial"], dict[str, Any]]
+
+
+# ---------------------------------------------------------------- single-parameter spaces
+def mixup_alpha_space(trial: BaseTrial) -> dict[str, Any]:
+    """Suggest ``alpha`` of lam_x ~ Beta(alpha, alpha) (paper: 1, i.e. lam_x uniform)."""
+    trial.suggest_float("alpha", *ALPHA_RANGE, log=True)
+    return {}
+
+
+def mamix_space(trial: BaseTrial) -> dict[str, Any]:
+    """Suggest MAMix's ``omega`` (paper: 0.25; Table 12 shows little change over 0.125-8)."""
+    trial.suggest_float("omega", *OMEGA_RANGE, log=True)
+    return {}
+
+
+def remix_space(trial: BaseTrial) -> dict[str, Any]:
+    """Suggest Remix's threshold ``tau`` (paper: 0.5) and ``kappa``, its P (paper: 3)."""
+    trial.suggest_float("tau", *TAU_RANGE)
+    trial.suggest_float("kappa", *KAPPA_RANGE, log=True)
+    return {}
+
+
+def drw_epoch_bounds(epochs: int) -> tuple[int, int]:
+    """Inclusive bounds of the DRW epoch for a run of ``epochs`` epochs: the second half of training.
+
+    DRW must first learn a representation unweighted (the paper switches at 160 of 200, with the
+    first learning-rate decay), and an epoch >= ``epochs`` would silently mean "never re-weight".
+    """
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ValueError(f"epochs: got {epochs!r}; allowed: an integer >= 1")
+    return epochs // 2, epochs - 1
+
+
+def drw_epoch_space(trial: BaseTrial, epochs: int) -> dict[str, Any]:
+    """Suggest ``drw_epoch`` in ``drw_epoch_bounds(epochs)`` (paper: 160 of 200, 90 of 120)."""
+    trial.suggest_int("drw_epoch", *drw_epoch_bounds(epochs))
+    return {}
+
+
+# ---------------------------------------------------------------- per-method spaces
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method: unknown method {method!r}; allowed: {sorted(METHODS)}")
+
+
+def method_params(method: str) -> tuple[str, ...]:
+    """Names of the hyperparameters ``method`` reads, in the order they are suggested."""
+    _check_method(method)
+    m = METHODS[method]
+    names: list[str] = []
+    if m.mixes:
+        names.append("alpha")
+        if "mamix" in m.label_rule:
+            names.append("omega")
+        if "remix" in m.label_rule:
+            names += ["tau", "kappa"]
+    if m.weighting == "drw":
+        names.append("drw_epoch")
+    return tuple(names)
+
+
+def _suggest_for(trial: BaseTrial, method: str, epochs: int) -> None:
+    """The conditional branch shared by ``method_space`` and ``joint_space``."""
+    params = method_params(method)
+    if "alpha" in params:
+        mixup_alpha_space(trial)
+    if "omega" in params:
+        mamix_space(trial)
+    if "tau" in params:
+        remix_space(trial)
+    if "drw_epoch" in params:
+        drw_epoch_space(trial, epochs)
+
+
+def method_space(method: str, epochs: int, constants: Mapping[str, Any] | None = None) -> Space:
+    """A define-by-run space for one method: only the parameters ``method`` uses are suggested.
+
+    The returned function returns ``{"method": method, **constants}``, so with Ray's OptunaSearch a
+    trial config is complete (e.g. ``constants={"dataset": "cifar10", "ratio": 300, "epochs": 200}``).
+    Arguments are checked here, once, rather than inside every trial.
+    """
+    _check_method(method)
+    drw_epoch_bounds(epochs)
+    fixed = {"method": method, **(constants or {})}
+
+    def space(trial: BaseTrial) -> dict[str, Any]:
+        _suggest_for(trial, method, epochs)
+        return dict(fixed)
+
+    space.__name__ = f"{method}_space"
+    space.__doc__ = f"Define-by-run space of {method!r}: {', '.join(method_params(method)) or 'no parameters'}."
+    return space
+
+
+def joint_space(methods: Sequence[str], epochs: int, constants: Mapping[str, Any] | None = None) -> Space:
+    """A define-by-run space that picks ``method`` categorically, then that method's parameters.
+
+    A parameter exists in a trial only if its method reads it (no omega for Remix-DRW), so the
+    sampler never learns from values that had no effect. Shared names (alpha, drw_epoch) keep one
+    distribution across methods, as Optuna requires.
+    """
+    methods = list(methods)
+    if not methods:
+        raise ValueError("methods: got an empty list; allowed: a non-empty list of method names")
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"methods: got duplicates in {methods!r}")
+    for method in methods:
+        _check_method(method)
+    drw_epoch_bounds(epochs)
+    fixed = dict(constants or {})
+
+    def space(trial: BaseTrial) -> dict[str, Any]:
+        method = trial.suggest_categorical("method", methods)
+        _suggest_for(trial, method, epochs)
+        return dict(fixed)
+
+    return space
+
+
+def paper_params(method: str, epochs: int, drw_epoch: int | None = None) -> dict[str, Any]:
+    """The paper's values of exactly the parameters ``method_space(method, epochs)`` suggests.
+
+    Useful as ``OptunaSearch(points_to_evaluate=[...])`` so that a search starts from the paper's
+    setting. ``drw_epoch`` defaults to 4/5 of training (160 of 200); pass the dataset's own value
+    where it differs (Tiny-ImageNet: 90 of 120, ``core.config.DATASET_DEFAULTS``).
+    """
+    low, high = drw_epoch_bounds(epochs)
+    if drw_epoch is None:
+        drw_epoch = min(max(epochs * 4 // 5, low), high)
+    paper = dict(alpha=PAPER_ALPHA, omega=PAPER_OMEGA, tau=PAPER_TAU, kappa=PAPER_KAPPA, drw_epoch=drw_epoch)
+    return {name: paper[name] for name in method_params(method)}

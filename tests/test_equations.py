@@ -1,0 +1,182 @@
+"""Golden values from ../shared/notes/reference-facts.md and properties of the paper's equations."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.data import DATASETS, Arrays, training_counts
+from core.imbalance import class_counts, imbalanced_indices
+from core.losses import LDAMLoss, class_balanced_weights, ldam_margins, mixed_cross_entropy
+from core.mixing import (mamix_balance_point, mamix_lambda_y, mamix_remix_lambda_y, mix_batch,
+                         remix_lambda_y, sample_beta)
+
+CIFAR10_LT100 = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+
+
+# ----------------------------------------------------------------------------- imbalance
+
+def test_long_tailed_counts_cifar10():
+    assert class_counts(5000, 10, 100) == CIFAR10_LT100
+    assert sum(class_counts(5000, 10, 100)) == 12406
+    assert class_counts(5000, 10, 10) == [5000, 3871, 2997, 2320, 1796, 1391, 1077, 834, 645, 500]
+
+
+def test_step_and_other_datasets():
+    assert sum(class_counts(5000, 10, 100, "step", 0.5)) == 25250
+    assert class_counts(5000, 10, 100, "step", 0.5) == [5000] * 5 + [50] * 5
+    c100 = class_counts(500, 100, 100)
+    assert (c100[0], c100[-1], sum(c100)) == (500, 5, 10847)
+    assert class_counts(9000, 10, 100) == [9000, 5395, 3234, 1938, 1162, 696, 417, 250, 150, 90]
+    assert class_counts(7, 3, 50, "balanced") == [7, 7, 7]
+
+
+def test_svhn_counts_put_digit_zero_in_the_tail():
+    fake = Arrays(np.zeros((1, 1, 1, 3), np.uint8), np.zeros(20000, np.int64), np.zeros((1, 1, 1, 3), np.uint8),
+                  np.zeros(1, np.int64), [str(c) for c in range(10)])
+    assert training_counts(DATASETS["svhn"], fake, "long_tailed", 100, 0.5) == [10, 1000, 599, 359, 215, 129, 77,
+                                                                                46, 27, 16]
+
+
+def test_class_counts_rejects_bad_input():
+    with pytest.raises(ValueError, match="imbalance"):
+        class_counts(10, 3, 2, "zipf")
+    with pytest.raises(ValueError, match="ratio"):
+        class_counts(10, 3, 0.5)
+
+
+def test_imbalanced_indices_is_seeded_and_local():
+    labels = np.repeat(np.arange(3), 20)
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    a = imbalanced_indices(labels, [10, 5, 2], seed=0)
+    assert np.array_equal(np.random.get_state()[1], before), "global RNG must not be touched"
+    assert np.array_equal(a, imbalanced_indices(labels, [10, 5, 2], seed=0))
+    assert not np.array_equal(a, imbalanced_indices(labels, [10, 5, 2], seed=1))
+    assert np.bincount(labels[a]).tolist() == [10, 5, 2]
+
+
+# ----------------------------------------------------------------------------- losses
+
+def test_class_balanced_weights_golden():
+    w = class_balanced_weights(CIFAR10_LT100, 0.9999)
+    golden = [0.0506, 0.0769, 0.1211, 0.1950, 0.3188, 0.5246, 0.8683, 1.4426, 2.4092, 3.9927]
+    assert torch.allclose(w, torch.tensor(golden), atol=1e-4)
+    assert w.sum().item() == pytest.approx(10.0, abs=1e-5)
+
+
+def test_ldam_margins_golden():
+    golden = [0.158, 0.180, 0.204, 0.232, 0.264, 0.300, 0.341, 0.387, 0.441, 0.5]
+    assert torch.allclose(ldam_margins(CIFAR10_LT100, 0.5), torch.tensor(golden), atol=1e-3)
+
+
+def test_mixed_cross_entropy_reduces_to_weighted_cross_entropy():
+    g = torch.Generator().manual_seed(0)
+    logits, y = torch.randn(16, 4, generator=g), torch.randint(0, 4, (16,), generator=g)
+    w = torch.tensor([0.5, 1.0, 2.0, 0.5])
+    ones = torch.ones(16)
+    ref = torch.nn.functional.cross_entropy(logits, y, weight=w)
+    assert mixed_cross_entropy(logits, y, y, ones, w).item() == pytest.approx(ref.item(), rel=1e-6)
+    batch = (torch.nn.functional.cross_entropy(logits, y, weight=w, reduction="sum") / 16).item()
+    assert mixed_cross_entropy(logits, y, y, ones, w, "batch_mean").item() == pytest.approx(batch, rel=1e-6)
+    y2 = (y + 1) % 4
+    lam = torch.rand(16, generator=g)
+    mixed = (lam * torch.nn.functional.cross_entropy(logits, y, reduction="none")
+             + (1 - lam) * torch.nn.functional.cross_entropy(logits, y2, reduction="none")).mean()
+    assert mixed_cross_entropy(logits, y, y2, lam).item() == pytest.approx(mixed.item(), rel=1e-6)
+
+
+def test_ldam_loss_subtracts_the_margin_of_the_true_class_only():
+    loss = LDAMLoss([100, 10], max_m=0.5, s=30.0)
+    cos = torch.tensor([[0.2, 0.1], [0.2, 0.1]])
+    adjusted = loss.adjusted_logits(cos, torch.tensor([0, 1]))
+    m0 = 0.5 * (10 / 100) ** 0.25
+    assert torch.allclose(adjusted, torch.tensor([[30 * (0.2 - m0), 3.0], [6.0, 30 * (0.1 - 0.5)]]), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- mixing
+
+@pytest.mark.parametrize("n_i,n_j,c_star", [(5000, 50, 0.7597), (50, 5000, 0.2403), (5000, 1077, 0.5948)])
+def test_mamix_balance_point_golden(n_i, n_j, c_star):
+    c = mamix_balance_point(torch.tensor(n_i), torch.tensor(n_j), omega=0.25)
+    assert c.item() == pytest.approx(c_star, abs=1e-4)
+    assert mamix_lambda_y(c, torch.tensor(n_i), torch.tensor(n_j), omega=0.25).item() == pytest.approx(0.5, abs=1e-6)
+
+
+counts_st = st.integers(1, 5000)
+lam_st = st.floats(0.0, 1.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(lam=lam_st, n_i=counts_st, n_j=counts_st, omega=st.floats(0.05, 8.0))
+def test_mamix_lambda_y_in_unit_interval(lam, n_i, n_j, omega):
+    v = mamix_lambda_y(torch.tensor(lam), torch.tensor(n_i), torch.tensor(n_j), omega=omega).item()
+    assert 0.0 <= v <= 1.0
+
+
+@settings(max_examples=100, deadline=None)
+@given(lam=lam_st, n=counts_st, omega=st.floats(0.05, 8.0))
+def test_mamix_equals_mixup_for_equal_counts(lam, n, omega):
+    v = mamix_lambda_y(torch.tensor(lam), torch.tensor(n), torch.tensor(n), omega=omega).item()
+    assert v == pytest.approx(lam, abs=1e-6)
+
+
+@settings(max_examples=100, deadline=None)
+@given(a=lam_st, b=lam_st, n_i=counts_st, n_j=counts_st)
+def test_mamix_monotone_in_lam_x(a, b, n_i, n_j):
+    lo, hi = sorted((a, b))
+    f = lambda lam: mamix_lambda_y(torch.tensor(lam), torch.tensor(n_i), torch.tensor(n_j)).item()  # noqa: E731
+    assert f(lo) <= f(hi) + 1e-6
+
+
+def test_mamix_favours_the_minority():
+    # x_i from the majority, half the input: the label leans to the minority class j.
+    v = mamix_lambda_y(torch.tensor(0.5), torch.tensor(5000), torch.tensor(50)).item()
+    assert v == pytest.approx(0.5 * 0.5 / 0.7597, abs=1e-3) and v < 0.5
+
+
+def test_remix_three_cases():
+    lam = torch.tensor([0.3, 0.8, 0.5, 0.3, 0.8])
+    n_i = torch.tensor([300, 300, 300, 10, 10])
+    n_j = torch.tensor([10, 10, 300, 300, 300])
+    # case 1: i is P-majority and lam_x < tau -> 0; case 2: j is P-majority and 1 - lam_x < tau -> 1
+    got = remix_lambda_y(lam, n_i, n_j, tau=0.5, kappa=3.0)
+    assert got.tolist() == pytest.approx([0.0, 0.8, 0.5, 0.3, 1.0])
+
+
+@settings(max_examples=100, deadline=None)
+@given(lam=lam_st, n_i=counts_st, n_j=counts_st)
+def test_all_rules_in_unit_interval(lam, n_i, n_j):
+    for fn in (remix_lambda_y, mamix_remix_lambda_y):
+        v = fn(torch.tensor(lam), torch.tensor(n_i), torch.tensor(n_j)).item()
+        assert 0.0 <= v <= 1.0
+
+
+def test_mamix_remix_applies_remix_on_top_of_mamix():
+    lam, n_i, n_j = torch.tensor([0.3, 0.6]), torch.tensor([5000, 5000]), torch.tensor([50, 50])
+    got = mamix_remix_lambda_y(lam, n_i, n_j)
+    assert got[0].item() == 0.0  # Remix relabels
+    assert got[1].item() == pytest.approx(mamix_lambda_y(lam[1], n_i[1], n_j[1]).item())
+
+
+@pytest.mark.parametrize("alpha", [0.2, 1.0, 4.0])
+def test_sample_beta_matches_the_distribution(alpha):
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([sample_beta(alpha, g, "cpu") for _ in range(4000)])
+    assert draws.min() >= 0 and draws.max() <= 1
+    assert draws.mean().item() == pytest.approx(0.5, abs=0.02)
+    var = 1.0 / (4 * (2 * alpha + 1))
+    assert draws.var().item() == pytest.approx(var, rel=0.1)
+
+
+def test_mix_batch_mixes_inputs_with_lam_x_as_x_i_share():
+    g = torch.Generator().manual_seed(3)
+    x_i, x_j = torch.zeros(4, 1, 2, 2), torch.ones(4, 1, 2, 2)
+    y_i, y_j = torch.tensor([0, 0, 1, 1]), torch.tensor([1, 1, 0, 0])
+    out = mix_batch(x_i, y_i, x_j, y_j, rule="mamix", counts=torch.tensor([5000, 50]), generator=g)
+    assert torch.allclose(out.x, torch.full_like(x_i, 1 - out.lam_x.item()))
+    expected = mamix_lambda_y(out.lam_x, torch.tensor([5000, 5000, 50, 50]), torch.tensor([50, 50, 5000, 5000]))
+    assert torch.allclose(out.lam_y, expected)
+    with pytest.raises(ValueError, match="label_rule"):
+        mix_batch(x_i, y_i, x_j, y_j, rule="cutmix", counts=torch.tensor([1, 1]), generator=g)
