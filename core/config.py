@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,7 +93,7 @@ class TrainConfig:
     compile: bool = False
 
     def __post_init__(self) -> None:
-        if self.dataset not in DATASET_DEFAULTS:
+        if not _choice(self.dataset, DATASET_DEFAULTS):
             raise ConfigError("dataset", f"unknown dataset {self.dataset!r}; allowed: {sorted(DATASET_DEFAULTS)}")
         defaults = dict(model=None, epochs=None, batch_size=128, lr=0.1, warmup_epochs=5, milestones=None,
                         lr_factor=None, drw_epoch=None, ratio=100.0)
@@ -114,11 +115,12 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(name, f"got {getattr(self, name)!r}; allowed: {allowed}")
 
-        need(self.method in METHODS, "method", str(sorted(METHODS)))
-        need(self.model in MODELS, "model", str(sorted(MODELS)))
-        need(self.imbalance in IMBALANCE_KINDS, "imbalance", str(list(IMBALANCE_KINDS)))
-        need(self.reduction in REDUCTIONS, "reduction", str(list(REDUCTIONS)))
-        need(self.device in DEVICES or self.device.startswith("cuda:"), "device", f"{list(DEVICES)} or 'cuda:N'")
+        need(_choice(self.method, METHODS), "method", str(sorted(METHODS)))
+        need(_choice(self.model, MODELS), "model", str(sorted(MODELS)))
+        need(_choice(self.imbalance, IMBALANCE_KINDS), "imbalance", str(list(IMBALANCE_KINDS)))
+        need(_choice(self.reduction, REDUCTIONS), "reduction", str(list(REDUCTIONS)))
+        need(_choice(self.device, DEVICES) or (isinstance(self.device, str) and re.fullmatch(r"cuda:\d+", self.device)),
+             "device", f"{list(DEVICES)} or 'cuda:N'")
         need(_number(self.ratio) and self.ratio >= 1, "ratio", "a number >= 1")
         need(_number(self.mu) and 0 < self.mu < 1, "mu", "a number in (0, 1)")
         need(_integer(self.epochs) and self.epochs >= 1, "epochs", "an integer >= 1")
@@ -128,7 +130,8 @@ class TrainConfig:
         need(_number(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a number >= 0")
         need(_integer(self.warmup_epochs) and 0 <= self.warmup_epochs <= self.epochs, "warmup_epochs",
              f"an integer in [0, epochs={self.epochs}]")
-        need(all(_integer(m) and 0 <= m <= self.epochs for m in self.milestones)
+        need(isinstance(self.milestones, (tuple, list))
+             and all(_integer(m) and 0 <= m <= self.epochs for m in self.milestones)
              and list(self.milestones) == sorted(self.milestones), "milestones",
              f"increasing integers in [0, epochs={self.epochs}]")
         need(_number(self.lr_factor) and 0 < self.lr_factor <= 1, "lr_factor", "a number in (0, 1]")
@@ -168,6 +171,11 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+
+def _choice(v: Any, allowed: Any) -> bool:
+    """``v`` is one of the allowed names (a non-string, e.g. an unhashable list, is not)."""
+    return isinstance(v, str) and v in allowed
 
 
 def _number(v: Any) -> bool:

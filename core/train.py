@@ -192,7 +192,8 @@ def train(config: TrainConfig | dict[str, Any], report: Report | None = None, *,
             # Copied: the caller may keep the state while training goes on.
             save_state(copy.deepcopy({"epoch": epoch + 1, "best": best, "metrics": metrics,
                                       "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                      "generator": generator.get_state(), "config": cfg.to_dict()}))
+                                      "generator": generator.get_state(), "config": cfg.to_dict(),
+                                      "counts": data.counts, "classes": data.classes}))
         if report is not None:
             report(metrics)
     return metrics

@@ -1,0 +1,93 @@
+"""Tables and plots in the paper's layout: per-class tables of one trial, mean +- std over seeds of a
+sweep, and the figures beside them. Pure pandas and matplotlib (Agg backend): usable on a headless
+cluster and from the MLflow store alone."""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Sequence
+
+import pandas as pd
+
+
+def per_class_table(metrics: dict[str, float], counts: Sequence[int], classes: Sequence[str]) -> pd.DataFrame:
+    """One row per class: training count, final test accuracy, mean test margin."""
+    return pd.DataFrame({
+        "class": list(classes),
+        "train_count": list(counts),
+        "test_acc": [metrics.get(f"class_acc_{c}", math.nan) for c in range(len(counts))],
+        "margin": [metrics.get(f"class_margin_{c}", math.nan) for c in range(len(counts))],
+    })
+
+
+def summarise(trials: pd.DataFrame, by: Sequence[str], metrics: dict[str, str]) -> pd.DataFrame:
+    """Mean +- std over the trials of each group (seeds), one row per group, as in the paper's tables.
+
+    ``metrics`` maps a trial-table column to its column title. The result has one formatted
+    ``"mean +- std"`` column per metric, plus ``<column>_mean``, ``<column>_std`` and ``n`` numbers.
+    """
+    groups = trials.groupby(list(by), sort=True)
+    table = groups.size().rename("n").to_frame()
+    for column, title in metrics.items():
+        stats = groups[column].agg(["mean", "std"])
+        stats["std"] = stats["std"].fillna(0.0)  # one seed: no spread
+        table[f"{column}_mean"], table[f"{column}_std"] = stats["mean"], stats["std"]
+        table[title] = [f"{m:.4f} ± {s:.4f}" for m, s in zip(stats["mean"], stats["std"])]
+    return table.reset_index()
+
+
+def to_markdown(table: pd.DataFrame, columns: Sequence[str]) -> str:
+    return table[list(columns)].to_markdown(index=False)
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _figure(width: float = 6.0, height: float = 4.0):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height))
+
+
+def margin_bar_chart(table: pd.DataFrame, title: str) -> bytes:
+    """Per-class mean margin as bars, classes in training-count order (head to tail)."""
+    fig, ax = _figure()
+    ax.bar(table["class"].astype(str), table["margin"], color="tab:blue")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("class (head to tail)")
+    ax.set_ylabel("mean test margin")
+    ax.set_title(title)
+    return _png(fig)
+
+
+def sensitivity_plot(table: pd.DataFrame, x: str, y: str, ylabel: str, title: str, log_x: bool = True) -> bytes:
+    """A metric's mean against a hyperparameter, with +- std error bars (paper Table 12 as a curve)."""
+    fig, ax = _figure()
+    ax.errorbar(table[x], table[f"{y}_mean"], yerr=table[f"{y}_std"], marker="o", capsize=3)
+    if log_x:
+        ax.set_xscale("log", base=2)
+    ax.set_xlabel(x)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def scatter_plot(x: Sequence[float], y: Sequence[float], xlabel: str, ylabel: str, title: str) -> bytes:
+    fig, ax = _figure()
+    ax.scatter(x, y)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return _png(fig)

@@ -1,0 +1,135 @@
+"""Every MLflow call of the platform, in one place, so an MLflow API change touches one file.
+
+Layout in MLflow: one experiment per sweep name; one parent run per sweep invocation (resumed
+invocations continue the same parent); one nested child run per trial, found again by its Ray trial
+id, so a retried or resumed trial continues its run instead of opening a new one. Metrics are logged
+with the epoch as step, and a step already in the run's history is never logged twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from typing import Any
+
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+PARENT_TAG = "mlflow.parentRunId"
+TRIAL_TAG = "ray.trial_id"
+
+
+def default_tracking_uri(results_dir: str) -> str:
+    """An absolute SQLite store under the results folder (trials do not run in the driver's directory)."""
+    return "sqlite:///" + os.path.join(os.path.abspath(results_dir), "mlflow.db")
+
+
+def client(tracking_uri: str) -> MlflowClient:
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _retrying(fn, *args, attempts: int = 8, delay: float = 0.5, **kwargs):
+    """Call ``fn`` and retry on errors with exponential back-off: a tracking server that is briefly
+    unreachable, or a busy SQLite file, must not fail a trial."""
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - MLflow raises many kinds for transient failures
+            if attempt == attempts - 1:
+                raise
+            log.warning("MLflow call %s failed (%s); retrying", getattr(fn, "__name__", fn), err)
+            time.sleep(delay * 2 ** attempt)
+
+
+def experiment_id(tracking_uri: str, name: str) -> str:
+    c = client(tracking_uri)
+    exp = _retrying(c.get_experiment_by_name, name)
+    return exp.experiment_id if exp is not None else _retrying(c.create_experiment, name)
+
+
+def start_parent_run(tracking_uri: str, experiment: str, run_name: str, tags: dict[str, str]) -> str:
+    c = client(tracking_uri)
+    run = _retrying(c.create_run, experiment, run_name=run_name, tags=tags)
+    return run.info.run_id
+
+
+def set_status(tracking_uri: str, run_id: str, status: str) -> None:
+    """End (FINISHED, FAILED, KILLED) or reopen (RUNNING) a run."""
+    c = client(tracking_uri)
+    if status == "RUNNING":
+        _retrying(c.update_run, run_id, status="RUNNING")
+    else:
+        _retrying(c.set_terminated, run_id, status=status)
+
+
+def child_runs(tracking_uri: str, experiment: str, parent_run_id: str) -> list:
+    c = client(tracking_uri)
+    return _retrying(c.search_runs, [experiment], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+                     max_results=10000)
+
+
+def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float]) -> None:
+    """Log metrics without a step (summary values of a sweep's parent run)."""
+    _log_batch(client(tracking_uri), run_id, metrics, step=0)
+
+
+def log_artifacts(tracking_uri: str, run_id: str, files: dict[str, bytes]) -> None:
+    """Write ``files`` (name -> content) to a temporary folder and upload them as the run's artifacts."""
+    c = client(tracking_uri)
+    with tempfile.TemporaryDirectory() as d:
+        for name, content in files.items():
+            with open(os.path.join(d, name), "wb") as f:
+                f.write(content)
+        _retrying(c.log_artifacts, run_id, d)
+
+
+def _log_batch(c: MlflowClient, run_id: str, metrics: dict[str, float], step: int) -> None:
+    now = int(time.time() * 1000)
+    # MLflow stores NaN, but not inf; a missing class's margin is NaN on purpose.
+    batch = [Metric(k, float(v), now, step) for k, v in metrics.items()
+             if isinstance(v, (int, float)) and not math.isinf(v)]
+    for start in range(0, len(batch), 1000):  # MLflow's batch limit
+        _retrying(c.log_batch, run_id, metrics=batch[start:start + 1000])
+
+
+class TrialRun:
+    """The MLflow child run of one Ray trial: created on the trial's first attempt, found again by its
+    trial id on a retry or a resumed sweep, continued from the last step it already holds."""
+
+    def __init__(self, tracking_uri: str, experiment: str, parent_run_id: str, trial_id: str, name: str,
+                 params: dict[str, Any]):
+        self.uri, self.client = tracking_uri, client(tracking_uri)
+        found = _retrying(self.client.search_runs, [experiment],
+                          filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'")
+        if found:
+            self.run_id = found[0].info.run_id
+            _retrying(self.client.update_run, self.run_id, status="RUNNING")
+            history = _retrying(self.client.get_metric_history, self.run_id, "epoch")
+            self.last_step = max((m.step for m in history), default=-1)
+            log.info("continuing MLflow run %s of trial %s after step %d", self.run_id, trial_id, self.last_step)
+        else:
+            run = _retrying(self.client.create_run, experiment, run_name=name,
+                            tags={PARENT_TAG: parent_run_id, TRIAL_TAG: trial_id})
+            self.run_id, self.last_step = run.info.run_id, -1
+            _retrying(self.client.log_batch, self.run_id,
+                      params=[Param(k, json.dumps(v) if isinstance(v, (list, tuple)) else str(v))
+                              for k, v in sorted(params.items())])
+
+    def log_epoch(self, metrics: dict[str, float]) -> None:
+        step = int(metrics["epoch"])
+        if step <= self.last_step:
+            return  # logged before a crash; the history stays continuous
+        _log_batch(self.client, self.run_id, metrics, step)
+        self.last_step = step
+
+    def set_tag(self, key: str, value: str) -> None:
+        _retrying(self.client.set_tag, self.run_id, key, value)
+
+    def finish(self, status: str) -> None:
+        _retrying(self.client.set_terminated, self.run_id, status=status)

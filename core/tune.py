@@ -1,0 +1,95 @@
+"""The Ray Tune trainable: one ``core.train.train`` call per trial, with checkpoints and MLflow.
+
+Each evaluation becomes one ``tune.report`` carrying a checkpoint (model, optimiser, schedule
+position, generator state, epoch, best accuracy), and one step of the trial's MLflow child run.
+A crashed trial restarts from its last checkpoint (``FailureConfig(max_failures=...)``) and continues
+its MLflow run, which is found again by the Ray trial id. Ray calls live here and in ``core.sweep``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from typing import Any
+
+import torch
+from ray import tune
+
+from core import tracking
+from core.config import TrainConfig
+from core.reporting import margin_bar_chart, per_class_table
+from core.train import train
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+
+
+class InjectedFault(RuntimeError):
+    """Raised on purpose by ``crash_after_epoch``, to drill recovery from a crashed trial."""
+
+
+def load_checkpoint_state(checkpoint: tune.Checkpoint | None) -> dict[str, Any] | None:
+    """The training state in a checkpoint, or None. A corrupt or truncated file is reported and the
+    trial starts from scratch rather than crashing the sweep."""
+    if checkpoint is None:
+        return None
+    try:
+        with checkpoint.as_directory() as d:
+            # weights_only: a checkpoint is data, never code to run.
+            return torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is handled the same way
+        log.error("checkpoint %s is unreadable (%s); starting the trial from scratch", checkpoint.path, err)
+        return None
+
+
+def trial(config: dict[str, Any], *, base: dict[str, Any], platform: dict[str, Any]) -> None:
+    """Ray Tune function trainable.
+
+    ``config`` holds the swept fields (e.g. omega, seed), ``base`` the rest of the TrainConfig, and
+    ``platform`` the sweep's settings: tracking_uri, experiment_id, parent_run_id and, for drills
+    only, crash_after_epoch.
+    """
+    cfg = TrainConfig.from_dict({**base, **config})
+    context = tune.get_context()
+    run = tracking.TrialRun(platform["tracking_uri"], platform["experiment_id"], platform["parent_run_id"],
+                            context.get_trial_id(), context.get_trial_name(), cfg.to_dict())
+    resume = load_checkpoint_state(tune.get_checkpoint())
+    latest: dict[str, Any] = {}
+
+    def save_state(state: dict[str, Any]) -> None:
+        latest.clear()
+        latest.update(state)
+
+    def report(metrics: dict[str, float]) -> None:
+        run.log_epoch(metrics)
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(latest, os.path.join(d, STATE_FILE))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        if resume is None and metrics["epoch"] == platform.get("crash_after_epoch"):
+            raise InjectedFault(f"injected crash after epoch {metrics['epoch']}")
+
+    try:
+        metrics = train(cfg, report, resume=resume, save_state=save_state)
+        state = latest or resume or {}
+        if metrics and state:
+            log_trial_artifacts(run, metrics, state["counts"], state["classes"], cfg)
+        run.finish("FINISHED")
+    except BaseException as err:
+        run.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
+        run.finish("FAILED")
+        raise
+
+
+def log_trial_artifacts(run: tracking.TrialRun, metrics: dict[str, float], counts: list[int],
+                        classes: list[str], cfg: TrainConfig) -> None:
+    """Per-class accuracy and margin table (JSON and CSV) and the per-class margin bar chart."""
+    table = per_class_table(metrics, counts, classes)
+    title = f"{cfg.method} on {cfg.dataset} (ratio {cfg.ratio:g}), epoch {int(metrics['epoch'])}"
+    tracking.log_artifacts(run.uri, run.run_id, {
+        "per_class.json": json.dumps(table.to_dict(orient="records"), indent=1).encode(),
+        "per_class.csv": table.to_csv(index=False).encode(),
+        "per_class_margin.png": margin_bar_chart(table, title),
+    })
