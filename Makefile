@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -m core.train --dataset digits --method mamix_drw
+	$(PY) sweeps/omega_sensitivity.py --preset demo
 
 test: install
 	$(PY) -m pytest -q

@@ -76,7 +76,7 @@ def check_arrays(a: Arrays, name: str) -> None:
     """Shapes and label range, so a wrong data root fails here and not deep inside training."""
     for split in ("train", "test"):
         x, y = getattr(a, f"x_{split}"), getattr(a, f"y_{split}")
-        if x.ndim != 4 or x.dtype != np.uint8 or len(x) != len(y) or len(x) == 0:
+        if x.ndim != 4 or x.dtype != np.uint8 or y.ndim != 1 or len(x) != len(y) or len(x) == 0:
             raise ValueError(f"data_root: {name} x_{split} must be a non-empty (N, H, W, C) uint8 array with one "
                              f"label per image; got shape {x.shape}, dtype {x.dtype}, {len(y)} labels")
         if y.min() < 0 or y.max() >= len(a.classes):
@@ -90,10 +90,10 @@ def _load_npz(path: str) -> Arrays:
         if missing:
             raise ValueError(f"data_root: {path} lacks the keys {sorted(missing)}")
         y_train = f["y_train"].astype(np.int64)
-        num_classes = int(max(y_train.max(), f["y_test"].max())) + 1
+        num_classes = int(max(y_train.max(initial=-1), f["y_test"].max(initial=-1))) + 1  # empty: check_arrays
         arrays = Arrays(f["x_train"], y_train, f["x_test"], f["y_test"].astype(np.int64),
                         [str(c) for c in range(num_classes)], presubsampled="train_index" in f.files)
-    check_arrays(arrays, os.path.basename(path))
+    check_arrays(arrays, path)
     return arrays
 
 

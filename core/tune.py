@@ -14,6 +14,7 @@ import os
 import tempfile
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -56,6 +57,7 @@ def trial(config: dict[str, Any], *, base: dict[str, Any], platform: dict[str, A
     context = tune.get_context()
     run = tracking.TrialRun(platform["tracking_uri"], platform["experiment_id"], platform["parent_run_id"],
                             context.get_trial_id(), context.get_trial_name(), cfg.to_dict())
+    run.set_tag("ray.node_id", ray.get_runtime_context().get_node_id())
     resume = load_checkpoint_state(tune.get_checkpoint())
     latest: dict[str, Any] = {}
 

@@ -1,0 +1,323 @@
+"""Datasets by name, .npz data roots, the batched augmentation, the accuracy report, and the real CIFAR-10."""
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import SHARED
+from core.augment import pad_crop_flip
+from core.data import DATASETS, imbalanced_arrays, load
+from core.evaluation import accuracy_report
+
+CIFAR_DIR = os.path.join(SHARED, "data", "cifar10")
+TO_NPZ = os.path.join(CIFAR_DIR, "to_npz.py")
+
+
+# ----------------------------------------------------------------------------- embedded datasets
+
+def test_digits_shapes_balanced_test_part_and_disjoint_split():
+    from sklearn.datasets import load_digits
+
+    a = load("digits")
+    assert a.x_train.dtype == np.uint8 and a.x_test.dtype == np.uint8
+    assert a.x_train.shape[1:] == (8, 8, 1) and a.x_test.shape == (500, 8, 8, 1)
+    assert a.x_train.max() == 255 and a.x_train.min() == 0
+    assert a.y_train.dtype == np.int64 and a.y_train.shape == (len(a.x_train),)
+    assert np.bincount(a.y_test).tolist() == [50] * 10
+    assert len(a.classes) == 10 and not a.presubsampled
+    # the two parts are a partition of scikit-learn's 1,797 images: together exactly the whole set
+    digits = load_digits()
+    assert len(a.x_train) + len(a.x_test) == len(digits.target) == 1797
+    assert (np.bincount(a.y_train) + np.bincount(a.y_test)).tolist() == np.bincount(digits.target).tolist()
+    ours = np.concatenate([np.concatenate([a.x_train, a.x_test]).reshape(-1, 64),
+                           np.concatenate([a.y_train, a.y_test])[:, None]], 1)
+    pixels = np.minimum(digits.images * 16, 255).astype(np.uint8)  # 0..16 to 0..255 (16 -> 255, not 0)
+    theirs = np.concatenate([pixels.reshape(-1, 64), digits.target[:, None]], 1)
+    np.testing.assert_array_equal(np.unique(ours, axis=0, return_counts=True)[1],
+                                  np.unique(theirs, axis=0, return_counts=True)[1])
+    np.testing.assert_array_equal(np.unique(ours, axis=0), np.unique(theirs, axis=0))
+    # the fixed split is the same on every call
+    b = load("digits")
+    np.testing.assert_array_equal(a.y_test, b.y_test)
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+
+
+def test_digits_pool_supports_the_default_imbalanced_subset():
+    a = load("digits")
+    x, y, counts = imbalanced_arrays(a, DATASETS["digits"], "long_tailed", 10.0, 0.5, subset_seed=0)
+    assert counts[0] == 120 and counts[-1] == 12 and counts == sorted(counts, reverse=True)
+    assert np.bincount(y, minlength=10).tolist() == counts and len(x) == sum(counts)
+
+
+def test_synthetic_dataset():
+    a = load("synthetic")
+    assert a.x_train.shape == (1000, 8, 8, 1) and a.x_test.shape == (200, 8, 8, 1)
+    assert a.x_train.dtype == np.uint8
+    assert np.bincount(a.y_train).tolist() == [100] * 10 and np.bincount(a.y_test).tolist() == [20] * 10
+    np.testing.assert_array_equal(a.x_train, load("synthetic").x_train)  # seeded
+    # learnable: the nearest class mean of the training part classifies most test images
+    means = np.stack([a.x_train[a.y_train == c].reshape(-1, 64).mean(0) for c in range(10)])
+    pred = ((a.x_test.reshape(-1, 1, 64) - means[None]) ** 2).sum(-1).argmin(1)
+    assert (pred == a.y_test).mean() > 0.9
+
+
+def test_unknown_dataset_lists_the_known_ones():
+    with pytest.raises(ValueError, match="unknown dataset 'mnist'") as err:
+        load("mnist")
+    for name in ("cifar10", "digits", "synthetic", "tiny_imagenet"):
+        assert name in str(err.value)
+
+
+# ----------------------------------------------------------------------------- .npz data roots
+
+def _write_npz(path, n_train=30, n_test=10, k=3, **override):
+    rng = np.random.default_rng(0)
+    arrays = dict(x_train=rng.integers(0, 256, (n_train, 6, 6, 3), dtype=np.uint8),
+                  y_train=np.arange(n_train) % k,
+                  x_test=rng.integers(0, 256, (n_test, 6, 6, 3), dtype=np.uint8),
+                  y_test=np.arange(n_test) % k)
+    arrays.update(override)
+    np.savez(path, **{key: v for key, v in arrays.items() if v is not None})
+    return arrays
+
+
+def test_an_npz_in_the_data_root_is_used(tmp_path):
+    written = _write_npz(tmp_path / "cifar10.npz")
+    a = load("cifar10", str(tmp_path))
+    np.testing.assert_array_equal(a.x_train, written["x_train"])
+    np.testing.assert_array_equal(a.y_test, written["y_test"])
+    assert a.y_train.dtype == np.int64 and a.classes == ["0", "1", "2"] and not a.presubsampled
+    # a pre-subsampled file (train_index present) is used as it is
+    _write_npz(tmp_path / "svhn.npz", train_index=np.arange(30))
+    b = load("svhn", str(tmp_path))
+    assert b.presubsampled
+    x, y, counts = imbalanced_arrays(b, DATASETS["svhn"], "long_tailed", 100, 0.5, 0)
+    assert counts == [10, 10, 10] and len(x) == 30
+
+
+@pytest.mark.parametrize("override, words", [
+    (dict(x_train=np.zeros((30, 6, 6), dtype=np.uint8)), ["x_train", "(N, H, W, C)"]),
+    (dict(x_test=np.zeros((10, 6, 6, 3), dtype=np.float32)), ["x_test", "uint8"]),
+    (dict(y_train=np.zeros(29, dtype=np.int64)), ["x_train", "one label per image"]),
+    (dict(y_test=np.zeros((10, 1), dtype=np.int64)), ["x_test", "one label per image"]),
+    (dict(x_train=np.zeros((0, 6, 6, 3), dtype=np.uint8), y_train=np.zeros(0, dtype=np.int64)), ["non-empty"]),
+    (dict(y_train=-(np.arange(30) % 3)), ["y_train", "labels must lie in"]),
+    (dict(y_test=None), ["lacks the keys", "y_test"]),
+    (dict(x_train=None, y_train=None), ["lacks the keys", "x_train", "y_train"]),
+], ids=["x-3d", "x-float", "y-length", "y-2d", "empty", "negative-label", "no-y_test", "no-train"])
+def test_a_bad_npz_fails_with_a_message_naming_the_data_root(tmp_path, override, words):
+    _write_npz(tmp_path / "cifar10.npz", **override)
+    with pytest.raises(ValueError) as err:
+        load("cifar10", str(tmp_path))
+    message = str(err.value)
+    assert message.startswith("data_root:") and str(tmp_path) in message, message
+    for word in words:
+        assert word in message, (word, message)
+
+
+def test_cifar10_without_a_data_root_fails_clearly_and_downloads_nothing(monkeypatch):
+    import torchvision
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("torchvision was asked for CIFAR-10")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", no_download)
+    with pytest.raises(ValueError, match="data_root: CIFAR10 needs a data root") as err:
+        load("cifar10", None)
+    assert "--download" in str(err.value)
+
+
+def test_cifar10_in_an_empty_data_root_fails_clearly_without_download(tmp_path, monkeypatch):
+    import torchvision
+
+    calls = []
+    original = torchvision.datasets.CIFAR10
+
+    def spy(root, download=False, **kw):
+        calls.append(download)
+        return original(root, download=download, **kw)
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", spy)
+    with pytest.raises(ValueError, match="not found under") as err:
+        load("cifar10", str(tmp_path))
+    assert str(tmp_path) in str(err.value) and calls == [False]
+    assert os.listdir(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+def _images(b=64, c=3, h=8, w=8, seed=0):
+    return torch.rand(b, c, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_pad_crop_flip_keeps_the_shape_and_is_the_identity_without_pad_or_flip():
+    x = _images()
+    for pad, flip in [(0, False), (1, False), (4, True), (0, True)]:
+        out = pad_crop_flip(x, pad, flip, _gen(0))
+        assert out.shape == x.shape and out.dtype == x.dtype
+    torch.testing.assert_close(pad_crop_flip(x, 0, False, _gen(0)), x, rtol=0, atol=0)
+
+
+def _reference_matches(img, out_img, pad, flip):
+    """(dy, dx, flipped) for which ``out_img`` is a crop of the zero-padded ``img``: a per-image loop."""
+    c, h, w = img.shape
+    padded = np.zeros((c, h + 2 * pad, w + 2 * pad), dtype=img.dtype)
+    padded[:, pad:pad + h, pad:pad + w] = img
+    found = []
+    for dy in range(2 * pad + 1):
+        for dx in range(2 * pad + 1):
+            crop = padded[:, dy:dy + h, dx:dx + w]
+            for flipped in ([False, True] if flip else [False]):
+                if np.array_equal(crop[:, :, ::-1] if flipped else crop, out_img):
+                    found.append((dy, dx, flipped))
+    return found
+
+
+@pytest.mark.parametrize("pad, flip", [(2, False), (2, True), (4, True)])
+def test_every_output_is_a_crop_of_the_zero_padded_input(pad, flip):
+    x = _images(b=200, h=6, w=7)
+    out = pad_crop_flip(x, pad, flip, _gen(1)).numpy()
+    offsets = []
+    for img, out_img in zip(x.numpy(), out):
+        found = _reference_matches(img, out_img, pad, flip)
+        assert len(found) == 1, found  # random pixels: exactly one crop (and flip) matches
+        offsets.append(found[0])
+    dys = {o[0] for o in offsets}
+    dxs = {o[1] for o in offsets}
+    # every offset 0..2*pad is drawn (200 draws of 2*pad+1 values), the extremes included
+    assert dys == set(range(2 * pad + 1)) and dxs == set(range(2 * pad + 1))
+    # rows and columns have their own offsets
+    assert any(dy != dx for dy, dx, _ in offsets)
+    if flip:
+        assert 0.3 < np.mean([f for _, _, f in offsets]) < 0.7
+
+
+def test_flip_happens_for_about_half_of_the_images():
+    x = _images(b=2000, c=1, h=4, w=4)
+    out = pad_crop_flip(x, 0, True, _gen(2))
+    flipped = (out == x.flip(3)).flatten(1).all(1)
+    kept = (out == x).flatten(1).all(1)
+    assert (flipped ^ kept).all()  # each image is either flipped or untouched
+    assert 0.45 < flipped.float().mean().item() < 0.55
+    assert not (out.flip(2) == x).flatten(1).all(1).any()  # never a vertical flip
+
+
+def test_augmentation_follows_the_generator_only():
+    x = _images()
+    a = pad_crop_flip(x, 4, True, _gen(5))
+    torch.manual_seed(123)  # the global RNG plays no part
+    b = pad_crop_flip(x, 4, True, _gen(5))
+    c = pad_crop_flip(x, 4, True, _gen(6))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(a, c)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def _logits_for(preds, k):
+    return torch.nn.functional.one_hot(torch.tensor(preds), k).float() * 5 + 0.1 * torch.randn(len(preds), k)
+
+
+def test_accuracy_report_by_hand():
+    torch.manual_seed(0)
+    # training counts: class 0 many-shot (> 100), classes 1 and 2 medium (20..100), class 3 few-shot (< 20)
+    counts = [200, 100, 20, 19]
+    targets = [0, 0, 0, 0, 1, 1, 2, 2, 3, 3]
+    preds = [0, 0, 0, 1, 1, 0, 2, 2, 0, 2]  # class 0: 3/4, class 1: 1/2, class 2: 2/2, class 3: 0/2
+    report = accuracy_report(_logits_for(preds, 4), torch.tensor(targets), counts, many_shot=100, few_shot=20)
+    expected = {"test_acc": 6 / 10, "test_balanced_acc": (0.75 + 0.5 + 1.0 + 0.0) / 4,
+                "many_shot_acc": 0.75, "medium_shot_acc": (0.5 + 1.0) / 2, "few_shot_acc": 0.0,
+                "class_acc_0": 0.75, "class_acc_1": 0.5, "class_acc_2": 1.0, "class_acc_3": 0.0}
+    assert set(report) == set(expected)
+    for key, value in expected.items():
+        assert report[key] == pytest.approx(value), key
+    assert all(isinstance(v, float) for v in report.values())
+
+
+def test_accuracy_report_leaves_out_empty_groups_and_absent_classes():
+    torch.manual_seed(0)
+    counts = [500, 300, 150]  # all many-shot
+    targets = [0, 0, 1, 1, 1]  # class 2 has no test samples
+    preds = [0, 1, 1, 1, 0]
+    report = accuracy_report(_logits_for(preds, 3), torch.tensor(targets), counts, many_shot=100, few_shot=20)
+    assert "medium_shot_acc" not in report and "few_shot_acc" not in report
+    assert math.isnan(report["class_acc_2"])
+    assert report["test_acc"] == pytest.approx(3 / 5)
+    assert report["test_balanced_acc"] == pytest.approx((0.5 + 2 / 3) / 2)
+    assert report["many_shot_acc"] == pytest.approx((0.5 + 2 / 3) / 2)
+
+
+# ----------------------------------------------------------------------------- the real CIFAR-10
+
+@pytest.fixture(scope="module")
+def cifar_root(tmp_path_factory):
+    if not os.path.isfile(TO_NPZ):
+        pytest.skip(f"the offline CIFAR-10 copy is absent ({TO_NPZ} not found)")
+    root = tmp_path_factory.mktemp("cifar10")
+    npz = root / "cifar10.npz"  # 176 MiB: decoded once per module, removed afterwards
+    subprocess.run([sys.executable, TO_NPZ, str(npz)], check=True, capture_output=True, timeout=300)
+    yield str(root)
+    npz.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def cifar(cifar_root):
+    return load("cifar10", cifar_root)
+
+
+def test_real_cifar10_loads_through_the_project_loader(cifar):
+    assert cifar.x_train.shape == (50000, 32, 32, 3) and cifar.x_test.shape == (10000, 32, 32, 3)
+    assert cifar.x_train.dtype == np.uint8 and cifar.x_test.dtype == np.uint8
+    assert np.bincount(cifar.y_train).tolist() == [5000] * 10 and np.bincount(cifar.y_test).tolist() == [1000] * 10
+    assert len(cifar.classes) == 10 and not cifar.presubsampled
+    assert cifar.y_train[:10].tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]  # the original order (README)
+    # RGB channel order and the usual per-channel means of the training part
+    mean = cifar.x_train.reshape(-1, 3).mean(0) / 255.0
+    np.testing.assert_allclose(mean, [0.4914, 0.4822, 0.4465], atol=1e-3)
+
+
+def test_real_cifar10_long_tailed_and_step_subsets(cifar):
+    spec = DATASETS["cifar10"]
+    x, y, counts = imbalanced_arrays(cifar, spec, "long_tailed", 100, 0.5, subset_seed=0)
+    assert counts == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+    assert np.bincount(y).tolist() == counts and x.shape == (12406, 32, 32, 3)
+    x_same, y_same, _ = imbalanced_arrays(cifar, spec, "long_tailed", 100, 0.5, subset_seed=0)
+    x_other, y_other, _ = imbalanced_arrays(cifar, spec, "long_tailed", 100, 0.5, subset_seed=1)
+    np.testing.assert_array_equal(x, x_same)
+    np.testing.assert_array_equal(y, y_other)  # labels come class by class either way
+    assert not np.array_equal(x, x_other)
+    del x_same, x_other
+    xs, ys, step = imbalanced_arrays(cifar, spec, "step", 100, 0.5, subset_seed=0)
+    assert step == [5000] * 5 + [50] * 5 and np.bincount(ys).tolist() == step and len(xs) == 25250
+
+
+def test_our_subset_is_the_published_ldam_drw_one(cifar, tmp_path):
+    """to_npz.py --long-tailed 300 picks the subset the LDAM-DRW way; our imbalanced_indices must agree."""
+    from core.data import training_counts
+    from core.imbalance import imbalanced_indices
+
+    npz = tmp_path / "cifar10.npz"
+    subprocess.run([sys.executable, TO_NPZ, str(npz), "--long-tailed", "300"], check=True, capture_output=True,
+                   timeout=300)
+    with np.load(npz) as f:
+        train_index = f["train_index"]
+    lt = load("cifar10", str(tmp_path))
+    npz.unlink()  # 54 MiB
+    counts = training_counts(DATASETS["cifar10"], cifar, "long_tailed", 300, 0.5)
+    assert counts == [5000, 2652, 1407, 746, 396, 210, 111, 59, 31, 16]
+    np.testing.assert_array_equal(imbalanced_indices(cifar.y_train, counts, 0), train_index)
+    # and the project loader uses such a file as it is, without subsampling it again
+    assert lt.presubsampled
+    x, y, used = imbalanced_arrays(lt, DATASETS["cifar10"], "long_tailed", 100, 0.5, subset_seed=0)
+    assert used == counts
+    np.testing.assert_array_equal(x, cifar.x_train[train_index])
+    assert len(lt.x_test) == 10000

@@ -1,0 +1,152 @@
+"""Neighbour tables of SMOTE-Mix / Neighbor-Mix and SMOTE oversampling, against brute force and toy data."""
+
+import numpy as np
+import pytest
+
+from core.smote import neighbour_table, smote_oversample
+
+
+def _brute_force_distances(x):
+    flat = x.reshape(len(x), -1).astype(np.float64)
+    d = ((flat[:, None, :] - flat[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    return d
+
+
+def _random_data(seed=0, n=60, k=3):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, size=(n, 4, 4, 1)).astype(np.uint8)  # distinct points, no distance ties
+    y = rng.integers(0, k, size=n)
+    return x, y
+
+
+def test_any_class_neighbours_are_the_true_nearest():
+    x, y = _random_data()
+    k = 5
+    table = neighbour_table(x, y, k, same_class=False)
+    assert table.shape == (len(x), k) and table.dtype.kind == "i"
+    d = _brute_force_distances(x)
+    for i in range(len(x)):
+        assert i not in table[i]
+        expected = np.argsort(d[i], kind="stable")[:k]
+        # same set and order by distance (the values are distinct, so the order is unique)
+        np.testing.assert_allclose(d[i, table[i]], d[i, expected])
+        assert list(table[i]) == list(expected)
+    # any-class neighbours cross class boundaries on random data
+    assert (y[table] != y[:, None]).any()
+
+
+def test_same_class_table_keeps_classes_excludes_self_and_finds_the_nearest_of_the_class():
+    x, y = _random_data(seed=1)
+    k = 4
+    table = neighbour_table(x, y, k, same_class=True)
+    assert table.shape == (len(x), k)
+    assert (y[table] == y[:, None]).all()
+    assert not (table == np.arange(len(x))[:, None]).any()
+    d = _brute_force_distances(x)
+    d[y[:, None] != y[None, :]] = np.inf
+    for i in range(len(x)):
+        assert list(table[i]) == list(np.argsort(d[i], kind="stable")[:k])
+
+
+def test_small_classes_still_give_k_columns():
+    rng = np.random.default_rng(2)
+    # class 0: 20 samples, class 1: 3 samples (< k + 1), class 2: a single sample
+    y = np.array([0] * 20 + [1] * 3 + [2])
+    x = rng.normal(size=(len(y), 6)).astype(np.float32)
+    k = 5
+    table = neighbour_table(x, y, k, same_class=True)
+    assert table.shape == (len(y), k)
+    assert (y[table] == y[:, None]).all()
+    small = np.flatnonzero(y == 1)
+    for i in small:
+        others = set(small) - {i}
+        assert set(table[i]) == others  # both other members, repeated to fill k columns
+    assert (table[23] == 23).all()  # the single sample is its own (only) partner
+    # the cyclic repeat keeps the nearest first
+    d = _brute_force_distances(x)
+    for i in small:
+        assert d[i, table[i, 0]] <= d[i, table[i, 1]]
+
+
+def test_duplicate_points_never_pick_themselves_while_another_point_exists():
+    x = np.zeros((4, 2), dtype=np.float32)  # all identical
+    y = np.zeros(4, dtype=np.int64)
+    table = neighbour_table(x, y, 2, same_class=True)
+    assert not (table == np.arange(4)[:, None]).any()
+
+
+def _two_far_classes(seed=0):
+    rng = np.random.default_rng(seed)
+    # 1-D "images": class 0 (30 samples) in [10, 60], class 1 (5) in [190, 200], class 2 (12) in [100, 120]
+    x = np.concatenate([rng.integers(10, 61, 30), rng.integers(190, 201, 5), rng.integers(100, 121, 12)])
+    y = np.array([0] * 30 + [1] * 5 + [2] * 12)
+    return x.astype(np.uint8).reshape(-1, 1, 1, 1), y
+
+
+def test_smote_balances_every_class_to_the_majority_and_keeps_the_originals():
+    x, y = _two_far_classes()
+    new_x, new_y = smote_oversample(x, y, k=5, seed=0)
+    assert np.bincount(new_y).tolist() == [30, 30, 30]
+    assert new_x.dtype == np.uint8 and new_x.shape[1:] == x.shape[1:]
+    np.testing.assert_array_equal(new_x[: len(x)], x)
+    np.testing.assert_array_equal(new_y[: len(y)], y)
+
+
+def test_synthetic_samples_lie_between_a_sample_and_a_same_class_neighbour():
+    x, y = _two_far_classes()
+    new_x, new_y = smote_oversample(x, y, k=2, seed=0)
+    synth_x, synth_y = new_x[len(x):].ravel().astype(int), new_y[len(y):]
+    for c in (1, 2):
+        members = x[y == c].ravel().astype(int)
+        values = synth_x[synth_y == c]
+        assert len(values) == 30 - len(members)
+        assert values.min() >= members.min() and values.max() <= members.max(), c
+    # with k = 1 every sample has one partner, so each synthetic value lies on one of the segments
+    table = neighbour_table(x, y, 1, same_class=True)
+    segments = [sorted((int(x[i].item()), int(x[table[i, 0]].item()))) for i in range(len(x))]
+    new_x, new_y = smote_oversample(x, y, k=1, seed=3)
+    for v, c in zip(new_x[len(x):].ravel().astype(int), new_y[len(y):]):
+        assert any(lo <= v <= hi for (lo, hi), yc in zip(segments, y) if yc == c), (v, c)
+
+
+def test_synthetic_images_interpolate_pixelwise_with_one_u_per_sample():
+    # two 2-pixel images per class: a synthetic image is x + u (x_nn - x) with one u for all pixels
+    x = np.array([[0, 200], [100, 0], [50, 50], [52, 50], [54, 50], [56, 50]], dtype=np.uint8).reshape(6, 1, 2, 1)
+    y = np.array([0, 0, 1, 1, 1, 1])
+    new_x, _ = smote_oversample(x, y, k=1, seed=0)
+    for img in new_x[len(x):].reshape(-1, 2).astype(float):
+        # on the segment from (0, 200) to (100, 0): p1 = 200 - 2 p0, up to rounding
+        assert abs(img[1] - (200 - 2 * img[0])) <= 2.0, img
+
+
+def test_smote_is_seeded():
+    x, y = _random_data(seed=4, n=80)
+    a = smote_oversample(x, y, k=3, seed=7)
+    b = smote_oversample(x, y, k=3, seed=7)
+    c = smote_oversample(x, y, k=3, seed=8)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_balanced_data_is_returned_unchanged():
+    x, y = _random_data(seed=5, n=30)
+    y = np.repeat(np.arange(3), 10)
+    new_x, new_y = smote_oversample(x, y, k=3, seed=0)
+    np.testing.assert_array_equal(new_x, x)
+    np.testing.assert_array_equal(new_y, y)
+
+
+@pytest.mark.parametrize("same_class", [True, False])
+def test_neighbour_table_on_a_real_imbalanced_digits_subset(same_class):
+    from core.data import DATASETS, imbalanced_arrays, load
+
+    x, y, counts = imbalanced_arrays(load("digits"), DATASETS["digits"], "long_tailed", 10, 0.5, 0)
+    table = neighbour_table(x, y, 5, same_class)
+    assert table.shape == (sum(counts), 5)
+    assert not (table == np.arange(len(y))[:, None]).any()
+    if same_class:
+        assert (y[table] == y[:, None]).all()
+    else:  # digits are well separated: most nearest neighbours share the label
+        assert (y[table[:, 0]] == y).mean() > 0.9
