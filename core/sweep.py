@@ -47,9 +47,7 @@ class SweepSpec:
     max_failures: int = 2  # retries of a crashed trial, each from its last checkpoint
     search_alg: Any = None  # e.g. OptunaSearch; then grid must be empty and num_samples set
     num_samples: int = 1
-    scheduler: Any = None
-    metric: str = "test_acc"
-    mode: str = "max"
+    scheduler: Any = None  # searcher and scheduler carry their own metric and mode
     crash_after_epoch: int | None = None  # fault drill: crash each trial once after this epoch
 
     @property
@@ -139,9 +137,8 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
             trainable,
             param_space={k: tune.grid_search(v) for k, v in spec.grid.items()},
             tune_config=tune.TuneConfig(search_alg=spec.search_alg, scheduler=spec.scheduler,
-                                        num_samples=spec.num_samples, max_concurrent_trials=spec.max_concurrent or None,
-                                        metric=spec.metric if spec.search_alg or spec.scheduler else None,
-                                        mode=spec.mode if spec.search_alg or spec.scheduler else None),
+                                        num_samples=spec.num_samples,
+                                        max_concurrent_trials=spec.max_concurrent or None),
             run_config=tune.RunConfig(name=spec.name, storage_path=spec.results_dir, verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),

@@ -94,6 +94,11 @@ class BatchMaker:
 
     def __call__(self, idx: torch.Tensor) -> MixedBatch:
         x, y = self.data.train_batch(idx, self.gen)
+        return self.mix(x, y, idx)
+
+    def mix(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> MixedBatch:
+        """The method's (mixed) batch from augmented, standardised images ``x`` with labels ``y``
+        (``idx``: their training indices, used by the nearest-neighbour pairings)."""
         if not self.method.mixes:
             return MixedBatch(x, y, y, torch.ones_like(y, dtype=torch.float32), torch.ones((), device=x.device))
         x_j, y_j = self.partners[self.method.pairing](x, y, idx)
@@ -119,16 +124,21 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, make_b
     batches = [b for b in order.split(batch_size) if len(b) > 1]
     total = torch.zeros((), device=order.device)
     for idx in batches:
-        batch = make_batch(idx)
-        x = batch.x.contiguous(memory_format=torch.channels_last) if channels_last else batch.x
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(x)
-        loss = criterion(logits, batch, weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += loss.detach()
+        total += train_step(model, optimizer, make_batch(idx), criterion, weight, amp, channels_last)
     return total / len(batches)
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: MixedBatch, criterion: Criterion,
+               weight: torch.Tensor | None, amp: bool, channels_last: bool) -> torch.Tensor:
+    """One SGD step on a (mixed) batch; returns the detached loss (no host sync)."""
+    x = batch.x.contiguous(memory_format=torch.channels_last) if channels_last else batch.x
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        logits = model(x)
+    loss = criterion(logits, batch, weight)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
 
 
 def train(config: TrainConfig | dict[str, Any], report: Report | None = None, *,

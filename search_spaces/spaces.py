@@ -25,6 +25,8 @@ where the paper's grid or the parameter's meaning (a ratio, an exponent) is mult
 
 from __future__ import annotations
 
+import functools
+
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from core.methods import METHODS
@@ -127,14 +129,13 @@ def method_space(method: str, epochs: int, constants: Mapping[str, Any] | None =
     _check_method(method)
     drw_epoch_bounds(epochs)
     fixed = {"method": method, **(constants or {})}
+    # A partial of module-level functions, not a closure: Ray pickles the searcher with its space.
+    return functools.partial(_method_trial, method=method, epochs=epochs, fixed=fixed)
 
-    def space(trial: BaseTrial) -> dict[str, Any]:
-        _suggest_for(trial, method, epochs)
-        return dict(fixed)
 
-    space.__name__ = f"{method}_space"
-    space.__doc__ = f"Define-by-run space of {method!r}: {', '.join(method_params(method)) or 'no parameters'}."
-    return space
+def _method_trial(trial: BaseTrial, *, method: str, epochs: int, fixed: dict[str, Any]) -> dict[str, Any]:
+    _suggest_for(trial, method, epochs)
+    return dict(fixed)
 
 
 def joint_space(methods: Sequence[str], epochs: int, constants: Mapping[str, Any] | None = None) -> Space:
@@ -152,14 +153,13 @@ def joint_space(methods: Sequence[str], epochs: int, constants: Mapping[str, Any
     for method in methods:
         _check_method(method)
     drw_epoch_bounds(epochs)
-    fixed = dict(constants or {})
+    return functools.partial(_joint_trial, methods=methods, epochs=epochs, fixed=dict(constants or {}))
 
-    def space(trial: BaseTrial) -> dict[str, Any]:
-        method = trial.suggest_categorical("method", methods)
-        _suggest_for(trial, method, epochs)
-        return dict(fixed)
 
-    return space
+def _joint_trial(trial: BaseTrial, *, methods: list[str], epochs: int, fixed: dict[str, Any]) -> dict[str, Any]:
+    method = trial.suggest_categorical("method", methods)
+    _suggest_for(trial, method, epochs)
+    return dict(fixed)
 
 
 def paper_params(method: str, epochs: int, drw_epoch: int | None = None) -> dict[str, Any]:

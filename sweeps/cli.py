@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -65,6 +65,8 @@ def init_ray(num_cpus: int | None) -> None:
     to the loopback address."""
     import ray
 
+    # Checkpointing every epoch is intended; Ray's warning about frequent snapshots is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
@@ -98,3 +100,13 @@ def publish(result: SweepResult, spec: SweepSpec, table: pd.DataFrame, columns: 
     tracking.log_artifacts(result.tracking_uri, result.parent_run_id, files)
     log.info("saved %s in %s", ", ".join(files), spec.path)
     return markdown
+
+
+def entry(main: Callable[[], Any]) -> None:
+    """Run a sweep's ``main`` as a command: bad input ends with one clear line naming the field,
+    not a traceback."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        main()
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None

@@ -15,7 +15,6 @@ with 5 warm-up epochs and x0.01 at 160 and 180, DRW at 160, 5 seeds, omega in
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
@@ -64,5 +63,4 @@ def main(argv: list[str] | None = None):
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    main()
+    cli.entry(main)

@@ -145,3 +145,13 @@ def test_sweep_on_a_two_node_cluster_uses_both_nodes(tmp_path):
     client, parents, children = runs_of(tmp_path, "two-nodes")
     assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
     assert len({c.data.tags["ray.node_id"] for c in children}) == 2
+
+
+def test_optuna_search_suggests_only_the_methods_parameters(ray_session, tmp_path):
+    from sweeps import tune_hparams
+
+    table = tune_hparams.main(["--preset", "demo", "--method", "mamix_drw", "--num-samples", "2", "--epochs", "2",
+                               "--results-dir", str(tmp_path), "--name", "search"])
+    assert len(table) == 2 and (table["status"] == "FINISHED").all()
+    assert {"omega", "alpha", "drw_epoch"} <= set(table.columns) and "tau" not in table.columns
+    assert table["test_acc"].is_monotonic_decreasing

@@ -1,0 +1,274 @@
+"""Training throughput (images/s) of one method's SGD step, through one of two input pipelines.
+
+``--pipeline device`` (default) is the project's own path, the one ``core.train.train`` runs: the
+imbalanced uint8 training set on the device (``prepare_data``), augmentation as batched tensor ops
+(``DeviceData.train_batch`` via ``BatchMaker``), mixing (``BatchMaker``), loss (``Criterion``) and the
+SGD step with the autocast / channels-last rules (``core.train.train_step``).
+
+``--pipeline loader`` feeds the same model / mixing / loss / SGD step from a classic torchvision
+pipeline: a ``Dataset`` over the same imbalanced uint8 subset returning PIL images, with
+RandomCrop(padding) + RandomHorizontalFlip + ToTensor + Normalize, and a ``DataLoader``
+(shuffle, drop_last, persistent workers); each loaded batch is moved to the device and then mixed
+with ``BatchMaker.mix``.
+
+Timing covers the ``--steps`` timed steps after ``--warmup`` untimed ones, batch production
+included, with the device synchronised at both ends. One JSON line is printed and, with ``--json``,
+appended to that file (so several runs collect into one JSONL file).
+
+    python bench/throughput.py --method mamix_drw --dataset cifar10 --data-root /tmp/c10 --steps 20 \\
+        --warmup 3 --device cpu --json /tmp/bench.jsonl [--pipeline loader --workers 2]
+    python bench/throughput.py --dataset digits --steps 5 --warmup 1 --device cpu   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+if __package__ in (None, ""):  # run as a file: make the project importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from core.config import TrainConfig  # noqa: E402
+from core.data import DATASETS, DatasetSpec  # noqa: E402
+from core.losses import ClassWeights  # noqa: E402
+from core.methods import get_method  # noqa: E402
+from core.mixing import MixedBatch  # noqa: E402
+from core.models import create_model  # noqa: E402
+from core.train import BatchMaker, Criterion, learning_rate, prepare_data, resolve_device, train_step  # noqa: E402
+
+PIPELINES = ("device", "loader")
+
+
+# ----------------------------------------------------------------------------- set-up (as core.train.train)
+
+@dataclass
+class Setup:
+    cfg: TrainConfig
+    device: torch.device
+    amp: bool
+    channels_last: bool
+    model: torch.nn.Module
+    forward: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    make_batch: BatchMaker
+    criterion: Criterion
+    weight: torch.Tensor | None
+
+
+def make_config(dataset: str, method: str, data_root: str | None, device: str, batch: int,
+                **overrides: Any) -> TrainConfig:
+    """The run's TrainConfig: the dataset's paper defaults (ResNet-32 and ratio 100 for CIFAR-10)."""
+    if dataset != "digits" and data_root is None:
+        raise SystemExit(f"{dataset} needs --data-root DIR holding {dataset}.npz (for CIFAR-10: "
+                         f"python /work/shared/data/cifar10/to_npz.py DIR/cifar10.npz); "
+                         f"--dataset digits runs a smoke test without data")
+    root = os.path.abspath(data_root) if data_root else None
+    return TrainConfig(dataset=dataset, method=method, data_root=root, device=device, batch_size=batch,
+                       **{k: v for k, v in overrides.items() if v is not None})
+
+
+def build(cfg: TrainConfig, epoch: int | None = None) -> Setup:
+    """Data, model, optimiser, batch maker and loss exactly as ``core.train.train`` sets them up, at
+    ``epoch`` of the schedule (default: the DRW epoch, so *_drw methods use their class weights)."""
+    method = get_method(cfg.method)
+    device = resolve_device(cfg.device)
+    amp = device.type == "cuda" if cfg.amp is None else cfg.amp
+    channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
+    data, neighbours = prepare_data(cfg, method, device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed)
+        model = create_model(cfg.model, data.num_classes, data.in_channels, normed_head=method.loss == "ldam")
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    epoch = cfg.drw_epoch if epoch is None else epoch
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate(cfg, epoch)
+    generator = torch.Generator(device).manual_seed(cfg.seed)
+    make_batch = BatchMaker(method, data, neighbours, cfg, generator)
+    criterion = Criterion(method, data.counts, cfg, device)
+    weight = ClassWeights(method.weighting, data.counts, cfg.cb_beta, cfg.drw_epoch).at(epoch, device)
+    forward = torch.compile(model) if cfg.compile else model
+    return Setup(cfg, device, amp, channels_last, model, forward, optimizer, make_batch, criterion, weight)
+
+
+# ----------------------------------------------------------------------------- the two pipelines
+
+def device_batches(s: Setup, batch: int) -> Iterator[MixedBatch]:
+    """The project's pipeline: shuffled index batches (as ``train_epoch``, full batches only) turned
+    into augmented, mixed batches on the device by ``BatchMaker``."""
+    gen = s.make_batch.gen
+    n = len(s.make_batch.data.y_train)
+    if n < batch:
+        raise ValueError(f"batch: {batch} is larger than the training set ({n} images)")
+    while True:
+        order = torch.randperm(n, generator=gen, device=s.make_batch.counts.device)
+        for idx in order.split(batch):
+            if len(idx) == batch:
+                yield s.make_batch(idx)
+
+
+def loader_transform(spec: DatasetSpec, size: int):
+    """torchvision's classic CIFAR augmentation for ``spec``: RandomCrop(size, padding) on the PIL
+    image (zero fill), RandomHorizontalFlip, ToTensor, Normalize(mean, std)."""
+    from torchvision import transforms
+
+    steps = []
+    if spec.pad > 0:
+        steps.append(transforms.RandomCrop(size, padding=spec.pad))
+    if spec.flip:
+        steps.append(transforms.RandomHorizontalFlip())
+    steps += [transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)]
+    return transforms.Compose(steps)
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """uint8 images (N, H, W, C) returned as transformed PIL images, with their label and index."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        img = self.images[i]
+        pil = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+        return self.transform(pil), int(self.labels[i]), i
+
+
+def loader_dataset(s: Setup) -> ImageDataset:
+    """The same imbalanced uint8 training set that the device pipeline holds, on the host, NHWC."""
+    data = s.make_batch.data
+    images = data.x_train.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    return ImageDataset(images, data.y_train.cpu().numpy(), loader_transform(data.spec, images.shape[1]))
+
+
+def loader_batches(s: Setup, batch: int, workers: int) -> Iterator[MixedBatch]:
+    """The classic pipeline: DataLoader(shuffle, drop_last, persistent workers) on the host, the batch
+    moved to the device, then the method's mixing (``BatchMaker.mix``)."""
+    if s.make_batch.method.pairing not in ("none", "batch"):
+        raise ValueError(f"pipeline: loader supports methods that mix within the batch; {s.cfg.method} pairs "
+                         f"with nearest neighbours, which live on the device")
+    pin = s.device.type == "cuda"
+    loader = torch.utils.data.DataLoader(loader_dataset(s), batch_size=batch, shuffle=True, num_workers=workers,
+                                         drop_last=True, persistent_workers=workers > 0, pin_memory=pin)
+    if len(loader) == 0:
+        raise ValueError(f"batch: {batch} is larger than the training set ({len(loader.dataset)} images)")
+    while True:
+        for x, y, idx in loader:
+            x = x.to(s.device, non_blocking=pin)
+            y = y.to(s.device, non_blocking=pin)
+            yield s.make_batch.mix(x, y, idx.to(s.device, non_blocking=pin))
+
+
+# ----------------------------------------------------------------------------- timing
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(s: Setup, batches: Iterator[MixedBatch], steps: int, warmup: int) -> tuple[float, torch.Tensor]:
+    """Seconds for ``steps`` steps after ``warmup`` untimed ones, and the last loss."""
+    s.model.train()
+    loss = torch.zeros(())
+    for _ in range(warmup):
+        loss = train_step(s.forward, s.optimizer, next(batches), s.criterion, s.weight, s.amp, s.channels_last)
+    synchronize(s.device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        loss = train_step(s.forward, s.optimizer, next(batches), s.criterion, s.weight, s.amp, s.channels_last)
+    synchronize(s.device)
+    return time.perf_counter() - start, loss
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "cpu"
+
+
+def run(method: str = "mamix_drw", dataset: str = "cifar10", data_root: str | None = None, steps: int = 20,
+        warmup: int = 3, device: str = "cpu", pipeline: str = "device", batch: int = 128, workers: int = 2,
+        epoch: int | None = None, seed: int = 0, amp: bool | None = None, channels_last: bool | None = None,
+        compile: bool = False) -> dict[str, Any]:
+    """Build, time, and return the result row (see the module docstring)."""
+    if pipeline not in PIPELINES:
+        raise ValueError(f"pipeline: got {pipeline!r}; allowed: {list(PIPELINES)}")
+    if steps < 1 or warmup < 0:
+        raise ValueError("steps: need steps >= 1 and warmup >= 0")
+    cfg = make_config(dataset, method, data_root, device, batch, seed=seed, amp=amp, channels_last=channels_last,
+                      compile=compile)
+    torch.manual_seed(seed)  # the DataLoader's shuffling and worker seeds
+    s = build(cfg, epoch)
+    batches = device_batches(s, batch) if pipeline == "device" else loader_batches(s, batch, workers)
+    seconds, loss = measure(s, batches, steps, warmup)
+    batches.close()  # shuts the loader's workers down
+    if not math.isfinite(loss.item()):
+        raise RuntimeError(f"loss is {loss.item()} after {warmup + steps} steps")
+    return {"impl": pipeline, "method": method, "img_per_s": round(steps * batch / seconds, 2), "steps": steps,
+            "batch": batch, "device": s.device.type, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "dataset": dataset, "model": cfg.model, "n_train": len(s.make_batch.data.y_train), "warmup": warmup,
+            "seconds": round(seconds, 4), "workers": workers if pipeline == "loader" else None, "amp": s.amp,
+            "channels_last": s.channels_last, "compile": cfg.compile, "device_name": device_name(s.device)}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--method", default="mamix_drw")
+    p.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS))
+    p.add_argument("--data-root", help="directory holding <dataset>.npz (not needed for digits)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps before timing")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--pipeline", choices=PIPELINES, default="device")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers (--pipeline loader)")
+    p.add_argument("--epoch", type=int, help="schedule epoch for lr and class weights (default: the DRW epoch)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="default: on for cuda")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="default: on for cuda")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (use a larger --warmup)")
+    p.add_argument("--json", help="append the result line to this JSONL file")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    row = run(method=args.method, dataset=args.dataset, data_root=args.data_root, steps=args.steps,
+              warmup=args.warmup, device=args.device, pipeline=args.pipeline, batch=args.batch,
+              workers=args.workers, epoch=args.epoch, seed=args.seed, amp=args.amp,
+              channels_last=args.channels_last, compile=args.compile)
+    line = json.dumps(row)
+    print(line, flush=True)
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "a") as f:
+            f.write(line + "\n")
+    return row
+
+
+if __name__ == "__main__":
+    main()
