@@ -91,3 +91,14 @@ def scatter_plot(x: Sequence[float], y: Sequence[float], xlabel: str, ylabel: st
     ax.set_title(title)
     ax.grid(alpha=0.3)
     return _png(fig)
+
+
+def wide(summary: pd.DataFrame, rows: str, row_order: Sequence[str], cols: Sequence[str], value: str) -> pd.DataFrame:
+    """The paper's layout: one row per ``rows`` value (in ``row_order``), one column per combination
+    of ``cols`` (e.g. imbalance kind and ratio), cells taken from the ``value`` column."""
+    frame = summary.copy()
+    frame["_column"] = frame[list(cols)].astype(str).agg(" ".join, axis=1)
+    table = frame.pivot(index=rows, columns="_column", values=value)
+    order = [r for r in row_order if r in table.index]
+    columns = list(dict.fromkeys(frame.sort_values(list(cols), ascending=[True] * len(cols))["_column"]))
+    return table.loc[order, columns].reset_index().rename_axis(columns=None)

@@ -68,10 +68,33 @@ def set_status(tracking_uri: str, run_id: str, status: str) -> None:
         _retrying(c.set_terminated, run_id, status=status)
 
 
+def set_tags(tracking_uri: str, run_id: str, tags: dict[str, str]) -> None:
+    c = client(tracking_uri)
+    for key, value in tags.items():
+        _retrying(c.set_tag, run_id, key, value)
+
+
 def child_runs(tracking_uri: str, experiment: str, parent_run_id: str) -> list:
     c = client(tracking_uri)
     return _retrying(c.search_runs, [experiment], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
                      max_results=10000)
+
+
+def latest_parent_run(tracking_uri: str, experiment_name: str):
+    """The most recent parent (sweep) run of an experiment."""
+    c = client(tracking_uri)
+    exp = _retrying(c.get_experiment_by_name, experiment_name)
+    if exp is None:
+        raise ValueError(f"experiment: no MLflow experiment named {experiment_name!r} at {tracking_uri}")
+    runs = _retrying(c.search_runs, [exp.experiment_id], filter_string=f"tags.`{PARENT_TAG}` IS NULL",
+                     order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        raise ValueError(f"experiment: {experiment_name!r} holds no sweep run")
+    return runs[0]
+
+
+def get_run(tracking_uri: str, run_id: str):
+    return _retrying(client(tracking_uri).get_run, run_id)
 
 
 def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float]) -> None:

@@ -1,20 +1,51 @@
 """What every sweep script shares: presets and flags, the data check, Ray start-up, and the final
-table printed, saved (CSV, Markdown) and logged to the sweep's parent MLflow run."""
+tables printed, saved (CSV, Markdown, LaTeX) and logged to the sweep's parent MLflow run.
+
+A sweep script declares a ``Sweep``: its presets, which preset entries are swept (grid axes), and a
+``tables`` function from the finished trials to the paper's tables. ``run`` does the rest, and
+``sweeps.report`` rebuilds the same tables from MLflow alone with the same ``tables`` function.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import os
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import pandas as pd
 
 from core import tracking
+from core.config import DATASET_DEFAULTS, TrainConfig
 from core.data import DATASETS, load
-from core.sweep import PROJECT_DIR, SweepResult, SweepSpec
+from core.sweep import PROJECT_DIR, SweepResult, SweepSpec, run_sweep
 
 log = logging.getLogger(__name__)
+
+TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+@dataclass
+class Table:
+    stem: str  # file name without extension
+    title: str
+    frame: pd.DataFrame  # exactly the columns to show
+    plots: dict[str, bytes] = field(default_factory=dict)
+
+    def markdown(self) -> str:
+        return f"{self.title}\n\n" + self.frame.to_markdown(index=False)
+
+
+@dataclass
+class Sweep:
+    name: str  # script name; the MLflow parent run's "sweep" tag
+    doc: str
+    presets: dict[str, dict[str, Any]]  # TrainConfig fields and grid axes (lists), per preset
+    axes: dict[str, str]  # preset entry holding a list -> the TrainConfig field it sweeps
+    tables: Callable[[pd.DataFrame, dict[str, Any]], list[Table]]  # finished trials, settings -> tables
 
 
 def parser(description: str, presets: dict[str, dict[str, Any]]) -> argparse.ArgumentParser:
@@ -38,15 +69,24 @@ def parser(description: str, presets: dict[str, dict[str, Any]]) -> argparse.Arg
     return p
 
 
-def settings(args: argparse.Namespace, presets: dict[str, dict[str, Any]], sweep: str) -> dict[str, Any]:
-    """The preset's values overridden by every flag given on the command line."""
+def settings(args: argparse.Namespace, presets: dict[str, dict[str, Any]], sweep: str,
+             overridable: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The preset's values overridden by every flag given on the command line. The schedule is cut
+    to ``epochs`` when a flag shortens it (milestones and the DRW epoch stay inside the run)."""
     chosen = dict(presets[args.preset])
-    for key in ("dataset", "data_root", "epochs", "seeds", "gpus_per_trial"):
-        if getattr(args, key) is not None:
+    for key in ("dataset", "data_root", "epochs", "seeds", "gpus_per_trial", *overridable):
+        if getattr(args, key, None) is not None:
             chosen[key] = getattr(args, key)
     if chosen.get("data_root"):
         chosen["data_root"] = os.path.abspath(chosen["data_root"])
+    epochs = chosen.get("epochs")
+    if epochs is not None:
+        schedule = {"warmup_epochs": 5, **DATASET_DEFAULTS[chosen["dataset"]]}
+        chosen["milestones"] = [m for m in chosen.get("milestones", schedule["milestones"]) if m <= epochs]
+        for key in ("drw_epoch", "warmup_epochs"):
+            chosen[key] = min(chosen.get(key, schedule[key]), epochs)
     chosen["name"] = args.name or f"{sweep}-{args.preset}"
+    chosen["preset"] = args.preset
     return chosen
 
 
@@ -83,23 +123,55 @@ def spec_from(chosen: dict[str, Any], args: argparse.Namespace, base: dict[str, 
                      max_concurrent=args.max_concurrent, max_failures=args.max_failures, **extra)
 
 
-def publish(result: SweepResult, spec: SweepSpec, table: pd.DataFrame, columns: list[str], stem: str,
-            title: str, plots: dict[str, bytes] | None = None) -> str:
-    """Print the table, save it as CSV and Markdown in the sweep's results folder, and log both (and
-    the plots) to the parent MLflow run. Returns the Markdown."""
-    markdown = f"{title}\n\n" + table[columns].to_markdown(index=False)
-    if result.num_errors:
-        markdown += f"\n\n{result.num_errors} trial(s) failed; see trials.csv"
-    print(markdown)
+def run(sweep: Sweep, argv: list[str] | None = None) -> list[Table]:
+    """Parse flags, run the grid, and publish the sweep's tables."""
+    p = parser(sweep.doc, sweep.presets)
+    for axis in sweep.axes:
+        kind = type(next(iter(sweep.presets.values()))[axis][0])
+        p.add_argument("--" + axis.replace("_", "-"), type=kind, nargs="+", help=f"grid of {sweep.axes[axis]}")
+    args = p.parse_args(argv)
+    chosen = settings(args, sweep.presets, sweep.name, tuple(sweep.axes))
+    base = {k: v for k, v in chosen.items() if k in TRAIN_FIELDS}
+    check_data(base["dataset"], base.get("data_root"))
+    init_ray(args.num_cpus)
+    grid = {field_name: list(chosen[axis]) for axis, field_name in sweep.axes.items()}
+    grid["seed"] = list(range(chosen["seeds"]))
+    spec = spec_from(chosen, args, base, grid)
+    result = run_sweep(spec)
+    tracking.set_tags(result.tracking_uri, result.parent_run_id,
+                      {"sweep_script": sweep.name, "settings": json.dumps(chosen, sort_keys=True)})
+    tables = sweep.tables(finished(result.trials), chosen)
+    publish(result, spec, tables)
+    return tables
+
+
+def finished(trials: pd.DataFrame) -> pd.DataFrame:
+    return trials[trials["status"] == "FINISHED"].reset_index(drop=True)
+
+
+def publish(result: SweepResult, spec: SweepSpec, tables: list[Table]) -> None:
+    """Print each table, save it as CSV, Markdown and LaTeX in the sweep's results folder with its
+    plots and the trial table, and log all of them to the parent MLflow run."""
+    files = {"trials.csv": result.trials.to_csv(index=False).encode()}
+    for table in tables:
+        text = table.markdown()
+        if result.num_errors:
+            text += f"\n\n{result.num_errors} trial(s) failed; see trials.csv"
+        print(text + "\n")
+        files.update(table_files(table, text))
     os.makedirs(spec.path, exist_ok=True)
-    files = {f"{stem}.csv": table.to_csv(index=False).encode(), f"{stem}.md": (markdown + "\n").encode(),
-             "trials.csv": result.trials.to_csv(index=False).encode(), **(plots or {})}
     for name, content in files.items():
         with open(os.path.join(spec.path, name), "wb") as f:
             f.write(content)
     tracking.log_artifacts(result.tracking_uri, result.parent_run_id, files)
     log.info("saved %s in %s", ", ".join(files), spec.path)
-    return markdown
+
+
+def table_files(table: Table, markdown: str | None = None) -> dict[str, bytes]:
+    return {f"{table.stem}.csv": table.frame.to_csv(index=False).encode(),
+            f"{table.stem}.md": ((markdown or table.markdown()) + "\n").encode(),
+            f"{table.stem}.tex": table.frame.to_latex(index=False, caption=table.title).encode(),
+            **table.plots}
 
 
 def entry(main: Callable[[], Any]) -> None:
@@ -110,3 +182,9 @@ def entry(main: Callable[[], Any]) -> None:
         main()
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
+
+
+# The embedded dataset's short schedule shared by every demo preset: warm-up, DRW with the first
+# decay, 10 epochs; each trial takes seconds on a laptop CPU.
+DEMO = dict(dataset="digits", model="small_cnn", epochs=10, milestones=[8], drw_epoch=8, warmup_epochs=1,
+            seeds=2, gpus_per_trial=0.0)

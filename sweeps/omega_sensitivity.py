@@ -22,44 +22,35 @@ if __package__ in (None, ""):  # run as a file (ray submit uploads the script al
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from core.reporting import sensitivity_plot, summarise  # noqa: E402
-from core.sweep import run_sweep  # noqa: E402
 from search_spaces import OMEGA_GRID  # noqa: E402
 from sweeps import cli  # noqa: E402
 
 PRESETS = {
-    "paper": dict(dataset="cifar10", ratio=300.0, model="resnet32", epochs=200, milestones=[160, 180],
-                  drw_epoch=160, seeds=5, omegas=OMEGA_GRID, gpus_per_trial=0.25),
-    "demo": dict(dataset="digits", ratio=10.0, model="small_cnn", epochs=10, milestones=[8], drw_epoch=8,
-                 warmup_epochs=1, seeds=2, omegas=OMEGA_GRID, gpus_per_trial=0.0),
+    "paper": dict(dataset="cifar10", imbalance="long_tailed", ratio=300.0, model="resnet32", method="mamix_drw",
+                  epochs=200, milestones=[160, 180], drw_epoch=160, seeds=5, omegas=OMEGA_GRID, gpus_per_trial=0.25),
+    "demo": dict(dataset="digits", imbalance="long_tailed", ratio=10.0, model="small_cnn", method="mamix_drw",
+                 epochs=10, milestones=[8], drw_epoch=8, warmup_epochs=1, seeds=2, omegas=OMEGA_GRID,
+                 gpus_per_trial=0.0),
 }
 METRICS = {"test_acc": "Accuracy (final epoch)", "test_acc_best": "Best epoch (test-selected)",
            "margin_gap": "Margin gap"}
 
 
-def main(argv: list[str] | None = None):
-    p = cli.parser(__doc__, PRESETS)
-    p.add_argument("--omegas", type=float, nargs="+", help="omega grid (default: the paper's Table 12 grid)")
-    args = p.parse_args(argv)
-    chosen = cli.settings(args, PRESETS, "omega_sensitivity")
-    omegas = args.omegas or chosen["omegas"]
-    base = {k: chosen[k] for k in ("dataset", "ratio", "model", "epochs", "milestones", "drw_epoch")}
-    base.update(method="mamix_drw", imbalance="long_tailed", data_root=chosen.get("data_root"),
-                **({"warmup_epochs": chosen["warmup_epochs"]} if "warmup_epochs" in chosen else {}))
-    base["milestones"] = [m for m in base["milestones"] if m <= base["epochs"]]
-    base["drw_epoch"] = min(base["drw_epoch"], base["epochs"])
-    cli.check_data(base["dataset"], base["data_root"])
-    cli.init_ray(args.num_cpus)
+def tables(trials, s) -> list[cli.Table]:
+    summary = summarise(trials, ["omega"], METRICS)
+    plot = sensitivity_plot(summary, "omega", "test_acc", "test accuracy (final epoch)",
+                            f"MAMix-DRW on {s['dataset']}, ratio {s['ratio']:g}")
+    title = (f"Table 12: sensitivity of omega (MAMix-DRW, {s['dataset']} long-tailed, ratio {s['ratio']:g}, "
+             f"{s['epochs']} epochs, mean ± std over seeds)")
+    return [cli.Table("table12", title, summary[["omega", "n", *METRICS.values()]],
+                      {"accuracy_vs_omega.png": plot})]
 
-    spec = cli.spec_from(chosen, args, base, {"omega": list(omegas), "seed": list(range(chosen["seeds"]))})
-    result = run_sweep(spec)
-    table = summarise(result.trials[result.trials["status"] == "FINISHED"], ["omega"], METRICS)
-    plot = sensitivity_plot(table, "omega", "test_acc", "test accuracy (final epoch)",
-                            f"MAMix-DRW on {base['dataset']}, ratio {base['ratio']:g}")
-    cli.publish(result, spec, table, ["omega", "n", *METRICS.values()], "table12",
-                f"Table 12: sensitivity of omega (MAMix-DRW, {base['dataset']} long-tailed, ratio "
-                f"{base['ratio']:g}, {base['epochs']} epochs, mean ± std over seeds)",
-                {"accuracy_vs_omega.png": plot})
-    return table
+
+SWEEP = cli.Sweep("omega_sensitivity", __doc__, PRESETS, {"omegas": "omega"}, tables)
+
+
+def main(argv: list[str] | None = None) -> list[cli.Table]:
+    return cli.run(SWEEP, argv)
 
 
 if __name__ == "__main__":

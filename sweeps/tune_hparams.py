@@ -46,10 +46,9 @@ def main(argv: list[str] | None = None):
     args = p.parse_args(argv)
     chosen = cli.settings(args, PRESETS, f"tune_{args.method}")
     epochs = chosen["epochs"]
-    base = dict(dataset=chosen["dataset"], ratio=chosen["ratio"], model=chosen["model"], epochs=epochs,
-                milestones=[m for m in chosen["milestones"] if m <= epochs], data_root=chosen.get("data_root"),
-                drw_epoch=drw_epoch_bounds(epochs)[1], seed=0, **({"warmup_epochs": chosen["warmup_epochs"]} if "warmup_epochs" in chosen else {}))
-    cli.check_data(base["dataset"], base["data_root"])
+    base = {k: v for k, v in chosen.items() if k in cli.TRAIN_FIELDS}
+    base.update(drw_epoch=drw_epoch_bounds(epochs)[1], seed=0)
+    cli.check_data(base["dataset"], base.get("data_root"))
     cli.init_ray(args.num_cpus)
 
     searcher = OptunaSearch(space=method_space(args.method, epochs), metric=METRIC, mode="max",
@@ -65,9 +64,10 @@ def main(argv: list[str] | None = None):
     params = [c for c in ("method", "alpha", "omega", "tau", "kappa", "drw_epoch") if c in trials.columns]
     table = trials[params + [METRIC, "test_acc_best", "margin_gap", "status"]]
     best = table.iloc[0]
-    cli.publish(result, spec, table, list(table.columns), "trials_ranked",
-                f"Optuna search for {args.method} on {base['dataset']} (ratio {base['ratio']:g}, {epochs} epochs); "
-                f"ranked by final-epoch test accuracy (test-set selection, as in the paper)")
+    cli.publish(result, spec, [cli.Table(
+        "trials_ranked", f"Optuna search for {args.method} on {base['dataset']} (ratio {base['ratio']:g}, "
+                         f"{epochs} epochs); ranked by final-epoch test accuracy (test-set selection, as in the paper)",
+        table)])
     print("best configuration (selected on the test set): " + ", ".join(f"{k}={best[k]}" for k in params))
     return table
 

@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from core.sweep import SweepSpec, run_sweep, trial_resources
-from sweeps import omega_sensitivity
+from sweeps import omega_sensitivity, report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--preset", "demo", "--omegas", "0.25", "4", "--seeds", "1", "--epochs", "2", "--num-cpus", "2"]
@@ -30,7 +30,7 @@ def steps(client, run, key):
 
 
 def test_tiny_omega_sweep_logs_parent_and_children(ray_session, tmp_path):
-    table = omega_sensitivity.main(TINY + ["--results-dir", str(tmp_path)])
+    table = omega_sensitivity.main(TINY + ["--results-dir", str(tmp_path)])[0].frame
     assert sorted(table["omega"]) == [0.25, 4.0]
     assert (table["n"] == 1).all()
     client, parents, children = runs_of(tmp_path, "omega_sensitivity-demo")
@@ -46,7 +46,13 @@ def test_tiny_omega_sweep_logs_parent_and_children(ray_session, tmp_path):
             {a.path for a in client.list_artifacts(child.info.run_id)}
     assert float(children[0].data.params["omega"]) in (0.25, 4.0)
     saved = os.path.join(tmp_path, "omega_sensitivity-demo")
-    assert {"table12.csv", "table12.md", "accuracy_vs_omega.png"} <= set(os.listdir(saved))
+    assert {"table12.csv", "table12.md", "table12.tex", "accuracy_vs_omega.png"} <= set(os.listdir(saved))
+
+    # The table rebuilt from MLflow alone equals the one the sweep printed.
+    rebuilt = report.main(["--experiment", "omega_sensitivity-demo", "--results-dir", str(tmp_path)])
+    with open(os.path.join(saved, "table12.md")) as f:
+        assert rebuilt[0].markdown() + "\n" == f.read()
+    assert os.path.exists(os.path.join(saved, "report", "table12.tex"))
 
 
 def test_a_crashed_trial_resumes_from_its_checkpoint_in_the_same_run(ray_session, tmp_path):
@@ -102,7 +108,7 @@ def test_interrupted_sweep_resumes_without_duplicates(ray_session, tmp_path):
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
 
-    table = omega_sensitivity.main(args)
+    table = omega_sensitivity.main(args)[0].frame
     assert sorted(table["omega"]) == [0.25, 1.0, 4.0] and (table["n"] == 1).all()
     client, parents, children = runs_of(tmp_path, "resume")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
@@ -115,7 +121,7 @@ def test_interrupted_sweep_resumes_without_duplicates(ray_session, tmp_path):
 TWO_NODES = r"""
 import sys
 from ray.cluster_utils import Cluster
-from sweeps import omega_sensitivity
+from sweeps import omega_sensitivity, report
 
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
 cluster.add_node(num_cpus=1)

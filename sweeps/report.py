@@ -1,0 +1,80 @@
+"""Rebuild a sweep's tables and plots from the MLflow tracking store alone.
+
+A sweep run on a cluster is tabulated later from its MLflow server: the parent run names the sweep
+script and its settings, the child runs hold each trial's config and final metrics, and the sweep's
+own ``tables`` function turns them into the same tables it printed (Markdown, CSV, LaTeX, PNG).
+
+    python -m sweeps.report --experiment omega_sensitivity-demo [--parent-run ID] [--tracking-uri URI]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+import pandas as pd
+
+from core import tracking
+from core.sweep import PROJECT_DIR
+from sweeps import cli, extreme_imbalance, margin_study, method_comparison, omega_sensitivity, smote_study
+
+SWEEPS = {s.name: s for s in (omega_sensitivity.SWEEP, method_comparison.SWEEP, extreme_imbalance.SWEEP,
+                              smote_study.SWEEP, margin_study.SWEEP)}
+
+
+def _value(text: str) -> Any:
+    """An MLflow param back to the Python value it was logged from (numbers, lists, strings)."""
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        return {"None": None, "True": True, "False": False}.get(text, text)
+
+
+def trials_from_mlflow(tracking_uri: str, experiment_id: str, parent_run_id: str) -> pd.DataFrame:
+    """One row per child run: its params, its last value of every metric, and its status."""
+    rows = []
+    for run in tracking.child_runs(tracking_uri, experiment_id, parent_run_id):
+        row = {k: _value(v) for k, v in run.data.params.items()}
+        row.update(run.data.metrics)
+        row["status"] = run.info.status
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def rebuild(experiment: str, tracking_uri: str, parent_run_id: str | None = None) -> list[cli.Table]:
+    parent = (tracking.get_run(tracking_uri, parent_run_id) if parent_run_id
+              else tracking.latest_parent_run(tracking_uri, experiment))
+    script = parent.data.tags.get("sweep_script")
+    if script not in SWEEPS:
+        raise ValueError(f"parent_run: run {parent.info.run_id} has sweep_script={script!r}; "
+                         f"allowed: {sorted(SWEEPS)}")
+    settings = json.loads(parent.data.tags["settings"])
+    trials = trials_from_mlflow(tracking_uri, parent.info.experiment_id, parent.info.run_id)
+    return SWEEPS[script].tables(cli.finished(trials), settings)
+
+
+def main(argv: list[str] | None = None) -> list[cli.Table]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--experiment", required=True, help="the sweep's name (MLflow experiment)")
+    p.add_argument("--parent-run", help="a sweep invocation's run id (default: the latest)")
+    p.add_argument("--results-dir", default=os.path.join(PROJECT_DIR, "results"))
+    p.add_argument("--tracking-uri", help="default: sqlite:///<results-dir>/mlflow.db")
+    p.add_argument("--out", help="folder for the files (default: <results-dir>/<experiment>/report)")
+    args = p.parse_args(argv)
+    uri = args.tracking_uri or tracking.default_tracking_uri(args.results_dir)
+    tables = rebuild(args.experiment, uri, args.parent_run)
+    out = args.out or os.path.join(os.path.abspath(args.results_dir), args.experiment, "report")
+    os.makedirs(out, exist_ok=True)
+    for table in tables:
+        print(table.markdown() + "\n")
+        for name, content in cli.table_files(table).items():
+            with open(os.path.join(out, name), "wb") as f:
+                f.write(content)
+    print(f"written to {out}")
+    return tables
+
+
+if __name__ == "__main__":
+    cli.entry(main)
