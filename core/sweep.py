@@ -48,7 +48,7 @@ class SweepSpec:
     search_alg: Any = None  # e.g. OptunaSearch; then grid must be empty and num_samples set
     num_samples: int = 1
     scheduler: Any = None  # searcher and scheduler carry their own metric and mode
-    crash_after_epoch: int | None = None  # fault drill: crash each trial once after this epoch
+    fault: tuple[str, int] | None = None  # drill: ("raise" | "sigkill", epoch), once per trial
 
     @property
     def path(self) -> str:
@@ -127,7 +127,7 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
     parent = _parent_run(spec, uri, experiment, resuming)
 
     platform = {"tracking_uri": uri, "experiment_id": experiment, "parent_run_id": parent,
-                "crash_after_epoch": spec.crash_after_epoch}
+                "fault": spec.fault}
     trainable = tune.with_resources(tune.with_parameters(trial, base=spec.base, platform=platform), resources)
     if resuming:
         log.info("resuming the sweep in %s", spec.path)
@@ -159,10 +159,12 @@ def trial_table(grid: tune.ResultGrid, spec: SweepSpec) -> pd.DataFrame:
     rows = []
     for result in grid:
         row = {"trial_id": result.metrics.get("trial_id") if result.metrics else None}
-        row.update({k: v for k, v in (result.config or {}).items()})
+        # The swept config wins over a metric of the same name (the lr reported is the epoch's lr).
         row.update({k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))})
-        row["status"] = "ERROR" if result.error else "FINISHED"
-        row["error"] = str(result.error)[:500] if result.error else ""
+        row.update({k: v for k, v in (result.config or {}).items()})
+        metrics = result.metrics or {}
+        row["status"] = "ERROR" if result.error else "DIVERGED" if metrics.get("diverged") else "FINISHED"
+        row["error"] = str(result.error)[:500] if result.error else metrics.get("error", "")
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -112,13 +112,13 @@ def log_artifacts(tracking_uri: str, run_id: str, files: dict[str, bytes]) -> No
         _retrying(c.log_artifacts, run_id, d)
 
 
-def _log_batch(c: MlflowClient, run_id: str, metrics: dict[str, float], step: int) -> None:
+def _log_batch(c: MlflowClient, run_id: str, metrics: dict[str, float], step: int, attempts: int = 8) -> None:
     now = int(time.time() * 1000)
     # MLflow stores NaN, but not inf; a missing class's margin is NaN on purpose.
     batch = [Metric(k, float(v), now, step) for k, v in metrics.items()
              if isinstance(v, (int, float)) and not math.isinf(v)]
     for start in range(0, len(batch), 1000):  # MLflow's batch limit
-        _retrying(c.log_batch, run_id, metrics=batch[start:start + 1000])
+        _retrying(c.log_batch, run_id, metrics=batch[start:start + 1000], attempts=attempts)
 
 
 class TrialRun:
@@ -128,6 +128,7 @@ class TrialRun:
     def __init__(self, tracking_uri: str, experiment: str, parent_run_id: str, trial_id: str, name: str,
                  params: dict[str, Any]):
         self.uri, self.client = tracking_uri, client(tracking_uri)
+        self.pending: list[tuple[int, dict[str, float]]] = []
         found = _retrying(self.client.search_runs, [experiment],
                           filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'")
         if found:
@@ -145,14 +146,30 @@ class TrialRun:
                               for k, v in sorted(params.items())])
 
     def log_epoch(self, metrics: dict[str, float]) -> None:
+        """Log one evaluation as a step. When the store stays unreachable past the retries, the step is
+        kept and sent with the next one (or at ``finish``), so a logging outage never fails a trial."""
         step = int(metrics["epoch"])
         if step <= self.last_step:
             return  # logged before a crash; the history stays continuous
-        _log_batch(self.client, self.run_id, metrics, step)
+        self.pending.append((step, metrics))
         self.last_step = step
+        self.flush(attempts=3)
+
+    def flush(self, attempts: int = 8) -> None:
+        while self.pending:
+            step, metrics = self.pending[0]
+            try:
+                _log_batch(self.client, self.run_id, metrics, step, attempts=attempts)
+            except Exception as err:  # noqa: BLE001 - kept for the next flush
+                log.warning("MLflow unreachable (%s); %d step(s) buffered", err, len(self.pending))
+                return
+            self.pending.pop(0)
 
     def set_tag(self, key: str, value: str) -> None:
         _retrying(self.client.set_tag, self.run_id, key, value)
 
     def finish(self, status: str) -> None:
+        self.flush()
+        if self.pending:
+            raise RuntimeError(f"MLflow run {self.run_id}: {len(self.pending)} step(s) could not be logged")
         _retrying(self.client.set_terminated, self.run_id, status=status)

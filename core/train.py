@@ -183,13 +183,13 @@ def train(config: TrainConfig | dict[str, Any], report: Report | None = None, *,
             group["lr"] = lr
         loss = train_epoch(forward, optimizer, make_batch, criterion, class_weights.at(epoch, device),
                            cfg.batch_size, amp, channels_last)
+        train_loss = loss.item()  # one host sync per epoch: a diverging run stops at once
+        if not math.isfinite(train_loss):
+            raise DivergenceError(f"train_loss is {train_loss} at epoch {epoch + 1}; lower lr or check the data")
         if (epoch + 1) % cfg.eval_every and epoch + 1 < cfg.epochs:
             continue
 
         # --- evaluation
-        train_loss = loss.item()
-        if not math.isfinite(train_loss):
-            raise DivergenceError(f"train_loss is {train_loss} at epoch {epoch + 1}; lower lr or check the data")
         logits = test_logits(forward, data, 2 * cfg.batch_size, amp, channels_last)
         metrics = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss}
         metrics.update(accuracy_report(logits, data.y_test, data.counts, cfg.many_shot, cfg.few_shot))

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import tempfile
+import threading
 from typing import Any
 
 import ray
@@ -21,7 +23,7 @@ from ray import tune
 from core import tracking
 from core.config import TrainConfig
 from core.reporting import margin_bar_chart, per_class_table
-from core.train import train
+from core.train import DivergenceError, train
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,16 @@ STATE_FILE = "state.pt"
 
 
 class InjectedFault(RuntimeError):
-    """Raised on purpose by ``crash_after_epoch``, to drill recovery from a crashed trial."""
+    """Raised on purpose by the ``fault`` drill, to rehearse recovery from a crashed trial."""
+
+
+def inject_fault(kind: str, epoch: int) -> None:
+    """Fault drills: ``raise`` an exception now, or ``sigkill`` the trial's own process a moment later,
+    while the next epoch trains (no clean-up runs, as when a node dies or the OOM killer strikes)."""
+    if kind == "sigkill":
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGKILL)).start()
+        return
+    raise InjectedFault(f"injected crash after epoch {epoch}")
 
 
 def load_checkpoint_state(checkpoint: tune.Checkpoint | None) -> dict[str, Any] | None:
@@ -51,7 +62,10 @@ def trial(config: dict[str, Any], *, base: dict[str, Any], platform: dict[str, A
 
     ``config`` holds the swept fields (e.g. omega, seed), ``base`` the rest of the TrainConfig, and
     ``platform`` the sweep's settings: tracking_uri, experiment_id, parent_run_id and, for drills
-    only, crash_after_epoch.
+    only, ``fault`` = (kind, epoch): crash once, on the first attempt, after that epoch's report.
+
+    A diverging run (NaN or inf loss) is not retried: retrying from its checkpoint would diverge
+    again. It ends at once, FAILED in MLflow with the reason, and reports ``diverged`` to Ray.
     """
     cfg = TrainConfig.from_dict({**base, **config})
     context = tune.get_context()
@@ -70,8 +84,9 @@ def trial(config: dict[str, Any], *, base: dict[str, Any], platform: dict[str, A
         with tempfile.TemporaryDirectory() as d:
             torch.save(latest, os.path.join(d, STATE_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
-        if resume is None and metrics["epoch"] == platform.get("crash_after_epoch"):
-            raise InjectedFault(f"injected crash after epoch {metrics['epoch']}")
+        fault = platform.get("fault")
+        if fault and resume is None and metrics["epoch"] == fault[1]:
+            inject_fault(fault[0], metrics["epoch"])
 
     try:
         metrics = train(cfg, report, resume=resume, save_state=save_state)
@@ -79,6 +94,10 @@ def trial(config: dict[str, Any], *, base: dict[str, Any], platform: dict[str, A
         if metrics and state:
             log_trial_artifacts(run, metrics, state["counts"], state["classes"], cfg)
         run.finish("FINISHED")
+    except DivergenceError as err:
+        run.set_tag("error", f"DivergenceError: {err}")
+        run.finish("FAILED")
+        tune.report({"diverged": 1.0, "error": str(err)})
     except BaseException as err:
         run.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
         run.finish("FAILED")

@@ -36,8 +36,8 @@ def trials_from_mlflow(tracking_uri: str, experiment_id: str, parent_run_id: str
     """One row per child run: its params, its last value of every metric, and its status."""
     rows = []
     for run in tracking.child_runs(tracking_uri, experiment_id, parent_run_id):
-        row = {k: _value(v) for k, v in run.data.params.items()}
-        row.update(run.data.metrics)
+        row = dict(run.data.metrics)
+        row.update({k: _value(v) for k, v in run.data.params.items()})  # as in core.sweep.trial_table
         row["status"] = run.info.status
         rows.append(row)
     return pd.DataFrame(rows)

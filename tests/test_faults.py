@@ -1,0 +1,95 @@
+"""Faults: a killed trial, a corrupt checkpoint, a diverging trial, an unreachable tracking store,
+and many trials logging to one SQLite store at once."""
+
+import os
+import sys
+
+import pytest
+import torch
+from ray import tune
+
+from core import tracking
+from core.sweep import SweepSpec, run_sweep
+from core.tune import STATE_FILE, load_checkpoint_state
+from test_sweep import runs_of, steps
+
+DIGITS = dict(dataset="digits", method="mixup_drw", epochs=3, milestones=[2], drw_epoch=2, warmup_epochs=1,
+              device="cpu")
+
+
+def test_a_trial_killed_mid_epoch_resumes_with_one_continuous_history(ray_session, tmp_path):
+    result = run_sweep(SweepSpec(name="sigkill", base=DIGITS, grid={"seed": [0]}, results_dir=str(tmp_path),
+                                 max_failures=2, fault=("sigkill", 1)))
+    assert result.num_errors == 0
+    client, _, children = runs_of(tmp_path, "sigkill")
+    assert len(children) == 1 and children[0].info.status == "FINISHED"
+    assert steps(client, children[0], "test_acc") == [1, 2, 3]
+
+
+def test_a_diverging_trial_fails_at_once_and_the_others_finish(ray_session, tmp_path):
+    result = run_sweep(SweepSpec(name="nan", base=dict(DIGITS, method="erm"), grid={"lr": [0.05, 1e30]},
+                                 results_dir=str(tmp_path), max_failures=2))
+    by_lr = result.trials.set_index("lr")
+    assert by_lr.loc[1e30, "status"] == "DIVERGED" and "nan" in by_lr.loc[1e30, "error"]
+    assert by_lr.loc[0.05, "status"] == "FINISHED" and by_lr.loc[0.05, "epoch"] == 3
+    _, _, children = runs_of(tmp_path, "nan")
+    statuses = sorted(c.info.status for c in children)
+    assert statuses == ["FAILED", "FINISHED"], "one run per trial: a diverging trial is not retried"
+    failed = next(c for c in children if c.info.status == "FAILED")
+    assert failed.data.tags["error"].startswith("DivergenceError: train_loss is nan")
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint", None])
+def test_a_corrupt_or_truncated_checkpoint_restarts_the_trial_from_scratch(tmp_path, content, caplog):
+    good = {"epoch": 2, "model": {"w": torch.ones(3)}}
+    torch.save(good, tmp_path / STATE_FILE)
+    if content is None:  # truncated: the first half of a real checkpoint
+        data = (tmp_path / STATE_FILE).read_bytes()
+        content = data[: len(data) // 2]
+    assert load_checkpoint_state(tune.Checkpoint.from_directory(str(tmp_path)))["epoch"] == 2 or content is not None
+    (tmp_path / STATE_FILE).write_bytes(content)
+    assert load_checkpoint_state(tune.Checkpoint.from_directory(str(tmp_path))) is None
+    assert "unreadable" in caplog.text
+
+
+def test_checkpoints_do_not_run_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({"epoch": 1, "payload": Evil()}, tmp_path / STATE_FILE)
+    assert load_checkpoint_state(tune.Checkpoint.from_directory(str(tmp_path))) is None
+
+
+def test_logging_outage_is_buffered_and_delivered(tmp_path, monkeypatch):
+    uri = tracking.default_tracking_uri(str(tmp_path))
+    exp = tracking.experiment_id(uri, "outage")
+    parent = tracking.start_parent_run(uri, exp, "outage", {})
+    run = tracking.TrialRun(uri, exp, parent, "t0", "t0", {"omega": 0.25})
+    real = run.client.log_batch
+    down = {"on": True}
+
+    def flaky(*a, **k):
+        if down["on"]:
+            raise ConnectionError("tracking server unreachable")
+        return real(*a, **k)
+
+    monkeypatch.setattr(run.client, "log_batch", flaky)
+    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
+    for epoch in (1, 2):
+        run.log_epoch({"epoch": epoch, "test_acc": 0.1 * epoch})  # must not raise
+    assert len(run.pending) == 2
+    down["on"] = False
+    run.log_epoch({"epoch": 3, "test_acc": 0.3})
+    run.finish("FINISHED")
+    history = tracking.client(uri).get_metric_history(run.run_id, "test_acc")
+    assert sorted(m.step for m in history) == [1, 2, 3]
+
+
+def test_sixteen_concurrent_trials_lose_no_metric_in_sqlite(tmp_path):
+    """16 processes, each one trial logging every epoch through TrialRun, into one SQLite store."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+    from mlflow_concurrency import measure
+
+    row = measure(trials=16, epochs=5, folder=str(tmp_path))
+    assert row["arrived_steps"] == row["expected_steps"] == 80
