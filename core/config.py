@@ -98,9 +98,16 @@ class TrainConfig:
         defaults = dict(model=None, epochs=None, batch_size=128, lr=0.1, warmup_epochs=5, milestones=None,
                         lr_factor=None, drw_epoch=None, ratio=100.0)
         defaults.update(DATASET_DEFAULTS[self.dataset])
-        for name, value in defaults.items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
+        defaulted = {name for name, value in defaults.items() if getattr(self, name) is None}
+        for name in defaulted:
+            setattr(self, name, defaults[name])
+        # A shorter run keeps the default schedule's shape inside it; values set by the user are
+        # validated as they are.
+        if isinstance(self.epochs, int):
+            if "milestones" in defaulted:
+                self.milestones = tuple(m for m in self.milestones if m <= self.epochs)
+            for name in {"drw_epoch", "warmup_epochs"} & defaulted:
+                setattr(self, name, min(getattr(self, name), self.epochs))
         if isinstance(self.milestones, (list, int)):
             self.milestones = tuple(self.milestones) if isinstance(self.milestones, list) else (self.milestones,)
         self.validate()

@@ -213,6 +213,8 @@ def train(config: TrainConfig | dict[str, Any], report: Report | None = None, *,
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Train one model (flags are TrainConfig fields).")
+    parser.add_argument("--config", dest="config_file", help="a JSON or YAML file of TrainConfig fields; "
+                                                             "flags given beside it override it")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         kind = str(f.type)
@@ -226,10 +228,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def read_config_file(path: str | None) -> dict[str, Any]:
+    """TrainConfig fields from a JSON or YAML mapping (YAML is a superset of JSON)."""
+    if path is None:
+        return {}
+    import yaml
+
+    with open(path) as f:
+        data = yaml.safe_load(f)
+    if not isinstance(data, dict):
+        raise ValueError(f"config: {path} must hold a mapping of TrainConfig fields, got {type(data).__name__}")
+    return data
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = {k: v for k, v in vars(_parser().parse_args(argv)).items() if v is not None}
-    cfg = TrainConfig.from_dict(args)
+    cfg = TrainConfig.from_dict({**read_config_file(args.pop("config_file", None)), **args})
     log.info("training %s on %s (%s, ratio %g), %d epochs", cfg.method, cfg.dataset, cfg.imbalance, cfg.ratio,
              cfg.epochs)
 
@@ -246,4 +261,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValueError as err:  # a bad field or value: one line naming it, not a traceback
+        raise SystemExit(f"error: {err}") from None

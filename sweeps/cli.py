@@ -21,7 +21,7 @@ import pandas as pd
 from core import tracking
 from core.config import DATASET_DEFAULTS, TrainConfig
 from core.data import DATASETS, load
-from core.sweep import PROJECT_DIR, SweepResult, SweepSpec, run_sweep
+from core.sweep import PROJECT_DIR, SweepResult, SweepSpec, grid_configs, run_sweep
 
 log = logging.getLogger(__name__)
 
@@ -132,17 +132,32 @@ def run(sweep: Sweep, argv: list[str] | None = None) -> list[Table]:
     args = p.parse_args(argv)
     chosen = settings(args, sweep.presets, sweep.name, tuple(sweep.axes))
     base = {k: v for k, v in chosen.items() if k in TRAIN_FIELDS}
-    check_data(base["dataset"], base.get("data_root"))
-    init_ray(args.num_cpus)
     grid = {field_name: list(chosen[axis]) for axis, field_name in sweep.axes.items()}
     grid["seed"] = list(range(chosen["seeds"]))
     spec = spec_from(chosen, args, base, grid)
+    grid_configs(spec)  # every cell valid before Ray starts
+    check_data(base["dataset"], base.get("data_root"))
+    init_ray(args.num_cpus)
     result = run_sweep(spec)
     tracking.set_tags(result.tracking_uri, result.parent_run_id,
                       {"sweep_script": sweep.name, "settings": json.dumps(chosen, sort_keys=True)})
     tables = sweep.tables(finished(result.trials), chosen)
     publish(result, spec, tables)
     return tables
+
+
+def check_space(space: Callable, base: dict[str, Any], samples: int = 64) -> None:
+    """Sample the define-by-run space with a throwaway Optuna study and validate every resulting
+    config, so an invalid combination fails here with the field's name, before any trial starts."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(samples):
+        trial = study.ask()
+        constants = space(trial) or {}
+        TrainConfig.from_dict({**base, **trial.params, **constants})
+        study.tell(trial, 0.0)
 
 
 def finished(trials: pd.DataFrame) -> pd.DataFrame:

@@ -48,11 +48,12 @@ def main(argv: list[str] | None = None):
     epochs = chosen["epochs"]
     base = {k: v for k, v in chosen.items() if k in cli.TRAIN_FIELDS}
     base.update(drw_epoch=drw_epoch_bounds(epochs)[1], seed=0)
+    space = method_space(args.method, epochs)
+    cli.check_space(space, base)
     cli.check_data(base["dataset"], base.get("data_root"))
     cli.init_ray(args.num_cpus)
 
-    searcher = OptunaSearch(space=method_space(args.method, epochs), metric=METRIC, mode="max",
-                            sampler=None, seed=args.search_seed)
+    searcher = OptunaSearch(space=space, metric=METRIC, mode="max", sampler=None, seed=args.search_seed)
     scheduler = None
     if args.asha:
         grace = drw_epoch_bounds(epochs)[1] + 1

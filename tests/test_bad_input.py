@@ -1,0 +1,105 @@
+"""Bad input gets one clear error naming the field, before any trial starts."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from core.config import ConfigError, TrainConfig
+from core.train import main as train_main
+from core.train import train
+from sweeps import method_comparison, omega_sensitivity, tune_hparams
+
+FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def fails_with(capsys, main, argv, *words):
+    """The sweep's command-line entry ends with SystemExit carrying a message with ``words``."""
+    with pytest.raises((SystemExit, ValueError)) as err:
+        main(argv)
+    text = str(err.value) + capsys.readouterr().err
+    for word in words:
+        assert word in text, text
+    return text
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--preset", "nope"], ["--preset", "invalid choice"]),
+    (["--preset", "demo", "--dataset", "mnist"], ["--dataset", "invalid choice"]),
+    (["--preset", "demo", "--omegas", "0.25", "-1"], ["omega", "> 0"]),
+    (["--preset", "demo", "--epochs", "0"], ["epochs", ">= 1"]),
+    (["--preset", "demo", "--data-root", "/no/such/dir"], ["data_root", "existing directory"]),
+])
+def test_omega_sweep_rejects_bad_flags_before_ray(capsys, argv, words):
+    import ray
+
+    was_running = ray.is_initialized()
+    fails_with(capsys, omega_sensitivity.main, argv, *words)
+    assert ray.is_initialized() == was_running, "no Ray start for a bad input"
+
+
+def test_unknown_method_in_a_grid_is_named(capsys):
+    fails_with(capsys, method_comparison.main, ["--preset", "demo", "--methods", "erm", "mixup_remix"],
+               "method", "mixup_remix", "allowed")
+
+
+def test_unknown_method_for_the_search_is_named(capsys):
+    fails_with(capsys, tune_hparams.main, ["--preset", "demo", "--method", "cutmix"], "--method", "invalid choice")
+
+
+def test_paper_preset_without_data_stops_with_the_command_that_provides_it(capsys, tmp_path):
+    text = fails_with(capsys, omega_sensitivity.main, ["--preset", "paper", "--data-root", str(tmp_path)],
+                      "cifar10 is not available", "to_npz.py")
+    assert "--data-root" in text
+
+
+def test_wrong_shapes_and_labels_in_a_data_root_are_named(tmp_path):
+    x = np.zeros((10, 8, 8, 1), np.uint8)
+    np.savez(tmp_path / "digits.npz", x_train=x, y_train=np.arange(10), x_test=x[:, :, :, 0], y_test=np.arange(10))
+    with pytest.raises(ValueError, match="data_root"):
+        train(dict(dataset="digits", data_root=str(tmp_path), epochs=1, device="cpu"))
+    np.savez(tmp_path / "digits.npz", x_train=x, y_train=np.full(10, -3), x_test=x, y_test=np.arange(10))
+    with pytest.raises(ValueError, match="data_root.*labels"):
+        train(dict(dataset="digits", data_root=str(tmp_path), epochs=1, device="cpu"))
+
+
+def test_config_file_values_are_validated(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"method": "mamix_drw", "tau": 1.5}))
+    with pytest.raises(ConfigError, match="tau"):
+        train_main(["--config", str(path), "--epochs", "1"])
+    path.write_text(json.dumps({"method": "mamix_drw", "epochs": 1, "warmup_epochs": 1, "milestones": [1],
+                                "drw_epoch": 1, "device": "cpu"}))
+    assert train_main(["--config", str(path), "--omega", "0.5"])["epoch"] == 1
+
+
+VALUES = {
+    "method": st.sampled_from(["erm", "mamix_drw", "remix", "ldam_drw", "smote_mix_drw", "bogus", 3]),
+    "ratio": st.one_of(st.floats(-5, 50), st.just(float("nan"))),
+    "omega": st.floats(-1, 10),
+    "tau": st.floats(-0.5, 1.5),
+    "kappa": st.floats(0, 10),
+    "alpha": st.floats(-1, 5),
+    "batch_size": st.integers(-2, 200),
+    "drw_epoch": st.integers(-1, 3),
+    "smote_k": st.integers(-1, 6),
+    "reduction": st.sampled_from(["weighted_mean", "batch_mean", "sum"]),
+    "imbalance": st.sampled_from(["long_tailed", "step", "balanced", "zipf"]),
+}
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(st.fixed_dictionaries({}, optional=VALUES))
+def test_random_configs_train_one_epoch_or_name_a_field(values):
+    config = {**dict(dataset="synthetic", epochs=1, warmup_epochs=0, milestones=[], drw_epoch=0, device="cpu"),
+              **values}
+    try:
+        cfg = TrainConfig.from_dict(config)
+    except ConfigError as err:
+        assert err.field in FIELDS and str(err).startswith(err.field)
+        return
+    metrics = train(cfg)
+    assert metrics["epoch"] == 1 and np.isfinite(metrics["train_loss"])
