@@ -58,7 +58,7 @@ def test_tiny_omega_sweep_logs_parent_and_children(ray_session, tmp_path):
 def test_a_crashed_trial_resumes_from_its_checkpoint_in_the_same_run(ray_session, tmp_path):
     spec = SweepSpec(name="fault", base=dict(dataset="digits", method="mixup_drw", epochs=3, milestones=[2],
                                              drw_epoch=2, warmup_epochs=1, device="cpu"),
-                     grid={"seed": [0]}, results_dir=str(tmp_path), max_failures=1, crash_after_epoch=1)
+                     grid={"seed": [0]}, results_dir=str(tmp_path), max_failures=1, fault=("raise", 1))
     result = run_sweep(spec)
     assert result.num_errors == 0
     client, parents, children = runs_of(tmp_path, "fault")
