@@ -41,7 +41,7 @@ class SweepSpec:
     tracking_uri: str | None = None  # default: sqlite under results_dir
     preset: str = ""
     cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
+    gpus_per_trial: float | str = 0.0  # a fraction packs trials on one GPU; "auto" measures the model
     cpu_fallback: bool = False  # run on CPUs when the cluster has no GPU, instead of refusing
     max_concurrent: int = 0  # 0: as many as the resources allow
     max_failures: int = 2  # retries of a crashed trial, each from its last checkpoint
@@ -76,6 +76,11 @@ def trial_resources(spec: SweepSpec) -> dict[str, float]:
     would leave every trial pending forever, so it is refused, or turned to CPU with ``cpu_fallback``."""
     cluster = ray.cluster_resources()
     gpus = spec.gpus_per_trial
+    if gpus == "auto":
+        gpus = auto_gpus_per_trial(spec.base) if cluster.get("GPU", 0) >= 1 else 0.0
+        log.info("gpus_per_trial auto: %s", gpus)
+    if not isinstance(gpus, (int, float)) or gpus < 0:
+        raise ValueError(f"gpus_per_trial: got {gpus!r}; allowed: a number >= 0 or 'auto'")
     if gpus > 0 and cluster.get("GPU", 0) < gpus:
         if not spec.cpu_fallback:
             raise ValueError(f"gpus_per_trial: {gpus} requested but the Ray cluster has {cluster.get('GPU', 0):g} "
@@ -86,6 +91,30 @@ def trial_resources(spec: SweepSpec) -> dict[str, float]:
         raise ValueError(f"cpus_per_trial: {spec.cpus_per_trial} requested but the Ray cluster has "
                          f"{cluster.get('CPU', 0):g} CPUs")
     return {"cpu": spec.cpus_per_trial, "gpu": gpus}
+
+
+def trials_per_gpu(peak_bytes: int, total_bytes: int, headroom: float = 0.8, most: int = 8) -> int:
+    """How many trials of a measured peak memory fit on one GPU, keeping 20 % headroom (fractional
+    GPUs share memory with no isolation), at most ``most``."""
+    return max(1, min(most, int(headroom * total_bytes // max(peak_bytes, 1))))
+
+
+def auto_gpus_per_trial(base: dict[str, Any]) -> float:
+    """Measure one trial's peak GPU memory over a short run (one epoch) on a GPU of the cluster and
+    pack as many trials per GPU as fit: ``1 / trials_per_gpu``."""
+
+    @ray.remote(num_gpus=1)
+    def probe() -> tuple[int, int]:
+        import torch
+
+        from core.train import train
+
+        torch.cuda.reset_peak_memory_stats()
+        train({**base, "epochs": 1, "warmup_epochs": 0, "milestones": [], "drw_epoch": 0})
+        return torch.cuda.max_memory_allocated(), torch.cuda.get_device_properties(0).total_memory
+
+    peak, total = ray.get(probe.remote())
+    return 1.0 / trials_per_gpu(peak, total)
 
 
 def _git_commit() -> str:

@@ -61,12 +61,17 @@ def parser(description: str, presets: dict[str, dict[str, Any]]) -> argparse.Arg
     p.add_argument("--tracking-uri", help="default: sqlite:///<results-dir>/mlflow.db; on a cluster "
                                           "http://<head-private-ip>:5000")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
-    p.add_argument("--gpus-per-trial", type=float, help="fractions pack several trials on one GPU")
+    p.add_argument("--gpus-per-trial", type=_gpus, help="fractions pack several trials on one GPU; 'auto' "
+                                                        "measures one trial's memory and packs as many as fit")
     p.add_argument("--cpu-fallback", action="store_true", help="run on CPUs when the cluster has no GPU")
     p.add_argument("--max-concurrent", type=int, default=0, help="0: as many as resources allow")
     p.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial from its checkpoint")
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray instance (ignored on a cluster)")
     return p
+
+
+def _gpus(text: str) -> float | str:
+    return text if text == "auto" else float(text)
 
 
 def settings(args: argparse.Namespace, presets: dict[str, dict[str, Any]], sweep: str,

@@ -161,3 +161,16 @@ def test_optuna_search_suggests_only_the_methods_parameters(ray_session, tmp_pat
     assert len(table) == 2 and (table["status"] == "FINISHED").all()
     assert {"omega", "alpha", "drw_epoch"} <= set(table.columns) and "tau" not in table.columns
     assert table["test_acc"].is_monotonic_decreasing
+
+
+def test_trials_per_gpu_packs_by_measured_memory():
+    from core.sweep import trials_per_gpu
+
+    gib = 2 ** 30
+    assert trials_per_gpu(2 * gib, 80 * gib) == 8  # capped
+    assert trials_per_gpu(20 * gib, 80 * gib) == 3  # 0.8 * 80 / 20
+    assert trials_per_gpu(90 * gib, 80 * gib) == 1
+
+
+def test_auto_gpus_on_a_cluster_without_gpus_means_cpu(ray_session):
+    assert trial_resources(SweepSpec(name="x", base={}, gpus_per_trial="auto"))["gpu"] == 0
