@@ -39,7 +39,7 @@ def log_trial(args: tuple[str, str, str, int, int]) -> tuple[str, int]:
 
 def measure(trials: int, epochs: int, folder: str) -> dict[str, float]:
     uri = tracking.default_tracking_uri(folder)
-    experiment = tracking.experiment_id(uri, f"concurrency-{trials}")
+    experiment = tracking.experiment_id(uri, f"concurrency-{trials}", os.path.join(folder, "mlartifacts"))
     parent = tracking.start_parent_run(uri, experiment, f"concurrency-{trials}", {})
     start = time.perf_counter()
     # A fork server that has imported MLflow but opened no store: trials start in milliseconds, and no

@@ -151,7 +151,7 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
     resources = trial_resources(spec)
     os.makedirs(spec.results_dir, exist_ok=True)
     uri = spec.tracking_uri or tracking.default_tracking_uri(spec.results_dir)
-    experiment = tracking.experiment_id(uri, spec.name)
+    experiment = tracking.experiment_id(uri, spec.name, os.path.join(spec.results_dir, "mlartifacts"))
     resuming = tune.Tuner.can_restore(spec.path)
     parent = _parent_run(spec, uri, experiment, resuming)
 

@@ -14,6 +14,7 @@ import math
 import os
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param
@@ -47,10 +48,15 @@ def _retrying(fn, *args, attempts: int = 8, delay: float = 0.5, **kwargs):
             time.sleep(delay * 2 ** attempt)
 
 
-def experiment_id(tracking_uri: str, name: str) -> str:
+def experiment_id(tracking_uri: str, name: str, artifact_dir: str | None = None) -> str:
+    """The experiment's id, created if needed. With a local store, artifacts go to ``artifact_dir``
+    (absolute): MLflow's default, ./mlruns, depends on the working directory of whoever creates it."""
     c = client(tracking_uri)
     exp = _retrying(c.get_experiment_by_name, name)
-    return exp.experiment_id if exp is not None else _retrying(c.create_experiment, name)
+    if exp is not None:
+        return exp.experiment_id
+    location = Path(artifact_dir).resolve().as_uri() if artifact_dir and tracking_uri.startswith("sqlite:") else None
+    return _retrying(c.create_experiment, name, artifact_location=location)
 
 
 def start_parent_run(tracking_uri: str, experiment: str, run_name: str, tags: dict[str, str]) -> str:
