@@ -174,23 +174,61 @@ def loader_batches(s: Setup, batch: int, workers: int) -> Iterator[MixedBatch]:
 
 # ----------------------------------------------------------------------------- timing
 
+def _proc_cpu_ticks(stat_line: str) -> int:
+    fields = stat_line.rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid ... utime stime
+    return int(fields[11]) + int(fields[12])
+
+
+def cpu_accounting() -> tuple[float, float] | None:
+    """(CPU seconds used by the whole machine, CPU seconds used by this process and its children that
+    are alive, e.g. DataLoader workers), from /proc; None where /proc is not Linux's."""
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        machine = v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)  # all but idle and iowait
+        me = os.getpid()
+        with open("/proc/self/stat") as f:
+            ours = _proc_cpu_ticks(f.read())
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) != me:
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        line = f.read()
+                except OSError:
+                    continue
+                if int(line.rsplit(")", 1)[1].split()[1]) == me:
+                    ours += _proc_cpu_ticks(line)
+        return machine / tick, ours / tick
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def measure(s: Setup, batches: Iterator[MixedBatch], steps: int, warmup: int) -> tuple[float, torch.Tensor]:
-    """Seconds for ``steps`` steps after ``warmup`` untimed ones, and the last loss."""
+def measure(s: Setup, batches: Iterator[MixedBatch], steps: int, warmup: int
+            ) -> tuple[float, torch.Tensor, float | None]:
+    """Seconds for ``steps`` steps after ``warmup`` untimed ones, the last loss, and the CPU cores
+    that other processes kept busy on average meanwhile (None where it cannot be told)."""
     s.model.train()
     loss = torch.zeros(())
     for _ in range(warmup):
         loss = train_step(s.forward, s.optimizer, next(batches), s.criterion, s.weight, s.amp, s.channels_last)
     synchronize(s.device)
+    before = cpu_accounting()
     start = time.perf_counter()
     for _ in range(steps):
         loss = train_step(s.forward, s.optimizer, next(batches), s.criterion, s.weight, s.amp, s.channels_last)
     synchronize(s.device)
-    return time.perf_counter() - start, loss
+    seconds = time.perf_counter() - start
+    after = cpu_accounting()
+    other = None
+    if before and after:
+        other = max(0.0, ((after[0] - before[0]) - (after[1] - before[1])) / seconds)
+    return seconds, loss, other
 
 
 def device_name(device: torch.device) -> str:
@@ -218,9 +256,10 @@ def run(method: str = "mamix_drw", dataset: str = "cifar10", data_root: str | No
     cfg = make_config(dataset, method, data_root, device, batch, seed=seed, amp=amp, channels_last=channels_last,
                       compile=compile)
     torch.manual_seed(seed)  # the DataLoader's shuffling and worker seeds
+    load_before = os.getloadavg()[0]
     s = build(cfg, epoch)
     batches = device_batches(s, batch) if pipeline == "device" else loader_batches(s, batch, workers)
-    seconds, loss = measure(s, batches, steps, warmup)
+    seconds, loss, other_cores = measure(s, batches, steps, warmup)
     batches.close()  # shuts the loader's workers down
     if not math.isfinite(loss.item()):
         raise RuntimeError(f"loss is {loss.item()} after {warmup + steps} steps")
@@ -228,7 +267,9 @@ def run(method: str = "mamix_drw", dataset: str = "cifar10", data_root: str | No
             "batch": batch, "device": s.device.type, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "dataset": dataset, "model": cfg.model, "n_train": len(s.make_batch.data.y_train), "warmup": warmup,
             "seconds": round(seconds, 4), "workers": workers if pipeline == "loader" else None, "amp": s.amp,
-            "channels_last": s.channels_last, "compile": cfg.compile, "device_name": device_name(s.device)}
+            "channels_last": s.channels_last, "compile": cfg.compile, "device_name": device_name(s.device),
+            "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+            "other_cores_busy": None if other_cores is None else round(other_cores, 3)}
 
 
 def parser() -> argparse.ArgumentParser:

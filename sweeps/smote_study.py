@@ -15,7 +15,7 @@ import sys
 if __package__ in (None, ""):  # run as a file (ray submit uploads the script alone)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from core.reporting import summarise, wide  # noqa: E402
+from core.reporting import summarise  # noqa: E402
 from search_spaces import TABLE1_METHODS  # noqa: E402
 from sweeps import cli  # noqa: E402
 
@@ -27,8 +27,8 @@ PRESETS = {
 
 
 def tables(trials, s) -> list[cli.Table]:
-    summary = summarise(trials, ["method", "ratio"], {"test_acc": "Accuracy"})
-    layout = wide(summary, "method", s["methods"], ["ratio"], "Accuracy")
+    summary = summarise(trials, ["method"], {"test_acc": "Accuracy"}).set_index("method")
+    layout = summary.loc[[m for m in s["methods"] if m in summary.index], ["Accuracy"]].reset_index()
     return [cli.Table("table1", f"Table 1: SMOTE and its mixing variants, top-1 test accuracy (final epoch, "
                                 f"mean ± std over seeds), long-tailed {s['dataset']}", layout)]
 

@@ -12,9 +12,7 @@ def fake_trials(sweep, settings):
     rng = np.random.default_rng(0)
     grid = {field: settings[axis] for axis, field in sweep.axes.items()}
     cells = pd.MultiIndex.from_product([*grid.values(), [0, 1]], names=[*grid, "seed"]).to_frame(index=False)
-    for key in ("dataset", "ratio", "imbalance", "method", "omega"):
-        if key not in cells and key in settings:
-            cells[key] = settings[key]
+    # Like Ray's trial table: only the swept fields (and seed) are columns, plus the metrics.
     for metric in ("test_acc", "test_acc_best", "margin_gap", "margin_l2", "margin_neg_majority",
                    "margin_pos_majority", "margin_neg_minority", "margin_pos_minority",
                    *[f"class_acc_{c}" for c in range(10)]):

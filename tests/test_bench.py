@@ -1,0 +1,97 @@
+"""The benchmarks: both input pipelines augment alike, and throughput.py runs end to end."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from bench import throughput  # noqa: E402
+from core.data import DATASETS, DeviceData  # noqa: E402
+
+DRAWS = 3000
+
+
+def _image() -> np.ndarray:
+    """One 32x32 RGB uint8 image, bright on the right and different per channel, so flips, crop
+    offsets and the padding value all move the per-pixel statistics."""
+    rng = np.random.RandomState(0)
+    cols = np.linspace(0, 200, 32)[None, :, None]
+    rows = np.linspace(0, 40, 32)[:, None, None]
+    img = cols + rows + np.array([0, 10, 30]) + rng.randint(0, 15, size=(32, 32, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _exact(img: np.ndarray, pad: int, mean, std, flip: bool = True, pad_after_norm: bool = False):
+    """Exact per-pixel mean and std (C, H, W) of pad + uniform random crop + fair flip + Normalize."""
+    mean, std = np.asarray(mean)[:, None, None], np.asarray(std)[:, None, None]
+    x = img.transpose(2, 0, 1).astype(np.float64) / 255.0
+    if pad_after_norm:  # the bug: zeros inserted on the standardised scale
+        x = np.pad((x - mean) / std, ((0, 0), (pad, pad), (pad, pad)))
+    else:
+        x = (np.pad(x, ((0, 0), (pad, pad), (pad, pad))) - mean) / std
+    h, w = img.shape[:2]
+    crops = [x[:, oy:oy + h, ox:ox + w] for oy in range(2 * pad + 1) for ox in range(2 * pad + 1)]
+    crops = crops + [c[:, :, ::-1] for c in crops] if flip else crops
+    crops = np.stack(crops)
+    return crops.mean(0), crops.std(0)
+
+
+def _device_draws(img: np.ndarray, spec) -> np.ndarray:
+    x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None]
+    y = torch.zeros(1, dtype=torch.int64)
+    data = DeviceData(x, y, x, y, [1], spec, ["0"])
+    out, _ = data.train_batch(torch.zeros(DRAWS, dtype=torch.int64), torch.Generator().manual_seed(1))
+    return out.numpy().astype(np.float64)
+
+
+def _loader_draws(img: np.ndarray, spec) -> np.ndarray:
+    dataset = throughput.ImageDataset(img[None], np.zeros(1, dtype=np.int64), throughput.loader_transform(spec, 32))
+    torch.manual_seed(2)
+    return torch.stack([dataset[0][0] for _ in range(DRAWS)]).numpy().astype(np.float64)
+
+
+def test_device_and_loader_pipelines_augment_alike():
+    spec = DATASETS["cifar10"]
+    img = _image()
+    exact_mean, exact_std = _exact(img, spec.pad, spec.mean, spec.std)
+    # A per-pixel z-test at 6 standard errors: passes for a correct pipeline, fails for a wrong one.
+    tol_mean = 6 * exact_std / np.sqrt(DRAWS) + 1e-4
+    tol_std = 6 * exact_std / np.sqrt(DRAWS) + 1e-4
+    for name, draws in (("device", _device_draws(img, spec)), ("loader", _loader_draws(img, spec))):
+        assert draws.shape == (DRAWS, 3, 32, 32), name
+        assert np.all(np.abs(draws.mean(0) - exact_mean) <= tol_mean), name
+        assert np.all(np.abs(draws.std(0) - exact_std) <= tol_std), name
+
+    # The test can fail: the pipelines' statistics are far from those of the usual mistakes.
+    for wrong in (dict(flip=False), dict(pad_after_norm=True)):
+        wrong_mean, _ = _exact(img, spec.pad, spec.mean, spec.std, **wrong)
+        assert np.any(np.abs(wrong_mean - exact_mean) > 5 * tol_mean), wrong
+
+
+def test_digits_loader_transform_has_no_flip_and_one_channel():
+    spec = DATASETS["digits"]
+    names = [type(t).__name__ for t in throughput.loader_transform(spec, 8).transforms]
+    assert names == ["RandomCrop", "ToTensor", "Normalize"]
+    img = np.arange(64, dtype=np.uint8).reshape(8, 8, 1) * 4
+    x, label, index = throughput.ImageDataset(img[None], np.array([3]), throughput.loader_transform(spec, 8))[0]
+    assert x.shape == (1, 8, 8) and label == 3 and index == 0
+
+
+@pytest.mark.parametrize("pipeline", ["device", "loader"])
+def test_throughput_smoke_run_on_digits(pipeline, tmp_path):
+    out = tmp_path / "bench.jsonl"
+    argv = ["--dataset", "digits", "--method", "mamix_drw", "--steps", "2", "--warmup", "1", "--device", "cpu",
+            "--pipeline", pipeline, "--workers", "0", "--json", str(out)]
+    row = throughput.main(argv)
+    assert row["img_per_s"] > 0 and row["impl"] == pipeline and row["steps"] == 2 and row["batch"] == 128
+    assert {"method", "device", "torch", "threads"} <= set(row)
+    throughput.main(argv)  # a second run appends a line
+    lines = out.read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[0]) == row
