@@ -55,6 +55,8 @@ def parser(description: str, presets: dict[str, dict[str, Any]]) -> argparse.Arg
     p.add_argument("--name", help="MLflow experiment and Ray run name (default: the sweep's and preset's)")
     p.add_argument("--dataset", choices=sorted(DATASETS))
     p.add_argument("--data-root", help="absolute directory holding the dataset")
+    p.add_argument("--download", action="store_true", default=None,
+                   help="let torchvision download CIFAR-10/100 or SVHN into --data-root (needs internet)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--seeds", type=int, help="number of seeds per grid cell (seeds 0..N-1)")
     p.add_argument("--results-dir", default=os.path.join(PROJECT_DIR, "results"))
@@ -79,7 +81,7 @@ def settings(args: argparse.Namespace, presets: dict[str, dict[str, Any]], sweep
     """The preset's values overridden by every flag given on the command line. The schedule is cut
     to ``epochs`` when a flag shortens it (milestones and the DRW epoch stay inside the run)."""
     chosen = dict(presets[args.preset])
-    for key in ("dataset", "data_root", "epochs", "seeds", "gpus_per_trial", *overridable):
+    for key in ("dataset", "data_root", "download", "epochs", "seeds", "gpus_per_trial", *overridable):
         if getattr(args, key, None) is not None:
             chosen[key] = getattr(args, key)
     if chosen.get("data_root"):
@@ -95,10 +97,10 @@ def settings(args: argparse.Namespace, presets: dict[str, dict[str, Any]], sweep
     return chosen
 
 
-def check_data(dataset: str, data_root: str | None) -> None:
+def check_data(dataset: str, data_root: str | None, download: bool = False) -> None:
     """Stop at once, with the command that provides the data, when it cannot be loaded."""
     try:
-        load(dataset, data_root)
+        load(dataset, data_root, download)
     except (ValueError, OSError) as err:
         help_text = DATASETS[dataset].download_help
         raise SystemExit(f"{dataset} is not available: {err}\nTo provide it: {help_text}\n"
@@ -141,7 +143,7 @@ def run(sweep: Sweep, argv: list[str] | None = None) -> list[Table]:
     grid["seed"] = list(range(chosen["seeds"]))
     spec = spec_from(chosen, args, base, grid)
     grid_configs(spec)  # every cell valid before Ray starts
-    check_data(base["dataset"], base.get("data_root"))
+    check_data(base["dataset"], base.get("data_root"), base.get("download", False))
     init_ray(args.num_cpus)
     result = run_sweep(spec)
     tracking.set_tags(result.tracking_uri, result.parent_run_id,

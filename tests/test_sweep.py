@@ -87,7 +87,7 @@ def test_interrupted_sweep_resumes_without_duplicates(ray_session, tmp_path):
             "--max-concurrent", "1", "--results-dir", str(tmp_path), "--name", "resume"]
     env = dict(os.environ, RAY_ADDRESS=address)
     driver = subprocess.Popen([sys.executable, os.path.join(ROOT, "sweeps", "omega_sensitivity.py"), *args],
-                              env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "driver.log", "w"),
                               start_new_session=True)
     db = os.path.join(tmp_path, "mlflow.db")
     deadline = time.time() + 240
@@ -100,12 +100,13 @@ def test_interrupted_sweep_resumes_without_duplicates(ray_session, tmp_path):
                     children = []
                 if any(c.info.status == "FINISHED" for c in children):
                     break
-            assert driver.poll() is None, "the sweep ended before it could be interrupted"
+            assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
             time.sleep(0.5)
         else:
             pytest.fail("no trial finished in time")
     finally:
-        os.killpg(driver.pid, signal.SIGKILL)
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
 
     table = omega_sensitivity.main(args)[0].frame
