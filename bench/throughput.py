@@ -39,11 +39,8 @@ import torch  # noqa: E402
 
 from core.config import TrainConfig  # noqa: E402
 from core.data import DATASETS, DatasetSpec  # noqa: E402
-from core.losses import ClassWeights  # noqa: E402
-from core.methods import get_method  # noqa: E402
 from core.mixing import MixedBatch  # noqa: E402
-from core.models import create_model  # noqa: E402
-from core.train import BatchMaker, Criterion, learning_rate, prepare_data, resolve_device, train_step  # noqa: E402
+from core.train import BatchMaker, Criterion, learning_rate, set_up, train_step  # noqa: E402
 
 PIPELINES = ("device", "loader")
 
@@ -77,27 +74,15 @@ def make_config(dataset: str, method: str, data_root: str | None, device: str, b
 
 
 def build(cfg: TrainConfig, epoch: int | None = None) -> Setup:
-    """Data, model, optimiser, batch maker and loss exactly as ``core.train.train`` sets them up, at
-    ``epoch`` of the schedule (default: the DRW epoch, so *_drw methods use their class weights)."""
-    method = get_method(cfg.method)
-    device = resolve_device(cfg.device)
-    amp = device.type == "cuda" if cfg.amp is None else cfg.amp
-    channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
-    data, neighbours = prepare_data(cfg, method, device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(cfg.seed)
-        model = create_model(cfg.model, data.num_classes, data.in_channels, normed_head=method.loss == "ldam")
-    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    """Data, model, optimiser, batch maker and loss exactly as ``core.train.train`` sets them up
+    (``core.train.set_up``), at ``epoch`` of the schedule (default: the DRW epoch, so *_drw methods
+    use their class weights)."""
+    run = set_up(cfg)
     epoch = cfg.drw_epoch if epoch is None else epoch
-    for group in optimizer.param_groups:
+    for group in run.optimizer.param_groups:
         group["lr"] = learning_rate(cfg, epoch)
-    generator = torch.Generator(device).manual_seed(cfg.seed)
-    make_batch = BatchMaker(method, data, neighbours, cfg, generator)
-    criterion = Criterion(method, data.counts, cfg, device)
-    weight = ClassWeights(method.weighting, data.counts, cfg.cb_beta, cfg.drw_epoch).at(epoch, device)
-    forward = torch.compile(model) if cfg.compile else model
-    return Setup(cfg, device, amp, channels_last, model, forward, optimizer, make_batch, criterion, weight)
+    return Setup(cfg, run.device, run.amp, run.channels_last, run.model, run.forward, run.optimizer,
+                 run.make_batch, run.criterion, run.class_weights.at(epoch, run.device))
 
 
 # ----------------------------------------------------------------------------- the two pipelines

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from core.data import DeviceData
-from core.margins import margin_report
 
 
 @torch.no_grad()

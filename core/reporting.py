@@ -37,10 +37,6 @@ def summarise(trials: pd.DataFrame, by: Sequence[str], metrics: dict[str, str]) 
     return table.reset_index()
 
 
-def to_markdown(table: pd.DataFrame, columns: Sequence[str]) -> str:
-    return table[list(columns)].to_markdown(index=False)
-
-
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")

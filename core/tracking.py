@@ -103,11 +103,6 @@ def get_run(tracking_uri: str, run_id: str):
     return _retrying(client(tracking_uri).get_run, run_id)
 
 
-def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float]) -> None:
-    """Log metrics without a step (summary values of a sweep's parent run)."""
-    _log_batch(client(tracking_uri), run_id, metrics, step=0)
-
-
 def log_artifacts(tracking_uri: str, run_id: str, files: dict[str, bytes]) -> None:
     """Write ``files`` (name -> content) to a temporary folder and upload them as the run's artifacts."""
     c = client(tracking_uri)

@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -141,6 +142,45 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: 
     return loss.detach()
 
 
+@dataclass
+class Setup:
+    """Everything a run trains with, built from its config (the set-up part of ``train``)."""
+
+    cfg: TrainConfig
+    method: Method
+    device: torch.device
+    amp: bool
+    channels_last: bool
+    data: DeviceData
+    model: torch.nn.Module
+    forward: torch.nn.Module  # the model, compiled when cfg.compile
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    make_batch: BatchMaker
+    criterion: Criterion
+    class_weights: ClassWeights
+
+
+def set_up(cfg: TrainConfig) -> Setup:
+    """Data on the device, the model initialised under the seed (global RNG untouched), SGD, the
+    method's batch maker, loss and class-weight schedule."""
+    method = get_method(cfg.method)
+    device = resolve_device(cfg.device)
+    amp = device.type == "cuda" if cfg.amp is None else cfg.amp
+    channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
+    data, neighbours = prepare_data(cfg, method, device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed)
+        model = create_model(cfg.model, data.num_classes, data.in_channels, normed_head=method.loss == "ldam")
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    generator = torch.Generator(device).manual_seed(cfg.seed)
+    return Setup(cfg, method, device, amp, channels_last, data, model,
+                 torch.compile(model) if cfg.compile else model, optimizer, generator,
+                 BatchMaker(method, data, neighbours, cfg, generator), Criterion(method, data.counts, cfg, device),
+                 ClassWeights(method.weighting, data.counts, cfg.cb_beta, cfg.drw_epoch))
+
+
 def train(config: TrainConfig | dict[str, Any], report: Report | None = None, *,
           resume: dict[str, Any] | None = None, save_state: Callable[[dict[str, Any]], None] | None = None
           ) -> dict[str, float]:
@@ -151,23 +191,8 @@ def train(config: TrainConfig | dict[str, Any], report: Report | None = None, *,
     accuracy); passing such a state back as ``resume`` continues the run from there.
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
-    method = get_method(cfg.method)
-    device = resolve_device(cfg.device)
-    amp = device.type == "cuda" if cfg.amp is None else cfg.amp
-    channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
-
-    # --- set-up
-    data, neighbours = prepare_data(cfg, method, device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(cfg.seed)
-        model = create_model(cfg.model, data.num_classes, data.in_channels, normed_head=method.loss == "ldam")
-    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    generator = torch.Generator(device).manual_seed(cfg.seed)
-    make_batch = BatchMaker(method, data, neighbours, cfg, generator)
-    criterion = Criterion(method, data.counts, cfg, device)
-    class_weights = ClassWeights(method.weighting, data.counts, cfg.cb_beta, cfg.drw_epoch)
-    forward = torch.compile(model) if cfg.compile else model
+    run = set_up(cfg)
+    model, optimizer, generator, data = run.model, run.optimizer, run.generator, run.data
 
     start, best, metrics = 0, -math.inf, {}
     if resume is not None:
@@ -181,8 +206,8 @@ def train(config: TrainConfig | dict[str, Any], report: Report | None = None, *,
         lr = learning_rate(cfg, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = train_epoch(forward, optimizer, make_batch, criterion, class_weights.at(epoch, device),
-                           cfg.batch_size, amp, channels_last)
+        loss = train_epoch(run.forward, optimizer, run.make_batch, run.criterion,
+                           run.class_weights.at(epoch, run.device), cfg.batch_size, run.amp, run.channels_last)
         train_loss = loss.item()  # one host sync per epoch: a diverging run stops at once
         if not math.isfinite(train_loss):
             raise DivergenceError(f"train_loss is {train_loss} at epoch {epoch + 1}; lower lr or check the data")
@@ -190,7 +215,7 @@ def train(config: TrainConfig | dict[str, Any], report: Report | None = None, *,
             continue
 
         # --- evaluation
-        logits = test_logits(forward, data, 2 * cfg.batch_size, amp, channels_last)
+        logits = test_logits(run.forward, data, 2 * cfg.batch_size, run.amp, run.channels_last)
         metrics = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss}
         metrics.update(accuracy_report(logits, data.y_test, data.counts, cfg.many_shot, cfg.few_shot))
         best = max(best, metrics["test_acc"])
