@@ -157,6 +157,11 @@ class TrainConfig:
         need(_integer(self.seed) and self.seed >= 0, "seed", "an integer >= 0")
         need(_integer(self.subset_seed) and self.subset_seed >= 0, "subset_seed", "an integer >= 0")
         need(_integer(self.eval_every) and self.eval_every >= 1, "eval_every", "an integer >= 1")
+        for name in ("amp", "channels_last"):
+            need(getattr(self, name) is None or isinstance(getattr(self, name), bool), name,
+                 "true, false or null (null: on for CUDA)")
+        for name in ("compile", "download"):
+            need(isinstance(getattr(self, name), bool), name, "true or false")
         if self.data_root is not None:
             need(isinstance(self.data_root, str) and os.path.isabs(self.data_root), "data_root",
                  "an absolute path (trials do not run in your working directory)")

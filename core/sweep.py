@@ -177,21 +177,20 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
     except BaseException:
         tracking.set_status(uri, parent, "KILLED")
         raise
-    table = trial_table(grid, spec)
+    table = trial_table(grid)
     close_orphans(uri, experiment, parent)
     tracking.set_status(uri, parent, "FINISHED" if grid.num_errors == 0 else "FAILED")
     return SweepResult(table, experiment, parent, uri, grid.num_errors)
 
 
-def trial_table(grid: tune.ResultGrid, spec: SweepSpec) -> pd.DataFrame:
+def trial_table(grid: tune.ResultGrid) -> pd.DataFrame:
     """One row per trial: its swept values, its last reported metrics, and how it ended."""
     rows = []
     for result in grid:
-        row = {"trial_id": result.metrics.get("trial_id") if result.metrics else None}
-        # The swept config wins over a metric of the same name (the lr reported is the epoch's lr).
-        row.update({k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))})
-        row.update({k: v for k, v in (result.config or {}).items()})
         metrics = result.metrics or {}
+        # The swept config wins over a metric of the same name (the lr reported is the epoch's lr).
+        row = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        row.update(result.config or {})
         row["status"] = "ERROR" if result.error else "DIVERGED" if metrics.get("diverged") else "FINISHED"
         row["error"] = str(result.error)[:500] if result.error else metrics.get("error", "")
         rows.append(row)

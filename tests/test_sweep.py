@@ -89,11 +89,12 @@ def test_interrupted_sweep_resumes_without_duplicates(ray_session, tmp_path):
     driver = subprocess.Popen([sys.executable, os.path.join(ROOT, "sweeps", "omega_sensitivity.py"), *args],
                               env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "driver.log", "w"),
                               start_new_session=True)
-    db = os.path.join(tmp_path, "mlflow.db")
     deadline = time.time() + 240
     try:
         while time.time() < deadline:
-            if os.path.exists(db):
+            # sweep.json is written after the driver created the store: opening it earlier would run
+            # MLflow's schema migrations twice at once.
+            if os.path.exists(os.path.join(tmp_path, "resume", "sweep.json")):
                 try:
                     _, _, children = runs_of(tmp_path, "resume")
                 except Exception:  # noqa: BLE001 - the store may be mid-creation
