@@ -1,36 +1,41 @@
 #!/usr/bin/env bash
-# The GPU measurements of docs/PERFORMANCE.md in one script. Each step has its own time limit
-# (throughput runs 45 s each, components 120 s, sweep SWEEP_TIMEOUT), so without the sweep part the
-# script ends within 2 x 5 x 45 + 120 = 570 s even when every step runs out of time.
+# The GPU measurements of docs/PERFORMANCE.md in one script, most important first, each step with its own
+# time limit so that one slow or failing step leaves the others' results:
 #
 #   bash bench/gpu_check.sh DATA_DIR [OUT_DIR]
 #
 # DATA_DIR holds cifar10.npz, the compact long-tailed file (ratio 300, about 54 MiB):
 #   python /work/shared/data/cifar10/to_npz.py DATA_DIR/cifar10.npz --long-tailed 300
-# OUT_DIR (default: $OUT, else ./bench_out) receives env.txt, throughput.jsonl, summary.md,
-# components.jsonl, sweep.jsonl (if run) and log.txt.
+# OUT_DIR (default: $OUT, else ./bench_out) receives env.txt, throughput.jsonl, summary.md, sweep.jsonl,
+# components.jsonl, variants.jsonl and log.txt.
 #
-# Steps: (1) bench/throughput.py on cuda, device pipeline for erm, mixup_drw, remix_drw, mamix_drw and
-# loader pipeline for mamix_drw, REPS rounds; (2) bench/summarise.py; (3) bench/components.py (batch
-# maker alone vs whole step, per method); (4) bench/sweep_throughput.py, a Table 12 slice (7 omegas x 1
-# seed x SWEEP_EPOCHS epochs) packed 1, 2, 4, 8 trials per GPU, only where ray and mlflow import (the
-# project's environment, e.g. a node of cluster/gpu.yaml; the bare lent GPU image has neither).
+# Steps:
+# (1) bench/throughput.py on cuda: the device pipeline for erm, mixup_drw, remix_drw, mamix_drw and the loader
+#     pipeline for mamix_drw, REPS rounds, then bench/summarise.py;
+# (2) bench/sweep_throughput.py, a Table 12 slice (7 omegas x 1 seed x SWEEP_EPOCHS epochs) packed 1, 2, 4, 8
+#     trials per GPU, through Ray where ray, mlflow and optuna import, else with --runner processes (the bare
+#     lent GPU image has none of the three);
+# (3) bench/components.py: the batch maker alone against the whole step, per method (the mixing overhead);
+# (4) variants of the mamix_drw device step: fp32 (--no-amp) and --compile.
+# Worst case with the defaults: 5 x 45 + 240 + 90 + 45 + 150 = 750 s; a normal run is about half of that.
 # Knobs (environment): PYTHON STEPS WARMUP REPS WORKERS COMPONENT_REPS SWEEP (0: skip) SWEEP_EPOCHS PACKING
-# SWEEP_TIMEOUT, and DEVICE (default cuda; DEVICE=cpu only to dry-run this script's flow without a GPU)
+# SWEEP_TIMEOUT SWEEP_RUNNER (ray|processes; default: ray where it imports) VARIANTS (0: skip), and DEVICE
+# (default cuda; DEVICE=cpu only to dry-run this script's flow without a GPU)
 set -u -o pipefail
 
 DATA=${1:?usage: bash bench/gpu_check.sh DATA_DIR [OUT_DIR]}
 DEST=${2:-${OUT:-bench_out}}
 PY=${PYTHON:-python3}
-STEPS=${STEPS:-200}
-WARMUP=${WARMUP:-20}
-REPS=${REPS:-2}
+STEPS=${STEPS:-300}
+WARMUP=${WARMUP:-30}
+REPS=${REPS:-1}
 WORKERS=${WORKERS:-8}
-SWEEP_EPOCHS=${SWEEP_EPOCHS:-1}
-PACKING=${PACKING:-1 2 4 8}
-SWEEP_TIMEOUT=${SWEEP_TIMEOUT:-300}
-COMPONENT_REPS=${COMPONENT_REPS:-20}
 SWEEP=${SWEEP:-1}
+SWEEP_EPOCHS=${SWEEP_EPOCHS:-3}
+PACKING=${PACKING:-1 2 4 8}
+SWEEP_TIMEOUT=${SWEEP_TIMEOUT:-240}
+COMPONENT_REPS=${COMPONENT_REPS:-20}
+VARIANTS=${VARIANTS:-1}
 DEVICE=${DEVICE:-cuda}
 export PYTHONUNBUFFERED=1 RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}
 
@@ -42,37 +47,53 @@ if [ ! -f "$DATA/cifar10.npz" ]; then
     echo "no $DATA/cifar10.npz; make it with: python /work/shared/data/cifar10/to_npz.py $DATA/cifar10.npz --long-tailed 300"
     exit 2
 fi
+if [ -z "${SWEEP_RUNNER:-}" ]; then
+    if "$PY" -c "import ray, mlflow, optuna" 2>/dev/null; then SWEEP_RUNNER=ray; else SWEEP_RUNNER=processes; fi
+fi
+
+throughput() {  # throughput JSONL PIPELINE METHOD [extra flags]
+    local out=$1 pipeline=$2 method=$3
+    shift 3
+    timeout 45 "$PY" bench/throughput.py --method "$method" --pipeline "$pipeline" --dataset cifar10 --data-root "$DATA" \
+        --device "$DEVICE" --steps "$STEPS" --warmup "$WARMUP" --workers "$WORKERS" --json "$out" "$@" \
+        || echo "throughput $pipeline $method $* failed (exit $?)"
+}
 
 main() {
     echo "== environment"
     { date -u; nvidia-smi -L; nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv
-      "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+      "$PY" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
       echo "cpus $(nproc)"; grep -m1 'model name' /proc/cpuinfo; git rev-parse HEAD 2>/dev/null; } 2>&1 | tee "$DEST/env.txt"
 
-    echo "== throughput (steps $STEPS, warm-up $WARMUP, $REPS rounds)"
+    echo "== (1) throughput (steps $STEPS, warm-up $WARMUP, $REPS round(s))"
     for rep in $(seq "$REPS"); do
         for cfg in "device erm" "device mixup_drw" "device remix_drw" "device mamix_drw" "loader mamix_drw"; do
-            set -- $cfg
-            timeout 45 "$PY" bench/throughput.py --method "$2" --pipeline "$1" --dataset cifar10 --data-root "$DATA" \
-                --device "$DEVICE" --steps "$STEPS" --warmup "$WARMUP" --workers "$WORKERS" --json "$DEST/throughput.jsonl" \
-                || echo "throughput $cfg failed (exit $?)"
+            throughput "$DEST/throughput.jsonl" $cfg
         done
     done
     "$PY" bench/summarise.py "$DEST/throughput.jsonl" | tee "$DEST/summary.md"
 
-    echo "== components (batch maker alone vs whole step)"
-    timeout 120 "$PY" bench/components.py --dataset cifar10 --data-root "$DATA" --device "$DEVICE" --rounds 3 --reps "$COMPONENT_REPS" --count-ops \
-        --json "$DEST/components.jsonl" || echo "components failed (exit $?)"
-
-    echo "== sweep throughput"
+    echo "== (2) sweep throughput (runner $SWEEP_RUNNER)"
     if [ "$SWEEP" = 0 ]; then
         echo "sweep_throughput skipped (SWEEP=0)"
-    elif "$PY" -c "import ray, mlflow, optuna" 2>/dev/null; then
-        timeout "$SWEEP_TIMEOUT" "$PY" bench/sweep_throughput.py --dataset cifar10 --data-root "$DATA" --device "$DEVICE" \
-            --epochs "$SWEEP_EPOCHS" --packing $PACKING --results-dir /tmp/sweep_bench --json "$DEST/sweep.jsonl" \
-            || echo "sweep_throughput stopped (exit $?); finished packings are in sweep.jsonl"
     else
-        echo "sweep_throughput skipped: ray, mlflow or optuna does not import with $PY (install the project there: pip install -e .)"
+        timeout "$SWEEP_TIMEOUT" "$PY" bench/sweep_throughput.py --dataset cifar10 --data-root "$DATA" --device "$DEVICE" \
+            --runner "$SWEEP_RUNNER" --epochs "$SWEEP_EPOCHS" --packing $PACKING --results-dir /tmp/sweep_bench \
+            --json "$DEST/sweep.jsonl" || echo "sweep_throughput stopped (exit $?); finished packings are in sweep.jsonl"
+    fi
+
+    echo "== (3) components (batch maker alone vs whole step)"
+    timeout 90 "$PY" bench/components.py --dataset cifar10 --data-root "$DATA" --device "$DEVICE" --rounds 3 \
+        --reps "$COMPONENT_REPS" --count-ops --json "$DEST/components.jsonl" || echo "components failed (exit $?)"
+
+    echo "== (4) variants of the mamix_drw device step"
+    if [ "$VARIANTS" = 0 ]; then
+        echo "variants skipped (VARIANTS=0)"
+    else
+        throughput "$DEST/variants.jsonl" device mamix_drw --no-amp
+        timeout 150 "$PY" bench/throughput.py --method mamix_drw --dataset cifar10 \
+            --data-root "$DATA" --device "$DEVICE" --steps "$STEPS" --warmup $((WARMUP + 20)) --compile \
+            --json "$DEST/variants.jsonl" || echo "throughput --compile failed (exit $?)"
     fi
 }
 
