@@ -37,7 +37,7 @@ if __package__ in (None, ""):  # run as a file: make the project importable
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from core.config import TrainConfig  # noqa: E402
+from core.config import COMPILE_MODES, TrainConfig  # noqa: E402
 from core.data import DATASETS, DatasetSpec  # noqa: E402
 from core.mixing import MixedBatch  # noqa: E402
 from core.train import BatchMaker, Criterion, learning_rate, set_up, train_step  # noqa: E402
@@ -232,14 +232,14 @@ def device_name(device: torch.device) -> str:
 def run(method: str = "mamix_drw", dataset: str = "cifar10", data_root: str | None = None, steps: int = 20,
         warmup: int = 3, device: str = "cpu", pipeline: str = "device", batch: int = 128, workers: int = 2,
         epoch: int | None = None, seed: int = 0, amp: bool | None = None, channels_last: bool | None = None,
-        compile: bool = False) -> dict[str, Any]:
+        compile: str | None = None) -> dict[str, Any]:
     """Build, time, and return the result row (see the module docstring)."""
     if pipeline not in PIPELINES:
         raise ValueError(f"pipeline: got {pipeline!r}; allowed: {list(PIPELINES)}")
     if steps < 1 or warmup < 0:
         raise ValueError("steps: need steps >= 1 and warmup >= 0")
     cfg = make_config(dataset, method, data_root, device, batch, seed=seed, amp=amp, channels_last=channels_last,
-                      compile=compile)
+                      compile=compile is not None, compile_mode=compile)
     torch.manual_seed(seed)  # the DataLoader's shuffling and worker seeds
     load_before = os.getloadavg()[0]
     s = build(cfg, epoch)
@@ -252,7 +252,7 @@ def run(method: str = "mamix_drw", dataset: str = "cifar10", data_root: str | No
             "batch": batch, "device": s.device.type, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "dataset": dataset, "model": cfg.model, "n_train": len(s.make_batch.data.y_train), "warmup": warmup,
             "seconds": round(seconds, 4), "workers": workers if pipeline == "loader" else None, "amp": s.amp,
-            "channels_last": s.channels_last, "compile": cfg.compile, "device_name": device_name(s.device),
+            "channels_last": s.channels_last, "compile": cfg.compile_mode if cfg.compile else False, "device_name": device_name(s.device),
             "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
             "other_cores_busy": None if other_cores is None else round(other_cores, 3)}
 
@@ -274,7 +274,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="default: on for cuda")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="default: on for cuda")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (use a larger --warmup)")
+    p.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES, metavar="MODE",
+                   help="torch.compile the model, in MODE (default: default; use a larger --warmup)")
     p.add_argument("--json", help="append the result line to this JSONL file")
     return p
 

@@ -43,6 +43,7 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 IMBALANCE_KINDS = ("long_tailed", "step", "balanced")
 REDUCTIONS = ("weighted_mean", "batch_mean")
 DEVICES = ("auto", "cpu", "cuda")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -91,6 +92,7 @@ class TrainConfig:
     amp: bool | None = None  # bf16 autocast; None = on for CUDA, off on the CPU
     channels_last: bool | None = None  # None = on for CUDA
     compile: bool = False
+    compile_mode: str = "default"  # torch.compile's mode; "reduce-overhead" adds CUDA graphs
 
     def __post_init__(self) -> None:
         if not _choice(self.dataset, DATASET_DEFAULTS):
@@ -162,6 +164,7 @@ class TrainConfig:
                  "true, false or null (null: on for CUDA)")
         for name in ("compile", "download"):
             need(isinstance(getattr(self, name), bool), name, "true or false")
+        need(_choice(self.compile_mode, COMPILE_MODES), "compile_mode", f"one of {list(COMPILE_MODES)}")
         if self.data_root is not None:
             need(isinstance(self.data_root, str) and os.path.isabs(self.data_root), "data_root",
                  "an absolute path (trials do not run in your working directory)")

@@ -8,7 +8,6 @@ Label rules differ only in how lam_y follows from lam_x; each is vectorised over
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -72,25 +71,15 @@ LABEL_RULES: dict[str, LabelRule] = {
 
 
 def sample_beta(alpha: float, generator: torch.Generator, device: torch.device | str) -> torch.Tensor:
-    """One draw of Beta(alpha, alpha) as a 0-d tensor on ``device``, from ``generator`` alone.
+    """One draw of Beta(alpha, alpha) as a 0-d float32 tensor on ``device``, from ``generator`` alone.
 
     ``torch.distributions.Beta`` takes no generator, and drawing on the host would cost a transfer per
-    step, so Beta = G1 / (G1 + G2) with Gamma draws by Marsaglia and Tsang's method (2000), accepting
-    the first of 32 vectorised proposals (rejection probability below 5 % each for shape >= 1).
-    Shape < 1 uses Gamma(a) = Gamma(a + 1) * U ** (1 / a).
+    step. Beta(a, b) is the first coordinate of Dirichlet(a, b), and ``torch._sample_dirichlet`` (the
+    sampler behind ``torch.distributions.Beta``) takes a generator: one kernel per draw on the device,
+    which matters on a GPU, where a ResNet-32 step is bound by kernel launches.
     """
-    a = alpha + 1.0 if alpha < 1 else alpha
-    d = a - 1.0 / 3.0
-    c = 1.0 / math.sqrt(9.0 * d)
-    z = torch.randn(2, 32, generator=generator, device=device, dtype=torch.float64)
-    u = torch.rand(2, 32, generator=generator, device=device, dtype=torch.float64)
-    v = (1.0 + c * z) ** 3
-    accept = (v > 0) & (torch.log(u) < 0.5 * z * z + d - d * v + d * torch.log(v.clamp_min(1e-300)))
-    first = accept.to(torch.int8).argmax(dim=1, keepdim=True)
-    gamma = d * v.gather(1, first).squeeze(1)
-    if alpha < 1:
-        gamma = gamma * torch.rand(2, generator=generator, device=device, dtype=torch.float64) ** (1.0 / alpha)
-    return (gamma[0] / (gamma[0] + gamma[1]).clamp_min(1e-300)).to(torch.float32)
+    concentration = torch.full((2,), float(alpha), device=device)
+    return torch._sample_dirichlet(concentration, generator=generator)[0]
 
 
 @dataclass
@@ -114,7 +103,7 @@ def mix_batch(x_i: torch.Tensor, y_i: torch.Tensor, x_j: torch.Tensor, y_j: torc
         raise ValueError(f"label_rule: unknown rule {rule!r}; allowed: {sorted(LABEL_RULES)}")
     lam_x = sample_beta(alpha, generator, x_i.device)
     lam_y = LABEL_RULES[rule](lam_x, counts[y_i], counts[y_j], omega=omega, tau=tau, kappa=kappa)
-    x = lam_x.to(x_i.dtype) * x_i + (1 - lam_x.to(x_i.dtype)) * x_j
+    x = torch.lerp(x_j, x_i, lam_x.to(x_i.dtype))  # lam_x * x_i + (1 - lam_x) * x_j in one kernel
     return MixedBatch(x=x, y_i=y_i, y_j=y_j, lam_y=lam_y, lam_x=lam_x)
 
 

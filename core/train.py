@@ -153,7 +153,7 @@ class Setup:
     channels_last: bool
     data: DeviceData
     model: torch.nn.Module
-    forward: torch.nn.Module  # the model, compiled when cfg.compile
+    forward: torch.nn.Module  # the model, compiled (cfg.compile_mode) when cfg.compile
     optimizer: torch.optim.Optimizer
     generator: torch.Generator
     make_batch: BatchMaker
@@ -176,7 +176,7 @@ def set_up(cfg: TrainConfig) -> Setup:
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     generator = torch.Generator(device).manual_seed(cfg.seed)
     return Setup(cfg, method, device, amp, channels_last, data, model,
-                 torch.compile(model) if cfg.compile else model, optimizer, generator,
+                 torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model, optimizer, generator,
                  BatchMaker(method, data, neighbours, cfg, generator), Criterion(method, data.counts, cfg, device),
                  ClassWeights(method.weighting, data.counts, cfg.cb_beta, cfg.drw_epoch))
 

@@ -109,3 +109,9 @@ def test_random_configs_train_one_epoch_or_name_a_field(values):
 def test_switches_must_be_booleans(name, value):
     with pytest.raises(ConfigError, match=name):
         TrainConfig(**{name: value})
+
+
+@pytest.mark.parametrize("value", ["fast", None, True])
+def test_compile_mode_names_the_allowed_modes(value):
+    with pytest.raises(ConfigError, match="compile_mode.*reduce-overhead"):
+        TrainConfig(compile_mode=value)

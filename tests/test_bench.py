@@ -95,3 +95,23 @@ def test_throughput_smoke_run_on_digits(pipeline, tmp_path):
     throughput.main(argv)  # a second run appends a line
     lines = out.read_text().splitlines()
     assert len(lines) == 2 and json.loads(lines[0]) == row
+
+
+def test_sweep_throughput_processes_runner_on_digits(tmp_path):
+    """Packing without Ray: every trial finishes, the epoch and start-up times are measured, the grid
+    extrapolation follows its formula, and packing does not change what a trial computes."""
+    from bench import sweep_throughput
+
+    out = tmp_path / "sweep.jsonl"
+    rows = sweep_throughput.main(["--dataset", "digits", "--epochs", "2", "--omegas", "0.5", "2", "--packing", "1", "2",
+                                  "--runner", "processes", "--num-cpus", "1", "--results-dir", str(tmp_path / "runs"),
+                                  "--json", str(out)])
+    assert [r["packing"] for r in rows] == [1, 2] and [json.loads(line) for line in out.read_text().splitlines()] == rows
+    for r in rows:
+        assert r["runner"] == "processes" and r["finished"] == r["trials"] == 2
+        assert r["epoch_s"] > 0 and r["startup_s"] > 0 and r["trials_per_hour"] > 0
+        expected = -(-35 // r["packing"]) * (r["startup_s"] + 200 * r["epoch_s"]) / 3600
+        assert r["grid_h_extrapolated"] == pytest.approx(expected, abs=2e-3)
+    # one CPU thread per trial at both packings, so the same seeds give the same models
+    assert rows[0]["threads_per_trial"] == rows[1]["threads_per_trial"] == 1
+    assert rows[0]["test_acc"] == rows[1]["test_acc"]
