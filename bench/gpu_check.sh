@@ -16,8 +16,10 @@
 #     trials per GPU, through Ray where ray, mlflow and optuna import, else with --runner processes (the bare
 #     lent GPU image has none of the three);
 # (3) bench/components.py: the batch maker alone against the whole step, per method (the mixing overhead);
-# (4) variants of the mamix_drw device step: fp32 (--no-amp) and --compile.
-# Worst case with the defaults: 5 x 45 + 240 + 90 + 45 + 150 = 750 s; a normal run is about half of that.
+# (4) variants of the mamix_drw device step: fp32 (--no-amp), --compile (mode default) and --compile
+#     reduce-overhead (CUDA graphs).
+# Worst case with the defaults: 5 x 45 + 240 + 90 + 45 + 2 x 150 = 900 s; on an H100 the whole script took
+# 514 s with SWEEP_TIMEOUT=300 (bench/results/2026-11-27-h100), the sweep step being 290 s of it.
 # Knobs (environment): PYTHON STEPS WARMUP REPS WORKERS COMPONENT_REPS SWEEP (0: skip) SWEEP_EPOCHS PACKING
 # SWEEP_TIMEOUT SWEEP_RUNNER (ray|processes; default: ray where it imports) VARIANTS (0: skip), and DEVICE
 # (default cuda; DEVICE=cpu only to dry-run this script's flow without a GPU)
@@ -91,9 +93,11 @@ main() {
         echo "variants skipped (VARIANTS=0)"
     else
         throughput "$DEST/variants.jsonl" device mamix_drw --no-amp
-        timeout 150 "$PY" bench/throughput.py --method mamix_drw --dataset cifar10 \
-            --data-root "$DATA" --device "$DEVICE" --steps "$STEPS" --warmup $((WARMUP + 20)) --compile \
-            --json "$DEST/variants.jsonl" || echo "throughput --compile failed (exit $?)"
+        for mode in default reduce-overhead; do
+            timeout 150 "$PY" bench/throughput.py --method mamix_drw --dataset cifar10 --data-root "$DATA" \
+                --device "$DEVICE" --steps "$STEPS" --warmup $((WARMUP + 30)) --compile "$mode" \
+                --json "$DEST/variants.jsonl" || echo "throughput --compile $mode failed (exit $?)"
+        done
     fi
 }
 

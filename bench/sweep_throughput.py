@@ -134,13 +134,16 @@ def run_packing_processes(k: int, base: dict[str, Any], grid: dict[str, list[Any
     done = [t for t in trials if t["ok"]]
     if not done:
         raise SystemExit(f"every trial failed at packing {k}; the first one's error:\n{trials[0]['error']}")
+    row = dict(slice_row(k, len(trials), len(done), wall, base, gpu, ncpu), runner="processes",
+               threads_per_trial=threads, epoch_s=None, startup_s=None, grid_h_extrapolated=None,
+               test_acc=[round(t["test_acc"], 4) for t in done])
     gaps = [b - a for t in done for a, b in zip(t["epoch_end"], t["epoch_end"][1:])]
-    epoch_s = statistics.median(gaps) if gaps else float("nan")
-    startup_s = statistics.mean(t["epoch_end"][0] - t["start"] for t in done) - epoch_s
-    return dict(slice_row(k, len(trials), len(done), wall, base, gpu, ncpu), runner="processes",
-                threads_per_trial=threads, epoch_s=round(epoch_s, 3), startup_s=round(startup_s, 2),
-                grid_h_extrapolated=round(grid_hours(k, startup_s, epoch_s), 3),
-                test_acc=[round(t["test_acc"], 4) for t in done])
+    if gaps:  # one epoch per trial gives no epoch time
+        epoch_s = statistics.median(gaps)
+        startup_s = statistics.mean(t["epoch_end"][0] - t["start"] for t in done) - epoch_s
+        row.update(epoch_s=round(epoch_s, 3), startup_s=round(startup_s, 2),
+                   grid_h_extrapolated=round(grid_hours(k, startup_s, epoch_s), 3))
+    return row
 
 
 def slice_row(k: int, trials: int, finished: int, wall: float, base: dict[str, Any], gpu: bool,
@@ -213,6 +216,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         run_trial(*args.trial)
         return []
 
+    if args.runner == "processes" and args.epochs < 2:
+        print("note: with --epochs 1 there is no steady epoch time, so no epoch s, start-up s or grid extrapolation")
     if args.dataset != "digits" and not args.data_root:
         raise SystemExit(f"{args.dataset} needs --data-root DIR holding {args.dataset}.npz")
     base = slice_base(args.dataset, args.data_root, args.epochs, args.device)
@@ -234,7 +239,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
           f"{args.dataset} ratio {base['ratio']:g}, {args.device}, runner {args.runner}, {ncpu:g} CPUs, "
           f"results in {results_dir}")
     print(table(rows))
-    if any("grid_h_extrapolated" in r for r in rows):
+    if any(r.get("grid_h_extrapolated") is not None for r in rows):
         print(f"Table 12 grid h (extrapolated) = ceil({GRID_TRIALS} / packing) x (start-up s + {GRID_EPOCHS} x epoch s)"
               " / 3600; an extrapolation from this slice, not a measured grid")
     return rows

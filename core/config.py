@@ -89,7 +89,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     eval_every: int = 1
-    amp: bool | None = None  # bf16 autocast; None = on for CUDA, off on the CPU
+    amp: bool | None = None  # bf16 autocast; None = on for CUDA GPUs with bf16, off on the CPU
     channels_last: bool | None = None  # None = on for CUDA
     compile: bool = False
     compile_mode: str = "default"  # torch.compile's mode; "reduce-overhead" adds CUDA graphs

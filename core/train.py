@@ -166,7 +166,8 @@ def set_up(cfg: TrainConfig) -> Setup:
     method's batch maker, loss and class-weight schedule."""
     method = get_method(cfg.method)
     device = resolve_device(cfg.device)
-    amp = device.type == "cuda" if cfg.amp is None else cfg.amp
+    # bf16 autocast by default only where the GPU computes in bf16 (Ampere and later); elsewhere fp32.
+    amp = device.type == "cuda" and torch.cuda.is_bf16_supported() if cfg.amp is None else cfg.amp
     channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
     data, neighbours = prepare_data(cfg, method, device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):

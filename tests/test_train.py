@@ -9,7 +9,7 @@ import torch
 from conftest import tiny_config
 from core.config import ConfigError
 from core.methods import METHODS
-from core.train import learning_rate, main, train
+from core.train import learning_rate, main, set_up, train, train_epoch
 from core.config import TrainConfig
 
 
@@ -86,3 +86,25 @@ def test_no_host_sync_inside_the_training_step(monkeypatch):
     train(tiny_config(method="mamix_drw", epochs=2, milestones=[1]))
     assert anywhere, "the spy must see the evaluation's reads"
     assert in_steps == []
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: torch.cuda.set_sync_debug_mode "
+                                                           "watches CUDA synchronisations only")
+@pytest.mark.parametrize("method", ["erm", "mamix_remix_drw", "neighbor_mix_drw"])
+def test_no_cuda_sync_inside_the_training_step(method):
+    """On a GPU, CUDA itself reports any synchronising call of an epoch (the second one: the first
+    initialises cuDNN and the allocator)."""
+    run = set_up(TrainConfig.from_dict(tiny_config(method=method, device="cuda")))
+
+    def epoch():
+        return train_epoch(run.forward, run.optimizer, run.make_batch, run.criterion,
+                           run.class_weights.at(1, run.device), run.cfg.batch_size, run.amp, run.channels_last)
+
+    epoch()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss = epoch()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(loss)
