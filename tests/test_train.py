@@ -1,6 +1,7 @@
 """The training function: every method runs, learns, and is deterministic under a seed."""
 
 import math
+import shutil
 import traceback
 
 import pytest
@@ -108,3 +109,18 @@ def test_no_cuda_sync_inside_the_training_step(method):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(loss)
+
+
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                    reason="torch.compile's CPU backend needs a C compiler")
+def test_compiled_model_trains_like_the_eager_one():
+    """compile=True runs through training and evaluation (on the CPU the CUDA-graph mode compiles
+    without graphs) and ends near the eager model: compiled kernels round differently, not more."""
+    config = tiny_config(method="mamix_drw")
+    eager = train(config)
+    compiled_config = {**config, "compile": True, "compile_mode": "reduce-overhead"}
+    kinds = [type(set_up(TrainConfig.from_dict(c)).forward).__name__ for c in (config, compiled_config)]
+    assert kinds[0] != "OptimizedModule" and kinds[1] == "OptimizedModule"
+    compiled = train(compiled_config)
+    assert compiled["epoch"] == eager["epoch"] == 2
+    assert compiled["test_acc"] == pytest.approx(eager["test_acc"], abs=0.05)
