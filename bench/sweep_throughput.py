@@ -210,7 +210,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--num-cpus", type=int, help="CPUs shared by the packed trials (default: all)")
     p.add_argument("--results-dir", help="scratch folder for the sweeps (default: a new one under the temp dir)")
     p.add_argument("--json", help="append one JSON line per packing to this file")
-    p.add_argument("--trial", nargs=2, metavar=("CONFIG", "OUT"), help=argparse.SUPPRESS)  # the processes runner's child
+    # the processes runner's child: one trial
+    p.add_argument("--trial", nargs=2, metavar=("CONFIG", "OUT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.trial:
         run_trial(*args.trial)

@@ -252,7 +252,8 @@ def run(method: str = "mamix_drw", dataset: str = "cifar10", data_root: str | No
             "batch": batch, "device": s.device.type, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "dataset": dataset, "model": cfg.model, "n_train": len(s.make_batch.data.y_train), "warmup": warmup,
             "seconds": round(seconds, 4), "workers": workers if pipeline == "loader" else None, "amp": s.amp,
-            "channels_last": s.channels_last, "compile": cfg.compile_mode if cfg.compile else False, "device_name": device_name(s.device),
+            "channels_last": s.channels_last, "compile": cfg.compile_mode if cfg.compile else False,
+            "device_name": device_name(s.device),
             "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
             "other_cores_busy": None if other_cores is None else round(other_cores, 3)}
 

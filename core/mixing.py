@@ -103,7 +103,7 @@ def mix_batch(x_i: torch.Tensor, y_i: torch.Tensor, x_j: torch.Tensor, y_j: torc
         raise ValueError(f"label_rule: unknown rule {rule!r}; allowed: {sorted(LABEL_RULES)}")
     lam_x = sample_beta(alpha, generator, x_i.device)
     lam_y = LABEL_RULES[rule](lam_x, counts[y_i], counts[y_j], omega=omega, tau=tau, kappa=kappa)
-    x = torch.lerp(x_j, x_i, lam_x.to(x_i.dtype))  # lam_x * x_i + (1 - lam_x) * x_j in one kernel
+    x = torch.lerp(x_j, x_i, lam_x.to(x_i.dtype))  # lam_x * x_i + (1 - lam_x) * x_j, one kernel
     return MixedBatch(x=x, y_i=y_i, y_j=y_j, lam_y=lam_y, lam_x=lam_x)
 
 

@@ -182,6 +182,13 @@ def set_up(cfg: TrainConfig) -> Setup:
                  ClassWeights(method.weighting, data.counts, cfg.cb_beta, cfg.drw_epoch))
 
 
+def run_epoch(run: Setup, epoch: int) -> torch.Tensor:
+    """Epoch ``epoch`` (0-based) of a set-up run at its current learning rate: the class weights of
+    that epoch's phase, then ``train_epoch``; returns the mean loss as a device tensor."""
+    return train_epoch(run.forward, run.optimizer, run.make_batch, run.criterion,
+                       run.class_weights.at(epoch, run.device), run.cfg.batch_size, run.amp, run.channels_last)
+
+
 def train(config: TrainConfig | dict[str, Any], report: Report | None = None, *,
           resume: dict[str, Any] | None = None, save_state: Callable[[dict[str, Any]], None] | None = None
           ) -> dict[str, float]:
@@ -207,9 +214,7 @@ def train(config: TrainConfig | dict[str, Any], report: Report | None = None, *,
         lr = learning_rate(cfg, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = train_epoch(run.forward, optimizer, run.make_batch, run.criterion,
-                           run.class_weights.at(epoch, run.device), cfg.batch_size, run.amp, run.channels_last)
-        train_loss = loss.item()  # one host sync per epoch: a diverging run stops at once
+        train_loss = run_epoch(run, epoch).item()  # one host sync per epoch: a diverging run stops at once
         if not math.isfinite(train_loss):
             raise DivergenceError(f"train_loss is {train_loss} at epoch {epoch + 1}; lower lr or check the data")
         if (epoch + 1) % cfg.eval_every and epoch + 1 < cfg.epochs:

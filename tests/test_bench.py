@@ -106,7 +106,8 @@ def test_sweep_throughput_processes_runner_on_digits(tmp_path):
     rows = sweep_throughput.main(["--dataset", "digits", "--epochs", "2", "--omegas", "0.5", "2", "--packing", "1", "2",
                                   "--runner", "processes", "--num-cpus", "1", "--results-dir", str(tmp_path / "runs"),
                                   "--json", str(out)])
-    assert [r["packing"] for r in rows] == [1, 2] and [json.loads(line) for line in out.read_text().splitlines()] == rows
+    assert [r["packing"] for r in rows] == [1, 2]
+    assert [json.loads(line) for line in out.read_text().splitlines()] == rows
     for r in rows:
         assert r["runner"] == "processes" and r["finished"] == r["trials"] == 2
         assert r["epoch_s"] > 0 and r["startup_s"] > 0 and r["trials_per_hour"] > 0

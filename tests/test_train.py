@@ -10,7 +10,7 @@ import torch
 from conftest import tiny_config
 from core.config import ConfigError
 from core.methods import METHODS
-from core.train import learning_rate, main, set_up, train, train_epoch
+from core.train import learning_rate, main, run_epoch, set_up, train
 from core.config import TrainConfig
 
 
@@ -96,16 +96,11 @@ def test_no_cuda_sync_inside_the_training_step(method):
     """On a GPU, CUDA itself reports any synchronising call of an epoch (the second one: the first
     initialises cuDNN and the allocator)."""
     run = set_up(TrainConfig.from_dict(tiny_config(method=method, device="cuda")))
-
-    def epoch():
-        return train_epoch(run.forward, run.optimizer, run.make_batch, run.criterion,
-                           run.class_weights.at(1, run.device), run.cfg.batch_size, run.amp, run.channels_last)
-
-    epoch()
+    run_epoch(run, 1)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        loss = epoch()
+        loss = run_epoch(run, 1)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(loss)
