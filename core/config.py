@@ -41,7 +41,6 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 IMBALANCE_KINDS = ("long_tailed", "step", "balanced")
-REDUCTIONS = ("weighted_mean", "batch_mean")
 DEVICES = ("auto", "cpu", "cuda")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -71,7 +70,9 @@ class TrainConfig:
     # re-weighting: class-balanced weights (Cui et al.) used by cb from epoch 0 and by *_drw from drw_epoch
     drw_epoch: int | None = None
     cb_beta: float = 0.9999
-    reduction: str = "weighted_mean"  # "batch_mean" reproduces the imbalanced-DL mixup trainers
+    # Weighted loss divided by the batch size ("batch_mean") or by the summed weights ("weighted_mean");
+    # None: the authors' choice for the method (core.methods: weighted_mean for LDAM only).
+    reduction: str | None = None
     # mixing (paper eq. 4-6, 13-16)
     alpha: float = 1.0  # lam_x ~ Beta(alpha, alpha)
     omega: float = 0.25  # MAMix eta_c = n_c ** -omega
@@ -117,7 +118,7 @@ class TrainConfig:
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
         # Imported here: the registries live next to what they register, and they import this module.
-        from core.methods import METHODS
+        from core.methods import METHODS, REDUCTIONS
         from core.models import MODELS
 
         def need(ok: bool, name: str, allowed: str) -> None:
@@ -127,6 +128,8 @@ class TrainConfig:
         need(_choice(self.method, METHODS), "method", str(sorted(METHODS)))
         need(_choice(self.model, MODELS), "model", str(sorted(MODELS)))
         need(_choice(self.imbalance, IMBALANCE_KINDS), "imbalance", str(list(IMBALANCE_KINDS)))
+        if self.reduction is None:
+            self.reduction = METHODS[self.method].reduction
         need(_choice(self.reduction, REDUCTIONS), "reduction", str(list(REDUCTIONS)))
         need(_choice(self.device, DEVICES) or (isinstance(self.device, str) and re.fullmatch(r"cuda:\d+", self.device)),
              "device", f"{list(DEVICES)} or 'cuda:N'")

@@ -119,3 +119,13 @@ def test_compiled_model_trains_like_the_eager_one():
     compiled = train(compiled_config)
     assert compiled["epoch"] == eager["epoch"] == 2
     assert compiled["test_acc"] == pytest.approx(eager["test_acc"], abs=0.05)
+
+
+# ----------------------------------------------------------------------------- the authors' loss reduction
+
+@pytest.mark.parametrize("method", ["drw", "cb", "mixup_drw", "remix_drw", "mamix_drw", "smote_mix_drw",
+                                    "neighbor_mix_drw"])
+def test_reduction_defaults_to_the_batch_mean_except_for_ldam(method):
+    assert TrainConfig.from_dict({"method": method}).reduction == "batch_mean"
+    assert TrainConfig.from_dict({"method": "ldam_drw"}).reduction == "weighted_mean"
+    assert TrainConfig.from_dict({"method": method, "reduction": "weighted_mean"}).reduction == "weighted_mean"
