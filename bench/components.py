@@ -26,21 +26,20 @@ if __package__ in (None, ""):
 import torch  # noqa: E402
 
 from bench.throughput import Setup, build, cpu_accounting, device_batches, make_config, synchronize  # noqa: E402
-from core.train import train_step  # noqa: E402
+from core.train import draw_epoch, make_batch, member_images, train_step  # noqa: E402
 
 METHODS = ("erm", "drw", "mixup_drw", "remix_drw", "mamix_drw")
 
 
 def time_parts(s: Setup, batch: int, reps: int) -> tuple[float, float]:
-    """Median seconds of one batch-maker call and of one whole step (batch maker included)."""
-    gen = s.make_batch.gen
-    n = len(s.make_batch.data.y_train)
-    idx = torch.randperm(n, generator=gen, device=s.make_batch.counts.device)[:batch]
+    """Median seconds of one batch-maker call (``make_batch``: the epoch's draws are made before) and
+    of one whole step (batch maker included)."""
+    draws = draw_epoch(s.pack)
     maker = []
     for _ in range(reps):
         synchronize(s.device)
         t = time.perf_counter()
-        s.make_batch(idx)
+        make_batch(s.pack, draws, 0, 0, batch)
         synchronize(s.device)
         maker.append(time.perf_counter() - t)
     batches = device_batches(s, batch)
@@ -48,7 +47,7 @@ def time_parts(s: Setup, batch: int, reps: int) -> tuple[float, float]:
     for _ in range(reps):
         synchronize(s.device)
         t = time.perf_counter()
-        train_step(s.forward, s.optimizer, next(batches), s.criterion, s.weight, s.amp, s.channels_last)
+        train_step(s.pack, next(batches), s.weights)
         synchronize(s.device)
         step.append(time.perf_counter() - t)
     return statistics.median(maker), statistics.median(step)
@@ -73,7 +72,7 @@ def count_ops(s: Setup, batch: int) -> tuple[int, int]:
     with Counter() as maker:
         b = next(batches)
     with Counter() as step:
-        train_step(s.forward, s.optimizer, b, s.criterion, s.weight, s.amp, s.channels_last)
+        train_step(s.pack, b, s.weights)
     return maker.n, maker.n + step.n
 
 
@@ -85,19 +84,19 @@ def same_weights_ab(s: Setup, batch: int, blocks: int, reps: int) -> list[tuple[
 
     from core.mixing import MixedBatch
 
-    gen = s.make_batch.gen
-    idx = torch.randperm(len(s.make_batch.data.y_train), generator=gen, device=s.make_batch.counts.device)[:batch]
-    x, y = s.make_batch.data.train_batch(idx, gen)
-    plain = MixedBatch(x, y, y, torch.ones(batch, device=x.device), torch.ones((), device=x.device))
-    mixed = s.make_batch.mix(x, y, idx)
-    model_state, opt_state = copy.deepcopy(s.model.state_dict()), copy.deepcopy(s.optimizer.state_dict())
+    draws = draw_epoch(s.pack)
+    x, y = member_images(s.pack, draws.order[:, :batch], draws.offsets[:, :batch], draws.flips[:, :batch])
+    plain = MixedBatch(x, y, y, torch.ones(y.shape, device=x.device), torch.ones(1, device=x.device))
+    mixed = make_batch(s.pack, draws, 0, 0, batch)
+    net, optimizer = s.pack.net, s.pack.optimizer
+    model_state, opt_state = copy.deepcopy(net.state_dict()), copy.deepcopy(optimizer.state_dict())
 
     def one(b: MixedBatch) -> float:
-        s.model.load_state_dict(model_state)
-        s.optimizer.load_state_dict(opt_state)
+        net.load_state_dict(model_state)
+        optimizer.load_state_dict(opt_state)
         synchronize(s.device)
         t = time.perf_counter()
-        train_step(s.forward, s.optimizer, b, s.criterion, s.weight, s.amp, s.channels_last)
+        train_step(s.pack, b, s.weights)
         synchronize(s.device)
         return time.perf_counter() - t
 
@@ -118,13 +117,13 @@ def profile(s: Setup, batch: int, steps: int, rows: int) -> str:
 
     batches = device_batches(s, batch)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if s.device.type == "cuda" else [])
-    train_step(s.forward, s.optimizer, next(batches), s.criterion, s.weight, s.amp, s.channels_last)
+    train_step(s.pack, next(batches), s.weights)
     with torch_profile(activities=activities) as prof:
         for _ in range(steps):
             with record_function("batch_maker"):
                 b = next(batches)
             with record_function("sgd_step"):
-                train_step(s.forward, s.optimizer, b, s.criterion, s.weight, s.amp, s.channels_last)
+                train_step(s.pack, b, s.weights)
         synchronize(s.device)
     key = "self_cuda_time_total" if s.device.type == "cuda" else "self_cpu_time_total"
     return prof.key_averages().table(sort_by=key, row_limit=rows)

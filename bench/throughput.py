@@ -1,15 +1,15 @@
 """Training throughput (images/s) of one method's SGD step, through one of two input pipelines.
 
-``--pipeline device`` (default) is the project's own path, the one ``core.train.train`` runs: the
-imbalanced uint8 training set on the device (``prepare_data``), augmentation as batched tensor ops
-(``DeviceData.train_batch`` via ``BatchMaker``), mixing (``BatchMaker``), loss (``Criterion``) and the
-SGD step with the autocast / channels-last rules (``core.train.train_step``).
+``--pipeline device`` (default) is the project's own path, the one ``core.train.train`` runs (a pack
+of one member): the imbalanced uint8 training set on the device (``prepare_data``), the epoch's
+draws (``draw_epoch``), augmentation as batched tensor ops and mixing (``make_batch``), and the SGD
+step with the autocast / channels-last rules (``core.train.train_step``).
 
 ``--pipeline loader`` feeds the same model / mixing / loss / SGD step from a classic torchvision
 pipeline: a ``Dataset`` over the same imbalanced uint8 subset returning PIL images, with
 RandomCrop(padding) + RandomHorizontalFlip + ToTensor + Normalize, and a ``DataLoader``
 (shuffle, drop_last, persistent workers); each loaded batch is moved to the device and then mixed
-with ``BatchMaker.mix``.
+with ``core.mixing.mix_batch`` (a partner permutation and lam_x drawn per batch).
 
 Timing covers the ``--steps`` timed steps after ``--warmup`` untimed ones, batch production
 included, with the device synchronised at both ends. One JSON line is printed and, with ``--json``,
@@ -39,8 +39,9 @@ import torch  # noqa: E402
 
 from core.config import COMPILE_MODES, TrainConfig  # noqa: E402
 from core.data import DATASETS, DatasetSpec  # noqa: E402
-from core.mixing import MixedBatch  # noqa: E402
-from core.train import BatchMaker, Criterion, learning_rate, set_up, train_step  # noqa: E402
+from core.mixing import MixedBatch, mix_batch, sample_beta  # noqa: E402
+from core.train import (Pack, batch_bounds, draw_epoch, epoch_weights, learning_rate, make_batch, set_up,  # noqa: E402
+                        train_step)
 
 PIPELINES = ("device", "loader")
 
@@ -49,16 +50,12 @@ PIPELINES = ("device", "loader")
 
 @dataclass
 class Setup:
-    cfg: TrainConfig
-    device: torch.device
-    amp: bool
-    channels_last: bool
-    model: torch.nn.Module
-    forward: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    make_batch: BatchMaker
-    criterion: Criterion
-    weight: torch.Tensor | None
+    pack: Pack  # one member, as ``core.train.train`` trains it
+    weights: torch.Tensor  # the class weights (1, C) of the timed epoch
+
+    @property
+    def device(self) -> torch.device:
+        return self.pack.device
 
 
 def make_config(dataset: str, method: str, data_root: str | None, device: str, batch: int,
@@ -77,28 +74,26 @@ def build(cfg: TrainConfig, epoch: int | None = None) -> Setup:
     """Data, model, optimiser, batch maker and loss exactly as ``core.train.train`` sets them up
     (``core.train.set_up``), at ``epoch`` of the schedule (default: the DRW epoch, so *_drw methods
     use their class weights)."""
-    run = set_up(cfg)
+    pack = set_up([cfg])
     epoch = cfg.drw_epoch if epoch is None else epoch
-    for group in run.optimizer.param_groups:
+    for group in pack.optimizer.param_groups:
         group["lr"] = learning_rate(cfg, epoch)
-    return Setup(cfg, run.device, run.amp, run.channels_last, run.model, run.forward, run.optimizer,
-                 run.make_batch, run.criterion, run.class_weights.at(epoch, run.device))
+    return Setup(pack, epoch_weights(pack, epoch))
 
 
 # ----------------------------------------------------------------------------- the two pipelines
 
 def device_batches(s: Setup, batch: int) -> Iterator[MixedBatch]:
-    """The project's pipeline: shuffled index batches (as ``train_epoch``, full batches only) turned
-    into augmented, mixed batches on the device by ``BatchMaker``."""
-    gen = s.make_batch.gen
-    n = len(s.make_batch.data.y_train)
+    """The project's pipeline: each epoch's draws, then its full batches augmented and mixed on the
+    device by ``make_batch``, as ``train_epoch`` makes them."""
+    n = s.pack.index.shape[1]
     if n < batch:
         raise ValueError(f"batch: {batch} is larger than the training set ({n} images)")
     while True:
-        order = torch.randperm(n, generator=gen, device=s.make_batch.counts.device)
-        for idx in order.split(batch):
-            if len(idx) == batch:
-                yield s.make_batch(idx)
+        draws = draw_epoch(s.pack)
+        for step, (start, end) in enumerate(batch_bounds(n, batch)):
+            if end - start == batch:
+                yield make_batch(s.pack, draws, step, start, end)
 
 
 def loader_transform(spec: DatasetSpec, size: int):
@@ -134,27 +129,36 @@ class ImageDataset(torch.utils.data.Dataset):
 
 def loader_dataset(s: Setup) -> ImageDataset:
     """The same imbalanced uint8 training set that the device pipeline holds, on the host, NHWC."""
-    data = s.make_batch.data
-    images = data.x_train.permute(0, 2, 3, 1).contiguous().cpu().numpy()
-    return ImageDataset(images, data.y_train.cpu().numpy(), loader_transform(data.spec, images.shape[1]))
+    data, idx = s.pack.data, s.pack.index[0]
+    images = data.x_train[idx].permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    return ImageDataset(images, data.y_train[idx].cpu().numpy(), loader_transform(data.spec, images.shape[1]))
 
 
 def loader_batches(s: Setup, batch: int, workers: int) -> Iterator[MixedBatch]:
     """The classic pipeline: DataLoader(shuffle, drop_last, persistent workers) on the host, the batch
-    moved to the device, then the method's mixing (``BatchMaker.mix``)."""
-    if s.make_batch.method.pairing not in ("none", "batch"):
-        raise ValueError(f"pipeline: loader supports methods that mix within the batch; {s.cfg.method} pairs "
+    moved to the device, then the method's mixing with a partner permutation and lam_x per batch."""
+    pack = s.pack
+    if pack.method.pairing not in ("none", "batch"):
+        raise ValueError(f"pipeline: loader supports methods that mix within the batch; {pack.cfg.method} pairs "
                          f"with nearest neighbours, which live on the device")
     pin = s.device.type == "cuda"
     loader = torch.utils.data.DataLoader(loader_dataset(s), batch_size=batch, shuffle=True, num_workers=workers,
                                          drop_last=True, persistent_workers=workers > 0, pin_memory=pin)
     if len(loader) == 0:
         raise ValueError(f"batch: {batch} is larger than the training set ({len(loader.dataset)} images)")
+    gen = pack.generators[0]
     while True:
-        for x, y, idx in loader:
-            x = x.to(s.device, non_blocking=pin)
-            y = y.to(s.device, non_blocking=pin)
-            yield s.make_batch.mix(x, y, idx.to(s.device, non_blocking=pin))
+        for x, y, _ in loader:
+            x = x.to(s.device, non_blocking=pin)[None]
+            y = y.to(s.device, non_blocking=pin)[None]
+            if not pack.method.mixes:
+                ones = torch.ones_like(y, dtype=torch.float32)
+                yield MixedBatch(x, y, y, ones, ones[:, 0])
+                continue
+            perm = torch.randperm(batch, generator=gen, device=s.device)
+            lam_x = sample_beta(pack.cfg.alpha, 1, gen, s.device)
+            yield mix_batch(x, y, x[:, perm], y[:, perm], lam_x, counts=pack.counts, rules=pack.rules,
+                            omega=pack.omega, tau=pack.tau, kappa=pack.kappa)
 
 
 # ----------------------------------------------------------------------------- timing
@@ -198,15 +202,14 @@ def measure(s: Setup, batches: Iterator[MixedBatch], steps: int, warmup: int
             ) -> tuple[float, torch.Tensor, float | None]:
     """Seconds for ``steps`` steps after ``warmup`` untimed ones, the last loss, and the CPU cores
     that other processes kept busy on average meanwhile (None where it cannot be told)."""
-    s.model.train()
     loss = torch.zeros(())
     for _ in range(warmup):
-        loss = train_step(s.forward, s.optimizer, next(batches), s.criterion, s.weight, s.amp, s.channels_last)
+        loss = train_step(s.pack, next(batches), s.weights)
     synchronize(s.device)
     before = cpu_accounting()
     start = time.perf_counter()
     for _ in range(steps):
-        loss = train_step(s.forward, s.optimizer, next(batches), s.criterion, s.weight, s.amp, s.channels_last)
+        loss = train_step(s.pack, next(batches), s.weights)
     synchronize(s.device)
     seconds = time.perf_counter() - start
     after = cpu_accounting()
@@ -250,9 +253,9 @@ def run(method: str = "mamix_drw", dataset: str = "cifar10", data_root: str | No
         raise RuntimeError(f"loss is {loss.item()} after {warmup + steps} steps")
     return {"impl": pipeline, "method": method, "img_per_s": round(steps * batch / seconds, 2), "steps": steps,
             "batch": batch, "device": s.device.type, "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "dataset": dataset, "model": cfg.model, "n_train": len(s.make_batch.data.y_train), "warmup": warmup,
-            "seconds": round(seconds, 4), "workers": workers if pipeline == "loader" else None, "amp": s.amp,
-            "channels_last": s.channels_last, "compile": cfg.compile_mode if cfg.compile else False,
+            "dataset": dataset, "model": cfg.model, "n_train": s.pack.index.shape[1], "warmup": warmup,
+            "seconds": round(seconds, 4), "workers": workers if pipeline == "loader" else None, "amp": s.pack.amp,
+            "channels_last": s.pack.net.channels_last, "compile": cfg.compile_mode if cfg.compile else False,
             "device_name": device_name(s.device),
             "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
             "other_cores_busy": None if other_cores is None else round(other_cores, 3)}
@@ -289,13 +292,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               warmup=args.warmup, device=args.device, pipeline=args.pipeline, batch=args.batch,
               workers=args.workers, epoch=args.epoch, seed=args.seed, amp=args.amp,
               channels_last=args.channels_last, compile=args.compile)
+    emit(row, args.json)
+    return row
+
+
+def emit(row: dict[str, Any], path: str | None) -> None:
+    """Print one result as a JSON line and append it to ``path`` (a JSONL file) when given."""
     line = json.dumps(row)
     print(line, flush=True)
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "a") as f:
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "a") as f:
             f.write(line + "\n")
-    return row
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """Training augmentation as batched tensor operations (pad + random crop, horizontal flip), so it runs
-wherever the images are, the GPU included, and draws only from the generator it is given."""
+wherever the images are, the GPU included. The random part is drawn apart from its application: a run
+draws every crop offset and flip coin of an epoch at once (``draw_crops``), and each step applies its
+slice (``pad_crop_flip``) without launching a draw of its own."""
 
 from __future__ import annotations
 
@@ -7,26 +9,33 @@ import torch
 import torch.nn.functional as F
 
 
-def pad_crop_flip(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
-    """Zero-pad each image by ``pad`` pixels, take a random crop of the original size, and flip half of
-    the images horizontally when ``flip`` (He et al. 2016; LDAM-DRW's CIFAR augmentation).
+def draw_crops(n: int, pad: int, flip: bool, generator: torch.Generator,
+               device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crop offsets (n, 2) in [0, 2 * pad] (top, left of the crop in the padded image) and flip coins
+    (n,) of ``n`` images; all-zero offsets without ``pad`` and no flips without ``flip``."""
+    offsets = (torch.randint(0, 2 * pad + 1, (n, 2), generator=generator, device=device) if pad > 0
+               else torch.zeros((n, 2), dtype=torch.int64, device=device))
+    flips = (torch.rand(n, generator=generator, device=device) < 0.5 if flip
+             else torch.zeros(n, dtype=torch.bool, device=device))
+    return offsets, flips
 
-    ``x`` is a float batch (B, C, H, W) in [0, 1]; one crop offset and one flip coin per image.
+
+def pad_crop_flip(x: torch.Tensor, pad: int, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Zero-pad each image by ``pad`` pixels, crop it back to its size at ``offsets``, and flip it
+    horizontally where ``flips`` (He et al. 2016; LDAM-DRW's CIFAR augmentation).
+
+    ``x`` is a float batch (B, C, H, W) in [0, 1]; ``offsets`` (B, 2) and ``flips`` (B,) come from
+    ``draw_crops``.
     """
     b, c, h, w = x.shape
     if pad > 0:
         padded = F.pad(x, (pad, pad, pad, pad))
-        oy = torch.randint(0, 2 * pad + 1, (b, 1), generator=generator, device=x.device)
-        ox = torch.randint(0, 2 * pad + 1, (b, 1), generator=generator, device=x.device)
-        rows = (oy + torch.arange(h, device=x.device))[:, None, :, None]
-        cols = (ox + torch.arange(w, device=x.device))[:, None, None, :]
+        rows = (offsets[:, :1] + torch.arange(h, device=x.device))[:, None, :, None]
+        cols = (offsets[:, 1:] + torch.arange(w, device=x.device))[:, None, None, :]
         batch = torch.arange(b, device=x.device)[:, None, None, None]
         chan = torch.arange(c, device=x.device)[None, :, None, None]
         x = padded[batch, chan, rows, cols]
-    if flip:
-        coin = torch.rand(b, generator=generator, device=x.device) < 0.5
-        x = torch.where(coin[:, None, None, None], x.flip(3), x)
-    return x
+    return torch.where(flips[:, None, None, None], x.flip(3), x)
 
 
 def to_unit(x_uint8: torch.Tensor) -> torch.Tensor:

@@ -42,6 +42,7 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 
 IMBALANCE_KINDS = ("long_tailed", "step", "balanced")
 DEVICES = ("auto", "cpu", "cuda")
+FUSE_EXECUTORS = ("auto", "grouped", "per_member")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -94,6 +95,8 @@ class TrainConfig:
     channels_last: bool | None = None  # None = on for CUDA
     compile: bool = False
     compile_mode: str = "default"  # torch.compile's mode; "reduce-overhead" adds CUDA graphs
+    # How a fused pack runs its members' layers (core.fused): auto, grouped or per_member.
+    fuse_executor: str = "auto"
 
     def __post_init__(self) -> None:
         if not _choice(self.dataset, DATASET_DEFAULTS):
@@ -168,6 +171,7 @@ class TrainConfig:
         for name in ("compile", "download"):
             need(isinstance(getattr(self, name), bool), name, "true or false")
         need(_choice(self.compile_mode, COMPILE_MODES), "compile_mode", f"one of {list(COMPILE_MODES)}")
+        need(_choice(self.fuse_executor, FUSE_EXECUTORS), "fuse_executor", f"one of {list(FUSE_EXECUTORS)}")
         if self.data_root is not None:
             need(isinstance(self.data_root, str) and os.path.isabs(self.data_root), "data_root",
                  "an absolute path (trials do not run in your working directory)")

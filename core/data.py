@@ -240,8 +240,9 @@ def training_counts(spec: DatasetSpec, arrays: Arrays, imbalance: str, ratio: fl
 class DeviceData:
     """One run's training and test images on ``device`` as uint8 (N, C, H, W), labels as int64.
 
-    ``counts`` are the training counts n_c of the imbalanced set; they define majority and minority,
-    the re-weighting and the label rules, also when SMOTE later adds synthetic samples.
+    The training images are a pool that the members of a fused pack index into (their own SMOTE
+    samples included). ``counts`` are the training counts n_c of the imbalanced set; they define
+    majority and minority, the re-weighting and the label rules, also when SMOTE adds samples.
     """
 
     x_train: torch.Tensor
@@ -267,10 +268,12 @@ class DeviceData:
     def in_channels(self) -> int:
         return self.x_train.shape[1]
 
-    def train_batch(self, idx: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Augmented, standardised training images ``idx`` and their labels."""
-        x = pad_crop_flip(to_unit(self.x_train[idx]), self.spec.pad, self.spec.flip, generator)
-        return standardise(x, self.mean, self.std), self.y_train[idx]
+    def train_images(self, idx: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+        """Training images ``idx`` (any shape S) augmented with the drawn ``offsets`` (S + (2,)) and
+        ``flips`` (S), standardised: S + (C, H, W)."""
+        x = to_unit(self.x_train[idx.flatten()])
+        x = pad_crop_flip(x, self.spec.pad, offsets.reshape(-1, 2), flips.flatten())
+        return standardise(x, self.mean, self.std).view(*idx.shape, *x.shape[1:])
 
     def test_inputs(self, idx: slice) -> torch.Tensor:
         return standardise(to_unit(self.x_test[idx]), self.mean, self.std)

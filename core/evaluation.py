@@ -6,24 +6,21 @@ All metrics are computed on the device and read back in one transfer per evaluat
 from __future__ import annotations
 
 import torch
-from torch import nn
-
 from core.data import DeviceData
+from core.fused import FusedNetwork
 
 
 @torch.no_grad()
-def test_logits(model: nn.Module, data: DeviceData, batch_size: int, amp: bool, channels_last: bool) -> torch.Tensor:
-    """Logits of the whole test set, in eval mode (BatchNorm running statistics)."""
-    model.eval()
+def logits_on_test_set(net: FusedNetwork, data: DeviceData, batch_size: int, amp: bool) -> torch.Tensor:
+    """Every member's logits (K, N, C) on the whole test set, in eval mode (BatchNorm running statistics)."""
+    net.eval()
     out = []
     for start in range(0, len(data.y_test), batch_size):
         x = data.test_inputs(slice(start, start + batch_size))
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-            out.append(model(x).float())
-    model.train()
-    return torch.cat(out)
+            out.append(net.forward_shared(x).float())
+    net.train()
+    return torch.cat(out, dim=1)
 
 
 def accuracy_report(logits: torch.Tensor, targets: torch.Tensor, counts: list[int], many_shot: int,

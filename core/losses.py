@@ -8,7 +8,6 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 
 def class_balanced_weights(counts: Sequence[int], beta: float = 0.9999) -> torch.Tensor:
@@ -45,46 +44,38 @@ class ClassWeights:
 
 
 def mixed_cross_entropy(logits: torch.Tensor, y_i: torch.Tensor, y_j: torch.Tensor, lam_y: torch.Tensor,
-                        weight: torch.Tensor | None = None, reduction: str = "weighted_mean") -> torch.Tensor:
-    """``lam_y * CE(f(x~), y_i) + (1 - lam_y) * CE(f(x~), y_j)`` with a per-sample lam_y.
+                        weight: torch.Tensor | None = None, reduction: str = "batch_mean") -> torch.Tensor:
+    """``lam_y * CE(f(x~), y_i) + (1 - lam_y) * CE(f(x~), y_j)`` with a per-sample lam_y (Algorithm 1).
 
-    With class weights w, each term is weighted by the weight of its label. ``weighted_mean`` divides
-    the sum by the total weight ``sum(lam_y w_{y_i} + (1 - lam_y) w_{y_j})``, which for hard labels is
-    exactly ``F.cross_entropy(weight=w)`` as in LDAM-DRW; ``batch_mean`` divides by the batch size as
-    the imbalanced-DL mixup trainers do (a smaller loss after the DRW switch).
+    Shapes: logits (..., B, C), labels and lam_y (..., B), weight (..., C); the result has the leading
+    shape (one loss per member of a fused pack). With class weights w, each term is weighted by the
+    weight of its label. ``batch_mean`` divides the sum by the batch size M, as Algorithm 1 and the
+    authors' DRW and mixup trainers do; ``weighted_mean`` divides it by the total weight
+    ``sum(lam_y w_{y_i} + (1 - lam_y) w_{y_j})``, which for hard labels is exactly
+    ``F.cross_entropy(weight=w)`` as in LDAM-DRW (see ``core.methods``).
     """
-    log_p = F.log_softmax(logits.float(), dim=1)
-    nll_i = -log_p.gather(1, y_i[:, None]).squeeze(1)
-    nll_j = -log_p.gather(1, y_j[:, None]).squeeze(1)
+    log_p = F.log_softmax(logits.float(), dim=-1)
+    nll_i = -log_p.gather(-1, y_i[..., None]).squeeze(-1)
+    nll_j = -log_p.gather(-1, y_j[..., None]).squeeze(-1)
     if weight is None:
-        return (lam_y * nll_i + (1 - lam_y) * nll_j).mean()
-    w_i, w_j = weight[y_i] * lam_y, weight[y_j] * (1 - lam_y)
-    total = (w_i * nll_i + w_j * nll_j).sum()
+        return (lam_y * nll_i + (1 - lam_y) * nll_j).mean(-1)
+    w_i, w_j = weight.gather(-1, y_i) * lam_y, weight.gather(-1, y_j) * (1 - lam_y)
+    total = (w_i * nll_i + w_j * nll_j).sum(-1)
     if reduction == "weighted_mean":
-        return total / (w_i + w_j).sum()
+        return total / (w_i + w_j).sum(-1)
     if reduction == "batch_mean":
-        return total / logits.shape[0]
-    raise ValueError(f"reduction: got {reduction!r}; allowed: ['weighted_mean', 'batch_mean']")
+        return total / logits.shape[-2]
+    raise ValueError(f"reduction: got {reduction!r}; allowed: ['batch_mean', 'weighted_mean']")
 
 
-class LDAMLoss(nn.Module):
-    """Label-distribution-aware margin loss (Cao et al. 2019).
+def ldam_logits(cos_logits: torch.Tensor, y: torch.Tensor, margins: torch.Tensor, s: torch.Tensor | float) -> torch.Tensor:
+    """Label-distribution-aware margin logits (Cao et al. 2019): ``s * (cos_logits - m_y * onehot(y))``.
 
-    Cross-entropy on ``s * (cos_logits - m_y * onehot(y))``; the model's head must be a cosine
-    classifier (``normed_head=True``), whose logits lie in [-1, 1] and are scaled by ``s``.
+    Cross-entropy on these is the LDAM loss; the model's head must be a cosine classifier
+    (``normed_head=True``), whose logits lie in [-1, 1]. Shapes: cos_logits (..., B, C), y (..., B),
+    margins (..., C) from ``ldam_margins``, s broadcastable to the leading shape.
     """
-
-    def __init__(self, counts: Sequence[int], max_m: float = 0.5, s: float = 30.0):
-        super().__init__()
-        self.register_buffer("margins", ldam_margins(counts, max_m))
-        self.s = s
-
-    def adjusted_logits(self, cos_logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        margin = torch.zeros_like(cos_logits, dtype=torch.float32).scatter_(1, y[:, None], self.margins[y][:, None])
-        return self.s * (cos_logits.float() - margin)
-
-    def forward(self, cos_logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None,
-                reduction: str = "weighted_mean") -> torch.Tensor:
-        logits = self.adjusted_logits(cos_logits, y)
-        ones = torch.ones_like(y, dtype=torch.float32)
-        return mixed_cross_entropy(logits, y, y, ones, weight, reduction)
+    m_y = margins.gather(-1, y)
+    margin = torch.zeros_like(cos_logits, dtype=torch.float32).scatter_(-1, y[..., None], m_y[..., None].float())
+    s = torch.as_tensor(s, dtype=torch.float32, device=cos_logits.device)
+    return s.view(*s.shape, 1, 1) * (cos_logits.float() - margin)

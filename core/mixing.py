@@ -70,44 +70,53 @@ LABEL_RULES: dict[str, LabelRule] = {
 }
 
 
-def sample_beta(alpha: float, generator: torch.Generator, device: torch.device | str) -> torch.Tensor:
-    """One draw of Beta(alpha, alpha) as a 0-d float32 tensor on ``device``, from ``generator`` alone.
+def sample_beta(alpha: float, n: int, generator: torch.Generator, device: torch.device | str) -> torch.Tensor:
+    """``n`` draws of Beta(alpha, alpha) as a float32 tensor on ``device``, from ``generator`` alone.
 
-    ``torch.distributions.Beta`` takes no generator, and drawing on the host would cost a transfer per
-    step. Beta(a, b) is the first coordinate of Dirichlet(a, b), and ``torch._sample_dirichlet`` (the
-    sampler behind ``torch.distributions.Beta``) takes a generator: one kernel per draw on the device,
-    which matters on a GPU, where a ResNet-32 step is bound by kernel launches.
+    ``torch.distributions.Beta`` takes no generator, and drawing on the host would cost a transfer.
+    Beta(a, b) is the first coordinate of Dirichlet(a, b), and ``torch._sample_dirichlet`` (the
+    sampler behind ``torch.distributions.Beta``) takes a generator: one kernel for all draws of an
+    epoch, which matters on a GPU, where a ResNet-32 step is bound by kernel launches.
     """
-    concentration = torch.full((2,), float(alpha), device=device)
-    return torch._sample_dirichlet(concentration, generator=generator)[0]
+    concentration = torch.full((n, 2), float(alpha), device=device)
+    return torch._sample_dirichlet(concentration, generator=generator)[:, 0]
 
 
 @dataclass
 class MixedBatch:
-    x: torch.Tensor  # mixed inputs x~
-    y_i: torch.Tensor
-    y_j: torch.Tensor
-    lam_y: torch.Tensor  # per sample, y_i's share of the label
-    lam_x: torch.Tensor  # 0-d, x_i's share of the input
+    """A batch of K members (the leading axis; K = 1 for one run) as the loss sees it."""
+
+    x: torch.Tensor  # mixed inputs x~ (K, B, C, H, W)
+    y_i: torch.Tensor  # (K, B)
+    y_j: torch.Tensor  # (K, B)
+    lam_y: torch.Tensor  # (K, B): per sample, y_i's share of the label
+    lam_x: torch.Tensor  # (K,): x_i's share of the input, one per member and batch
 
 
-def mix_batch(x_i: torch.Tensor, y_i: torch.Tensor, x_j: torch.Tensor, y_j: torch.Tensor, *, rule: str,
-              counts: torch.Tensor, generator: torch.Generator, alpha: float = 1.0, omega: float = 0.25,
-              tau: float = 0.5, kappa: float = 3.0) -> MixedBatch:
-    """Mix pairs (x_i, x_j) with one lam_x ~ Beta(alpha, alpha) per batch and the label rule ``rule``.
+def label_share(lam_x: torch.Tensor, n_i: torch.Tensor, n_j: torch.Tensor, rules: dict[str, torch.Tensor], *,
+                omega: torch.Tensor, tau: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
+    """lam_y of each member's samples under that member's label rule (members may differ in rule).
 
-    How partners are chosen (a permutation of the batch, or a nearest neighbour) is the caller's
-    business; ``counts`` holds the training count of every class, on the batch's device.
+    ``lam_x`` (K, 1); ``n_i``, ``n_j`` (K, B) training counts of y_i's and y_j's class; ``rules`` maps
+    each rule used in the pack to its (K, 1) member mask; ``omega``, ``tau``, ``kappa`` are (K, 1).
     """
-    if rule not in LABEL_RULES:
-        raise ValueError(f"label_rule: unknown rule {rule!r}; allowed: {sorted(LABEL_RULES)}")
-    lam_x = sample_beta(alpha, generator, x_i.device)
-    lam_y = LABEL_RULES[rule](lam_x, counts[y_i], counts[y_j], omega=omega, tau=tau, kappa=kappa)
-    x = torch.lerp(x_j, x_i, lam_x.to(x_i.dtype))  # lam_x * x_i + (1 - lam_x) * x_j, one kernel
+    lam_y = None
+    for rule, members in rules.items():
+        share = LABEL_RULES[rule](lam_x, n_i, n_j, omega=omega, tau=tau, kappa=kappa)
+        lam_y = share if lam_y is None else torch.where(members, share, lam_y)
+    return lam_y
+
+
+def mix_batch(x_i: torch.Tensor, y_i: torch.Tensor, x_j: torch.Tensor, y_j: torch.Tensor, lam_x: torch.Tensor, *,
+              counts: torch.Tensor, rules: dict[str, torch.Tensor], omega: torch.Tensor, tau: torch.Tensor,
+              kappa: torch.Tensor) -> MixedBatch:
+    """Mix pairs (x_i, x_j) of K members' batches (K, B, ...) with each member's lam_x (K,) and label
+    rule: ``x~ = lam_x x_i + (1 - lam_x) x_j`` (eq. 2) and lam_y from ``label_share``.
+
+    How partners are chosen (a permutation of the batch, or a nearest neighbour) and how lam_x is
+    drawn is the caller's business; ``counts`` holds the training count of every class, on the device.
+    """
+    lam_y = label_share(lam_x[:, None], counts[y_i], counts[y_j], rules, omega=omega, tau=tau, kappa=kappa)
+    weight = lam_x.to(x_i.dtype).view(-1, *([1] * (x_i.dim() - 1)))
+    x = torch.lerp(x_j, x_i, weight)  # lam_x * x_i + (1 - lam_x) * x_j, one kernel
     return MixedBatch(x=x, y_i=y_i, y_j=y_j, lam_y=lam_y, lam_x=lam_x)
-
-
-def permuted_partners(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mixup's pairing: sample i is mixed with sample perm[i] of the same batch."""
-    perm = torch.randperm(x.shape[0], generator=generator, device=x.device)
-    return x[perm], y[perm]

@@ -71,7 +71,7 @@ class _BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_planes != planes:
-            self.shortcut = (_OptionA(planes - in_planes) if shortcut == "A" else
+            self.shortcut = (OptionAShortcut(planes - in_planes) if shortcut == "A" else
                              nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -79,7 +79,7 @@ class _BasicBlock(nn.Module):
         return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
-class _OptionA(nn.Module):
+class OptionAShortcut(nn.Module):
     """Parameter-free shortcut: stride-2 subsampling and zero-padded extra channels."""
 
     def __init__(self, extra_channels: int):

@@ -1,10 +1,21 @@
-"""The training function every sweep trial runs: ``train(config, report)``.
+"""Training: one run, or a pack of K runs of one shape trained together as one fused model.
 
-Set-up (data on the device, model, optimiser, loss), then the epoch loop of the paper's schedule
-(SGD, linear warm-up, step decay, class-balanced re-weighting from the DRW epoch), an evaluation on
-the balanced test set every ``eval_every`` epochs, and one ``report(metrics)`` per evaluation.
-Every random draw after set-up comes from one generator seeded by ``config.seed``, and the model is
-initialised under that seed without touching the global RNG: same seed and device, same numbers.
+``train(config, report)`` trains one model. ``train_pack(configs, report)`` trains K member configs
+that share the fusable key (every field but ``MEMBER_FIELDS``, and the method's pairing, loss and
+oversampling) in one process, as one model whose parameters carry a member axis (``core.fused``). One
+run is a pack of one: there is one training loop.
+
+Set-up: the imbalanced training set on the device, each member's model initialised under its own
+seed, one SGD optimiser over the stacked parameters. Then the paper's schedule (linear warm-up, step
+decay, class-balanced re-weighting from each member's DRW epoch), an evaluation on the balanced test
+set every ``eval_every`` epochs, and one ``report`` per evaluation. Each epoch, every member draws all
+its randomness at once from its own generator (order, crops, flips, lam_x, partners), so a step has
+no draw of its own, no per-member launch and no host sync.
+
+Members never interact: the pack's loss is the sum of the members' losses, so each member's gradient
+is the one it has alone, and SGD with momentum and weight decay is element-wise. Same seed and device
+give the same numbers, alone or in any pack, up to the rounding of grouped kernels. A member whose
+loss turns NaN or infinite is frozen out of the pack and reported as failed; the others go on.
 
 Usage: ``python -m core.train --method mamix_drw --omega 0.25 --dataset digits``
 """
@@ -17,23 +28,30 @@ import dataclasses
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 
-from core.config import TrainConfig
+from core.augment import draw_crops
+from core.config import ConfigError, TrainConfig
 from core.data import DATASETS, DeviceData, imbalanced_arrays, load, to_device
-from core.evaluation import accuracy_report, test_logits
-from core.losses import ClassWeights, LDAMLoss, mixed_cross_entropy
+from core.evaluation import accuracy_report, logits_on_test_set
+from core.fused import FusedNetwork, choose_executor
+from core.losses import ClassWeights, ldam_logits, ldam_margins, mixed_cross_entropy
 from core.margins import margin_report
 from core.methods import Method, get_method
-from core.mixing import MixedBatch, mix_batch, permuted_partners
+from core.mixing import MixedBatch, mix_batch, sample_beta
 from core.models import create_model
 from core.smote import neighbour_table, smote_oversample
 
 log = logging.getLogger(__name__)
 
-Report = Callable[[dict[str, float]], None]
+Metrics = dict[str, float]
+PackReport = Callable[[list[Metrics], dict[int, str]], None]  # every member's metrics, failures by member
+
+# Fields a member of a pack sets on its own; every other TrainConfig field is the pack's.
+MEMBER_FIELDS = ("seed", "method", "drw_epoch", "cb_beta", "alpha", "omega", "tau", "kappa", "max_m", "s")
 
 
 class DivergenceError(RuntimeError):
@@ -55,189 +73,347 @@ def learning_rate(cfg: TrainConfig, epoch: int) -> float:
     return cfg.lr * cfg.lr_factor ** sum(epoch >= m for m in cfg.milestones)
 
 
-def prepare_data(cfg: TrainConfig, method: Method, device: torch.device) -> tuple[DeviceData, torch.Tensor | None]:
-    """The imbalanced training set on the device (SMOTE-oversampled for ``smote``), the test set, and
-    for SMOTE-Mix / Neighbor-Mix the (N, smote_k) table of each sample's nearest neighbours."""
-    spec = DATASETS[cfg.dataset]
-    arrays = load(cfg.dataset, cfg.data_root, cfg.download)
-    x, y, counts = imbalanced_arrays(arrays, spec, cfg.imbalance, cfg.ratio, cfg.mu, cfg.subset_seed)
-    neighbours = None
-    if method.oversample:
-        x, y = smote_oversample(x, y, cfg.smote_k, cfg.seed)
-    if method.pairing in ("same_class_nn", "any_nn"):
-        table = neighbour_table(x, y, cfg.smote_k, same_class=method.pairing == "same_class_nn")
-        neighbours = torch.from_numpy(table).to(device)
-    return to_device(x, y, arrays, counts, spec, device), neighbours
+# ----------------------------------------------------------------------------- packs
+
+def pack_key(cfg: TrainConfig) -> dict[str, Any]:
+    """What members of one pack share: every field but ``MEMBER_FIELDS``, and the method's pairing,
+    loss and oversampling (they decide the batches' shapes and the model's head)."""
+    method = get_method(cfg.method)
+    key = {f"method's {name}": getattr(method, name) for name in ("pairing", "loss", "oversample")}
+    key.update({name: value for name, value in cfg.to_dict().items() if name not in MEMBER_FIELDS})
+    return key
 
 
-class Criterion:
-    """The method's loss on a (possibly mixed) batch: cross-entropy, or LDAM's margin-adjusted one,
-    each with optional class weights."""
-
-    def __init__(self, method: Method, counts: list[int], cfg: TrainConfig, device: torch.device):
-        self.ldam = LDAMLoss(counts, cfg.max_m, cfg.s).to(device) if method.loss == "ldam" else None
-        self.reduction = cfg.reduction
-
-    def __call__(self, logits: torch.Tensor, batch: MixedBatch, weight: torch.Tensor | None) -> torch.Tensor:
-        if self.ldam is not None:  # LDAM methods do not mix: y_j == y_i
-            logits = self.ldam.adjusted_logits(logits, batch.y_i)
-        return mixed_cross_entropy(logits, batch.y_i, batch.y_j, batch.lam_y, weight, self.reduction)
-
-
-class BatchMaker:
-    """Turns a batch of training indices into the method's (mixed) batch."""
-
-    def __init__(self, method: Method, data: DeviceData, neighbours: torch.Tensor | None, cfg: TrainConfig,
-                 generator: torch.Generator):
-        self.method, self.data, self.neighbours, self.cfg, self.gen = method, data, neighbours, cfg, generator
-        self.counts = torch.tensor(data.counts, device=data.x_train.device)
-        self.partners = {"batch": self._in_batch, "same_class_nn": self._neighbour, "any_nn": self._neighbour}
-
-    def __call__(self, idx: torch.Tensor) -> MixedBatch:
-        x, y = self.data.train_batch(idx, self.gen)
-        return self.mix(x, y, idx)
-
-    def mix(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> MixedBatch:
-        """The method's (mixed) batch from augmented, standardised images ``x`` with labels ``y``
-        (``idx``: their training indices, used by the nearest-neighbour pairings)."""
-        if not self.method.mixes:
-            return MixedBatch(x, y, y, torch.ones_like(y, dtype=torch.float32), torch.ones((), device=x.device))
-        x_j, y_j = self.partners[self.method.pairing](x, y, idx)
-        c = self.cfg
-        return mix_batch(x, y, x_j, y_j, rule=self.method.label_rule, counts=self.counts, generator=self.gen,
-                         alpha=c.alpha, omega=c.omega, tau=c.tau, kappa=c.kappa)
-
-    def _in_batch(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return permuted_partners(x, y, self.gen)
-
-    def _neighbour(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        column = torch.randint(0, self.neighbours.shape[1], (len(idx),), generator=self.gen, device=idx.device)
-        return self.data.train_batch(self.neighbours[idx, column], self.gen)
-
-
-def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, make_batch: BatchMaker,
-                criterion: Criterion, weight: torch.Tensor | None, batch_size: int, amp: bool,
-                channels_last: bool) -> torch.Tensor:
-    """One pass over the shuffled training set; returns the mean loss as a device tensor (no host sync)."""
-    n = len(make_batch.data.y_train)
-    order = torch.randperm(n, generator=make_batch.gen, device=make_batch.counts.device)
-    # A last batch of one sample would break BatchNorm's training statistics: it is skipped.
-    batches = [b for b in order.split(batch_size) if len(b) > 1]
-    total = torch.zeros((), device=order.device)
-    for idx in batches:
-        total += train_step(model, optimizer, make_batch(idx), criterion, weight, amp, channels_last)
-    return total / len(batches)
-
-
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: MixedBatch, criterion: Criterion,
-               weight: torch.Tensor | None, amp: bool, channels_last: bool) -> torch.Tensor:
-    """One SGD step on a (mixed) batch; returns the detached loss (no host sync)."""
-    x = batch.x.contiguous(memory_format=torch.channels_last) if channels_last else batch.x
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-        logits = model(x)
-    loss = criterion(logits, batch, weight)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
+def check_pack(cfgs: Sequence[TrainConfig]) -> None:
+    """Refuse configs that cannot train as one pack, naming the first field that differs."""
+    if not cfgs:
+        raise ConfigError("configs", "got no member; allowed: one or more TrainConfigs")
+    first = pack_key(cfgs[0])
+    for m, cfg in enumerate(cfgs[1:], 1):
+        for name, value in pack_key(cfg).items():
+            if value != first[name]:
+                raise ConfigError(name if name in first and not name.startswith("method's") else "method",
+                                  f"member {m} has {name} = {value!r} but member 0 has {first[name]!r}; members "
+                                  f"of a pack differ only in {list(MEMBER_FIELDS)} (and methods of one pairing, "
+                                  f"loss and oversampling)")
 
 
 @dataclass
-class Setup:
-    """Everything a run trains with, built from its config (the set-up part of ``train``)."""
+class Pack:
+    """Everything K members train with, built from their configs (the set-up part of ``train_pack``)."""
 
-    cfg: TrainConfig
-    method: Method
+    cfgs: list[TrainConfig]
+    method: Method  # the members' shared pairing, loss and oversampling
     device: torch.device
     amp: bool
-    channels_last: bool
-    data: DeviceData
-    model: torch.nn.Module
-    forward: torch.nn.Module  # the model, compiled (cfg.compile_mode) when cfg.compile
+    data: DeviceData  # the training images are a pool; member m trains on pool[index[m]]
+    index: torch.Tensor  # (K, N)
+    neighbours: torch.Tensor | None  # (N, smote_k) nearest neighbours of each training sample (SMOTE-Mix...)
+    net: FusedNetwork
+    forward: Callable[[torch.Tensor], torch.Tensor]  # the net, compiled (cfg.compile_mode) when cfg.compile
     optimizer: torch.optim.Optimizer
-    generator: torch.Generator
-    make_batch: BatchMaker
-    criterion: Criterion
-    class_weights: ClassWeights
+    generators: list[torch.Generator]
+    class_weights: list[ClassWeights]
+    counts: torch.Tensor  # (C,) training counts n_c on the device
+    rules: dict[str, torch.Tensor]  # label rule -> (K, 1) mask of the members that use it
+    omega: torch.Tensor  # (K, 1) each member's MAMix omega, Remix tau and P
+    tau: torch.Tensor
+    kappa: torch.Tensor
+    margins: torch.Tensor | None  # (K, C) LDAM margins, for LDAM packs
+    s: torch.Tensor  # (K,) LDAM scale
+    alive: torch.Tensor  # (K,) False for a member frozen out after diverging
+
+    @property
+    def cfg(self) -> TrainConfig:
+        """The pack's shared fields (member 0's config)."""
+        return self.cfgs[0]
+
+    @property
+    def size(self) -> int:
+        return len(self.cfgs)
 
 
-def set_up(cfg: TrainConfig) -> Setup:
-    """Data on the device, the model initialised under the seed (global RNG untouched), SGD, the
-    method's batch maker, loss and class-weight schedule."""
-    method = get_method(cfg.method)
+def prepare_data(cfgs: Sequence[TrainConfig], method: Method, device: torch.device
+                 ) -> tuple[DeviceData, torch.Tensor, torch.Tensor | None]:
+    """The imbalanced training set on the device as a pool of images, each member's (K, N) index
+    into it (with SMOTE, each member's synthetic samples are its own, drawn under its seed), and for
+    SMOTE-Mix / Neighbor-Mix the (N, smote_k) table of each sample's nearest neighbours."""
+    cfg = cfgs[0]
+    spec = DATASETS[cfg.dataset]
+    arrays = load(cfg.dataset, cfg.data_root, cfg.download)
+    x, y, counts = imbalanced_arrays(arrays, spec, cfg.imbalance, cfg.ratio, cfg.mu, cfg.subset_seed)
+    pool_x, pool_y, index = [x], [y], []
+    for member in cfgs:
+        if not method.oversample:
+            index.append(np.arange(len(y)))
+            continue
+        x_m, y_m = smote_oversample(x, y, member.smote_k, member.seed)  # the real samples, then the synthetic
+        start = sum(len(p) for p in pool_x)
+        pool_x.append(x_m[len(y):])
+        pool_y.append(y_m[len(y):])
+        index.append(np.r_[np.arange(len(y)), np.arange(start, start + len(y_m) - len(y))])
+    neighbours = None
+    if method.pairing in ("same_class_nn", "any_nn"):
+        table = neighbour_table(x, y, cfg.smote_k, same_class=method.pairing == "same_class_nn")
+        neighbours = torch.from_numpy(table).to(device)
+    data = to_device(np.concatenate(pool_x), np.concatenate(pool_y), arrays, counts, spec, device)
+    return data, torch.from_numpy(np.stack(index)).to(device), neighbours
+
+
+def set_up(configs: Sequence[TrainConfig]) -> Pack:
+    """Data on the device, each member's model initialised under its seed (global RNG untouched) and
+    fused, one SGD optimiser, each member's generator, class-weight schedule and label-rule constants."""
+    cfgs = list(configs)
+    check_pack(cfgs)
+    cfg = cfgs[0]
+    methods = [get_method(c.method) for c in cfgs]
     device = resolve_device(cfg.device)
     # bf16 autocast by default only where the GPU computes in bf16 (Ampere and later); elsewhere fp32.
     amp = device.type == "cuda" and torch.cuda.is_bf16_supported() if cfg.amp is None else cfg.amp
     channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
-    data, neighbours = prepare_data(cfg, method, device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(cfg.seed)
-        model = create_model(cfg.model, data.num_classes, data.in_channels, normed_head=method.loss == "ldam")
-    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    generator = torch.Generator(device).manual_seed(cfg.seed)
-    return Setup(cfg, method, device, amp, channels_last, data, model,
-                 torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model, optimizer, generator,
-                 BatchMaker(method, data, neighbours, cfg, generator), Criterion(method, data.counts, cfg, device),
-                 ClassWeights(method.weighting, data.counts, cfg.cb_beta, cfg.drw_epoch))
+    data, index, neighbours = prepare_data(cfgs, methods[0], device)
+    members = []
+    for c in cfgs:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(c.seed)
+            members.append(create_model(c.model, data.num_classes, data.in_channels,
+                                        normed_head=methods[0].loss == "ldam"))
+    batch_shape = (cfg.batch_size, *data.x_train.shape[1:])
+    executor = choose_executor(cfg.fuse_executor, device, members[0], batch_shape, len(cfgs))
+    net = FusedNetwork(members, executor, channels_last).to(device)
+    optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+    def per_member(values: list[float]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.float64, device=device)[:, None]
+
+    rules = {r: torch.tensor([[m.label_rule == r] for m in methods], device=device)
+             for r in dict.fromkeys(m.label_rule for m in methods)}
+    margins = (torch.stack([ldam_margins(data.counts, c.max_m) for c in cfgs]).to(device)
+               if methods[0].loss == "ldam" else None)
+    return Pack(
+        cfgs, methods[0], device, amp, data, index, neighbours, net,
+        torch.compile(net, mode=cfg.compile_mode) if cfg.compile else net, optimizer,
+        [torch.Generator(device).manual_seed(c.seed) for c in cfgs],
+        [ClassWeights(m.weighting, data.counts, c.cb_beta, c.drw_epoch) for m, c in zip(methods, cfgs)],
+        torch.tensor(data.counts, device=device), rules, per_member([c.omega for c in cfgs]),
+        per_member([c.tau for c in cfgs]), per_member([c.kappa for c in cfgs]), margins,
+        torch.tensor([c.s for c in cfgs], device=device), torch.ones(len(cfgs), dtype=torch.bool, device=device))
 
 
-def run_epoch(run: Setup, epoch: int) -> torch.Tensor:
-    """Epoch ``epoch`` (0-based) of a set-up run at its current learning rate: the class weights of
-    that epoch's phase, then ``train_epoch``; returns the mean loss as a device tensor."""
-    return train_epoch(run.forward, run.optimizer, run.make_batch, run.criterion,
-                       run.class_weights.at(epoch, run.device), run.cfg.batch_size, run.amp, run.channels_last)
+# ----------------------------------------------------------------------------- one epoch
+
+@dataclass
+class EpochDraws:
+    """One epoch's random draws of every member, stacked (K, ...), made before the epoch's first step."""
+
+    order: torch.Tensor  # (K, N) positions in each member's training set, shuffled
+    offsets: torch.Tensor  # (K, N, 2) crop offsets of the images in that order
+    flips: torch.Tensor  # (K, N)
+    lam_x: torch.Tensor | None = None  # (K, batches), mixing methods
+    partner_keys: torch.Tensor | None = None  # (K, N): a batch's argsort of these pairs i with perm[i] (Mixup)
+    neighbour_column: torch.Tensor | None = None  # (K, N): which of the smote_k neighbours (SMOTE-Mix...)
+    partner_offsets: torch.Tensor | None = None  # (K, N, 2), (K, N): the neighbours' own augmentation
+    partner_flips: torch.Tensor | None = None
 
 
-def train(config: TrainConfig | dict[str, Any], report: Report | None = None, *,
-          resume: dict[str, Any] | None = None, save_state: Callable[[dict[str, Any]], None] | None = None
-          ) -> dict[str, float]:
-    """Train one model with ``config`` and return the metrics of the last evaluation.
+def draw_member_epoch(pack: Pack, m: int) -> dict[str, torch.Tensor]:
+    """Member m's draws for one epoch, in a fixed order from its generator alone."""
+    gen, cfg, spec, device = pack.generators[m], pack.cfgs[m], pack.data.spec, pack.device
+    n = pack.index.shape[1]
+    draws = {"order": torch.randperm(n, generator=gen, device=device)}
+    draws["offsets"], draws["flips"] = draw_crops(n, spec.pad, spec.flip, gen, device)
+    if pack.method.mixes:
+        draws["lam_x"] = sample_beta(cfg.alpha, len(batch_bounds(n, cfg.batch_size)), gen, device)
+        if pack.method.pairing == "batch":
+            draws["partner_keys"] = torch.rand(n, generator=gen, device=device)
+        else:
+            draws["neighbour_column"] = torch.randint(0, pack.neighbours.shape[1], (n,), generator=gen,
+                                                      device=device)
+            draws["partner_offsets"], draws["partner_flips"] = draw_crops(n, spec.pad, spec.flip, gen, device)
+    return draws
 
-    ``report(metrics)`` is called after every evaluation. ``save_state(state)`` (optional) is called
-    just before it with everything needed to continue (model, optimiser, generator, epoch, best
-    accuracy); passing such a state back as ``resume`` continues the run from there.
+
+def draw_epoch(pack: Pack) -> EpochDraws:
+    members = [draw_member_epoch(pack, m) for m in range(pack.size)]
+    return EpochDraws(**{name: torch.stack([d[name] for d in members]) for name in members[0]})
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, end) of each batch of an epoch; a last batch of one sample would break BatchNorm's
+    training statistics and is skipped."""
+    return [(a, min(a + batch_size, n)) for a in range(0, n, batch_size) if min(a + batch_size, n) - a > 1]
+
+
+def member_images(pack: Pack, positions: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augmented, standardised images (K, B, C, H, W) at ``positions`` (K, B) of each member's set."""
+    idx = pack.index.gather(1, positions)
+    return pack.data.train_images(idx, offsets, flips), pack.data.y_train[idx]
+
+
+def make_batch(pack: Pack, draws: EpochDraws, step: int, start: int, end: int) -> MixedBatch:
+    """The members' (mixed) batches of one step: samples ``start:end`` of the epoch's order."""
+    positions = draws.order[:, start:end]
+    x, y = member_images(pack, positions, draws.offsets[:, start:end], draws.flips[:, start:end])
+    if not pack.method.mixes:
+        ones = torch.ones_like(y, dtype=torch.float32)
+        return MixedBatch(x, y, y, ones, ones[:, 0])
+    if pack.method.pairing == "batch":  # Mixup's pairing: i with perm[i] of the same batch
+        perm = draws.partner_keys[:, start:end].argsort(dim=1, stable=True)
+        x_j, y_j = torch.take_along_dim(x, perm[:, :, None, None, None], dim=1), y.gather(1, perm)
+    else:  # eq. 7-10: a nearest neighbour of i, augmented on its own
+        partners = pack.neighbours[positions, draws.neighbour_column[:, start:end]]
+        x_j, y_j = member_images(pack, partners, draws.partner_offsets[:, start:end],
+                                 draws.partner_flips[:, start:end])
+    return mix_batch(x, y, x_j, y_j, draws.lam_x[:, step], counts=pack.counts, rules=pack.rules,
+                     omega=pack.omega, tau=pack.tau, kappa=pack.kappa)
+
+
+def member_losses(pack: Pack, logits: torch.Tensor, batch: MixedBatch, weights: torch.Tensor) -> torch.Tensor:
+    """Each member's loss (K,) on its batch: the mixed cross-entropy, on LDAM's margin logits for LDAM."""
+    if pack.margins is not None:  # LDAM methods do not mix: y_j == y_i
+        logits = ldam_logits(logits, batch.y_i, pack.margins, pack.s)
+    return mixed_cross_entropy(logits, batch.y_i, batch.y_j, batch.lam_y, weights, pack.cfg.reduction)
+
+
+def epoch_weights(pack: Pack, epoch: int) -> torch.Tensor:
+    """Each member's class weights (K, C) in epoch ``epoch``: its class-balanced weights once its
+    re-weighting has started, else ones (an unweighted loss)."""
+    ones = torch.ones(pack.data.num_classes)
+    return torch.stack([w if (w := cw.at(epoch, "cpu")) is not None else ones
+                        for cw in pack.class_weights]).to(pack.device)
+
+
+def train_step(pack: Pack, batch: MixedBatch, weights: torch.Tensor) -> torch.Tensor:
+    """One SGD step of every member; returns their detached losses (K,) (no host sync)."""
+    with torch.autocast(pack.device.type, dtype=torch.bfloat16, enabled=pack.amp):
+        logits = pack.forward(batch.x)
+    losses = member_losses(pack, logits, batch, weights)
+    # where, not a product: a frozen member's loss may be NaN, and NaN * 0 is NaN.
+    total = torch.where(pack.alive, losses, torch.zeros_like(losses)).sum()
+    pack.optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    pack.optimizer.step()
+    return losses.detach()
+
+
+def train_epoch(pack: Pack, draws: EpochDraws, weights: torch.Tensor) -> torch.Tensor:
+    """One pass over every member's shuffled training set; returns the mean losses (K,) on the device."""
+    bounds = batch_bounds(pack.index.shape[1], pack.cfg.batch_size)
+    total = torch.zeros(pack.size, device=pack.device)
+    for step, (start, end) in enumerate(bounds):
+        total += train_step(pack, make_batch(pack, draws, step, start, end), weights)
+    return total / len(bounds)
+
+
+def run_epoch(pack: Pack, epoch: int) -> torch.Tensor:
+    """Epoch ``epoch`` (0-based) at the current learning rate: the epoch's draws and class weights,
+    then ``train_epoch``."""
+    return train_epoch(pack, draw_epoch(pack), epoch_weights(pack, epoch))
+
+
+@torch.no_grad()
+def freeze(pack: Pack, m: int) -> None:
+    """Take member m out of training: zero weights and momentum keep its (ignored) part finite."""
+    pack.alive[m] = False
+    pack.net.zero_member(m)
+    for p in pack.net.parameters():
+        buffer = pack.optimizer.state.get(p, {}).get("momentum_buffer")
+        if buffer is not None:
+            buffer[m].zero_()
+
+
+# ----------------------------------------------------------------------------- the loop
+
+@dataclass
+class PackResult:
+    metrics: list[Metrics]  # each member's last evaluation
+    failures: dict[int, str]  # member -> why it stopped
+
+
+def train_pack(configs: Sequence[TrainConfig | dict[str, Any]], report: PackReport | None = None, *,
+               resume: dict[str, Any] | None = None, save_state: Callable[[dict[str, Any]], None] | None = None
+               ) -> PackResult:
+    """Train K members as one pack and return each one's last metrics and the failures.
+
+    ``report(metrics, failures)`` is called after every evaluation (members in ``failures`` keep their
+    last metrics). ``save_state(state)`` (optional) is called just before it with everything needed to
+    continue; passing such a state back as ``resume`` continues the pack from there.
     """
-    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
-    run = set_up(cfg)
-    model, optimizer, generator, data = run.model, run.optimizer, run.generator, run.data
-
-    start, best, metrics = 0, -math.inf, {}
+    cfgs = [c if isinstance(c, TrainConfig) else TrainConfig.from_dict(c) for c in configs]
+    pack = set_up(cfgs)
+    cfg, net, optimizer, data = pack.cfg, pack.net, pack.optimizer, pack.data
+    start, best, metrics, failures = 0, [-math.inf] * pack.size, [{} for _ in cfgs], {}
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        generator.set_state(resume["generator"])
-        start, best, metrics = resume["epoch"], resume["best"], dict(resume["metrics"])
+        start, best, metrics, failures = restore(pack, resume)
 
     # --- epoch loop
     for epoch in range(start, cfg.epochs):
         lr = learning_rate(cfg, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        train_loss = run_epoch(run, epoch).item()  # one host sync per epoch: a diverging run stops at once
-        if not math.isfinite(train_loss):
-            raise DivergenceError(f"train_loss is {train_loss} at epoch {epoch + 1}; lower lr or check the data")
+        losses = run_epoch(pack, epoch).tolist()  # one host sync per epoch: a diverging member stops at once
+        for m, loss in enumerate(losses):
+            if m not in failures and not math.isfinite(loss):
+                failures[m] = f"train_loss is {loss} at epoch {epoch + 1}; lower lr or check the data"
+                freeze(pack, m)
+        if len(failures) == pack.size:
+            break
         if (epoch + 1) % cfg.eval_every and epoch + 1 < cfg.epochs:
             continue
 
         # --- evaluation
-        logits = test_logits(run.forward, data, 2 * cfg.batch_size, run.amp, run.channels_last)
-        metrics = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss}
-        metrics.update(accuracy_report(logits, data.y_test, data.counts, cfg.many_shot, cfg.few_shot))
-        best = max(best, metrics["test_acc"])
-        metrics["test_acc_best"] = best  # selected on the test set: for comparison with papers only
-        metrics.update(margin_report(logits, data.y_test, data.counts))
+        logits = logits_on_test_set(net, data, 2 * cfg.batch_size, pack.amp)  # (K, N, C)
+        for m in range(pack.size):
+            if m in failures:
+                continue
+            metrics[m] = {"epoch": epoch + 1, "lr": lr, "train_loss": losses[m]}
+            metrics[m].update(accuracy_report(logits[m], data.y_test, data.counts, cfg.many_shot, cfg.few_shot))
+            best[m] = max(best[m], metrics[m]["test_acc"])
+            metrics[m]["test_acc_best"] = best[m]  # selected on the test set: for comparison with papers only
+            metrics[m].update(margin_report(logits[m], data.y_test, data.counts))
 
         # --- report
         if save_state is not None:
             # Copied: the caller may keep the state while training goes on.
-            save_state(copy.deepcopy({"epoch": epoch + 1, "best": best, "metrics": metrics,
-                                      "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                      "generator": generator.get_state(), "config": cfg.to_dict(),
-                                      "counts": data.counts, "classes": data.classes}))
+            save_state(copy.deepcopy({
+                "epoch": epoch + 1, "best": best, "metrics": metrics, "failures": failures,
+                "net": net.state_dict(), "optimizer": optimizer.state_dict(),
+                "generators": [g.get_state() for g in pack.generators], "configs": [c.to_dict() for c in cfgs],
+                "counts": data.counts, "classes": data.classes}))
         if report is not None:
-            report(metrics)
-    return metrics
+            report(metrics, failures)
+    return PackResult(metrics, failures)
+
+
+def restore(pack: Pack, state: dict[str, Any]) -> tuple[int, list[float], list[Metrics], dict[int, str]]:
+    """Load a state saved by ``train_pack`` into a freshly set-up pack of the same configs."""
+    saved = [TrainConfig.from_dict(c) for c in state["configs"]]
+    if saved != pack.cfgs:
+        raise ValueError("resume: the saved state belongs to other configs than the ones given")
+    pack.net.load_state_dict(state["net"])
+    pack.optimizer.load_state_dict(state["optimizer"])
+    for generator, generator_state in zip(pack.generators, state["generators"]):
+        generator.set_state(generator_state)
+    failures = dict(state["failures"])
+    for m in failures:
+        pack.alive[m] = False
+    return state["epoch"], list(state["best"]), [dict(m) for m in state["metrics"]], failures
+
+
+def train(config: TrainConfig | dict[str, Any], report: Callable[[Metrics], None] | None = None, *,
+          resume: dict[str, Any] | None = None, save_state: Callable[[dict[str, Any]], None] | None = None
+          ) -> Metrics:
+    """Train one model with ``config`` (a pack of one) and return the metrics of the last evaluation.
+
+    ``report(metrics)`` is called after every evaluation; ``save_state`` and ``resume`` as in
+    ``train_pack``. A loss that turns NaN or infinite raises ``DivergenceError``.
+    """
+    result = train_pack([config], None if report is None else lambda metrics, failures: report(metrics[0]),
+                        resume=resume, save_state=save_state)
+    if result.failures:
+        raise DivergenceError(result.failures[0])
+    return result.metrics[0]
 
 
 # ----------------------------------------------------------------------------- command line

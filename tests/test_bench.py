@@ -13,6 +13,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from bench import throughput  # noqa: E402
+from core.augment import draw_crops  # noqa: E402
 from core.data import DATASETS, DeviceData  # noqa: E402
 
 DRAWS = 3000
@@ -47,7 +48,8 @@ def _device_draws(img: np.ndarray, spec) -> np.ndarray:
     x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None]
     y = torch.zeros(1, dtype=torch.int64)
     data = DeviceData(x, y, x, y, [1], spec, ["0"])
-    out, _ = data.train_batch(torch.zeros(DRAWS, dtype=torch.int64), torch.Generator().manual_seed(1))
+    offsets, flips = draw_crops(DRAWS, spec.pad, spec.flip, torch.Generator().manual_seed(1), "cpu")
+    out = data.train_images(torch.zeros(DRAWS, dtype=torch.int64), offsets, flips)
     return out.numpy().astype(np.float64)
 
 
@@ -116,3 +118,15 @@ def test_sweep_throughput_processes_runner_on_digits(tmp_path):
     # one CPU thread per trial at both packings, so the same seeds give the same models
     assert rows[0]["threads_per_trial"] == rows[1]["threads_per_trial"] == 1
     assert rows[0]["test_acc"] == rows[1]["test_acc"]
+
+
+def test_fused_throughput_measures_each_mode_and_member_count(tmp_path):
+    from bench import fused_throughput
+
+    out = tmp_path / "fused.jsonl"
+    rows = fused_throughput.main(["--device", "cpu", "--dataset", "digits", "--model", "small_cnn", "--members", "1", "3",
+                                  "--steps", "2", "--warmup", "1", "--batch", "32", "--json", str(out)])
+    assert [(r["mode"], r["members"]) for r in rows] == [("fused", 1), ("sequential", 1), ("fused", 3), ("sequential", 3)]
+    assert all(r["img_per_s"] > 0 and r["model"] == "small_cnn" and r["device"] == "cpu" for r in rows)
+    assert rows[2]["executor"] in ("grouped", "per_member") and rows[3]["executor"] is None
+    assert [json.loads(line) for line in out.read_text().splitlines()] == rows

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import SHARED
-from core.augment import pad_crop_flip
+from core.augment import draw_crops, pad_crop_flip
 from core.data import DATASETS, imbalanced_arrays, load
 from core.evaluation import accuracy_report
 
@@ -159,12 +159,16 @@ def _gen(seed):
     return torch.Generator().manual_seed(seed)
 
 
+def augment(x, pad, flip, generator):
+    return pad_crop_flip(x, pad, *draw_crops(len(x), pad, flip, generator, "cpu"))
+
+
 def test_pad_crop_flip_keeps_the_shape_and_is_the_identity_without_pad_or_flip():
     x = _images()
     for pad, flip in [(0, False), (1, False), (4, True), (0, True)]:
-        out = pad_crop_flip(x, pad, flip, _gen(0))
+        out = augment(x, pad, flip, _gen(0))
         assert out.shape == x.shape and out.dtype == x.dtype
-    torch.testing.assert_close(pad_crop_flip(x, 0, False, _gen(0)), x, rtol=0, atol=0)
+    torch.testing.assert_close(augment(x, 0, False, _gen(0)), x, rtol=0, atol=0)
 
 
 def _reference_matches(img, out_img, pad, flip):
@@ -185,11 +189,12 @@ def _reference_matches(img, out_img, pad, flip):
 @pytest.mark.parametrize("pad, flip", [(2, False), (2, True), (4, True)])
 def test_every_output_is_a_crop_of_the_zero_padded_input(pad, flip):
     x = _images(b=200, h=6, w=7)
-    out = pad_crop_flip(x, pad, flip, _gen(1)).numpy()
+    drawn, coins = draw_crops(len(x), pad, flip, _gen(1), "cpu")
+    out = pad_crop_flip(x, pad, drawn, coins).numpy()
     offsets = []
-    for img, out_img in zip(x.numpy(), out):
+    for img, out_img, (dy, dx), coin in zip(x.numpy(), out, drawn.tolist(), coins.tolist()):
         found = _reference_matches(img, out_img, pad, flip)
-        assert len(found) == 1, found  # random pixels: exactly one crop (and flip) matches
+        assert found == [(dy, dx, coin)]  # random pixels: exactly the drawn crop (and flip) matches
         offsets.append(found[0])
     dys = {o[0] for o in offsets}
     dxs = {o[1] for o in offsets}
@@ -203,7 +208,7 @@ def test_every_output_is_a_crop_of_the_zero_padded_input(pad, flip):
 
 def test_flip_happens_for_about_half_of_the_images():
     x = _images(b=2000, c=1, h=4, w=4)
-    out = pad_crop_flip(x, 0, True, _gen(2))
+    out = augment(x, 0, True, _gen(2))
     flipped = (out == x.flip(3)).flatten(1).all(1)
     kept = (out == x).flatten(1).all(1)
     assert (flipped ^ kept).all()  # each image is either flipped or untouched
@@ -213,10 +218,10 @@ def test_flip_happens_for_about_half_of_the_images():
 
 def test_augmentation_follows_the_generator_only():
     x = _images()
-    a = pad_crop_flip(x, 4, True, _gen(5))
+    a = augment(x, 4, True, _gen(5))
     torch.manual_seed(123)  # the global RNG plays no part
-    b = pad_crop_flip(x, 4, True, _gen(5))
-    c = pad_crop_flip(x, 4, True, _gen(6))
+    b = augment(x, 4, True, _gen(5))
+    c = augment(x, 4, True, _gen(6))
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert not torch.equal(a, c)
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from core.data import DATASETS, Arrays, training_counts
 from core.imbalance import class_counts, imbalanced_indices
-from core.losses import LDAMLoss, class_balanced_weights, ldam_margins, mixed_cross_entropy
+from core.losses import class_balanced_weights, ldam_logits, ldam_margins, mixed_cross_entropy
 from core.mixing import (mamix_balance_point, mamix_lambda_y, mamix_remix_lambda_y, mix_batch,
                          remix_lambda_y, sample_beta)
 
@@ -77,7 +77,7 @@ def test_mixed_cross_entropy_reduces_to_weighted_cross_entropy():
     w = torch.tensor([0.5, 1.0, 2.0, 0.5])
     ones = torch.ones(16)
     ref = torch.nn.functional.cross_entropy(logits, y, weight=w)
-    assert mixed_cross_entropy(logits, y, y, ones, w).item() == pytest.approx(ref.item(), rel=1e-6)
+    assert mixed_cross_entropy(logits, y, y, ones, w, "weighted_mean").item() == pytest.approx(ref.item(), rel=1e-6)
     batch = (torch.nn.functional.cross_entropy(logits, y, weight=w, reduction="sum") / 16).item()
     assert mixed_cross_entropy(logits, y, y, ones, w, "batch_mean").item() == pytest.approx(batch, rel=1e-6)
     y2 = (y + 1) % 4
@@ -87,12 +87,25 @@ def test_mixed_cross_entropy_reduces_to_weighted_cross_entropy():
     assert mixed_cross_entropy(logits, y, y2, lam).item() == pytest.approx(mixed.item(), rel=1e-6)
 
 
-def test_ldam_loss_subtracts_the_margin_of_the_true_class_only():
-    loss = LDAMLoss([100, 10], max_m=0.5, s=30.0)
+def test_ldam_logits_subtract_the_margin_of_the_true_class_only():
     cos = torch.tensor([[0.2, 0.1], [0.2, 0.1]])
-    adjusted = loss.adjusted_logits(cos, torch.tensor([0, 1]))
+    adjusted = ldam_logits(cos, torch.tensor([0, 1]), ldam_margins([100, 10], 0.5), 30.0)
     m0 = 0.5 * (10 / 100) ** 0.25
     assert torch.allclose(adjusted, torch.tensor([[30 * (0.2 - m0), 3.0], [6.0, 30 * (0.1 - 0.5)]]), atol=1e-5)
+
+
+def test_losses_of_a_pack_are_each_members_own():
+    """Leading member axis: member k's loss uses its logits, labels, lam_y, weights and LDAM margins only."""
+    g = torch.Generator().manual_seed(1)
+    logits, y = torch.randn(3, 8, 4, generator=g), torch.randint(0, 4, (3, 8), generator=g)
+    y2, lam, w = (y + 1) % 4, torch.rand(3, 8, generator=g), torch.rand(3, 4, generator=g) + 0.5
+    margins, s = torch.rand(3, 4, generator=g), torch.tensor([30.0, 10.0, 1.0])
+    for reduction in ("batch_mean", "weighted_mean"):
+        packed = mixed_cross_entropy(logits, y, y2, lam, w, reduction)
+        alone = [mixed_cross_entropy(logits[k], y[k], y2[k], lam[k], w[k], reduction) for k in range(3)]
+        torch.testing.assert_close(packed, torch.stack(alone))
+    packed = ldam_logits(logits, y, margins, s)
+    torch.testing.assert_close(packed, torch.stack([ldam_logits(logits[k], y[k], margins[k], s[k]) for k in range(3)]))
 
 
 # ----------------------------------------------------------------------------- mixing
@@ -165,7 +178,7 @@ def test_sample_beta_matches_the_distribution(alpha):
     from scipy import stats
 
     g = torch.Generator().manual_seed(0)
-    draws = torch.stack([sample_beta(alpha, g, "cpu") for _ in range(4000)])
+    draws = sample_beta(alpha, 4000, g, "cpu")
     assert draws.dtype == torch.float32 and draws.shape == (4000,)
     assert draws.min() >= 0 and draws.max() <= 1
     # Kolmogorov-Smirnov against scipy's Beta(alpha, alpha): a wrong shape parameter (e.g. 2 * alpha) or
@@ -176,7 +189,7 @@ def test_sample_beta_matches_the_distribution(alpha):
 def test_sample_beta_depends_on_the_generator_alone():
     def draws(seed):
         g = torch.Generator().manual_seed(seed)
-        return torch.stack([sample_beta(1.0, g, "cpu") for _ in range(5)])
+        return sample_beta(1.0, 5, g, "cpu")
 
     torch.manual_seed(1)
     first = draws(0)
@@ -184,13 +197,15 @@ def test_sample_beta_depends_on_the_generator_alone():
     assert torch.equal(first, draws(0)) and not torch.equal(first, draws(1))
 
 
-def test_mix_batch_mixes_inputs_with_lam_x_as_x_i_share():
-    g = torch.Generator().manual_seed(3)
-    x_i, x_j = torch.zeros(4, 1, 2, 2), torch.ones(4, 1, 2, 2)
-    y_i, y_j = torch.tensor([0, 0, 1, 1]), torch.tensor([1, 1, 0, 0])
-    out = mix_batch(x_i, y_i, x_j, y_j, rule="mamix", counts=torch.tensor([5000, 50]), generator=g)
-    assert torch.allclose(out.x, torch.full_like(x_i, 1 - out.lam_x.item()))
-    expected = mamix_lambda_y(out.lam_x, torch.tensor([5000, 5000, 50, 50]), torch.tensor([50, 50, 5000, 5000]))
-    assert torch.allclose(out.lam_y, expected)
-    with pytest.raises(ValueError, match="label_rule"):
-        mix_batch(x_i, y_i, x_j, y_j, rule="cutmix", counts=torch.tensor([1, 1]), generator=g)
+def test_mix_batch_mixes_inputs_with_lam_x_as_x_i_share_and_each_member_with_its_rule():
+    x_i, x_j = torch.zeros(2, 4, 1, 2, 2), torch.ones(2, 4, 1, 2, 2)
+    y_i, y_j = torch.tensor([[0, 0, 1, 1]] * 2), torch.tensor([[1, 1, 0, 0]] * 2)
+    lam_x = torch.tensor([0.3, 0.8])
+    counts = torch.tensor([5000, 50])
+    rules = {"mamix": torch.tensor([[True], [False]]), "remix": torch.tensor([[False], [True]])}
+    omega, tau, kappa = torch.tensor([[0.25], [4.0]]), torch.tensor([[0.5], [0.9]]), torch.tensor([[3.0], [3.0]])
+    out = mix_batch(x_i, y_i, x_j, y_j, lam_x, counts=counts, rules=rules, omega=omega, tau=tau, kappa=kappa)
+    assert torch.allclose(out.x[0], torch.full_like(x_i[0], 0.7)) and torch.allclose(out.x[1], torch.full_like(x_i[1], 0.2))
+    n_i, n_j = torch.tensor([5000, 5000, 50, 50]), torch.tensor([50, 50, 5000, 5000])
+    torch.testing.assert_close(out.lam_y[0], mamix_lambda_y(torch.tensor(0.3), n_i, n_j, omega=0.25))
+    torch.testing.assert_close(out.lam_y[1], remix_lambda_y(torch.tensor(0.8), n_i, n_j, tau=0.9, kappa=3.0))

@@ -10,8 +10,11 @@ import torch
 from conftest import tiny_config
 from core.config import ConfigError
 from core.methods import METHODS
-from core.train import learning_rate, main, run_epoch, set_up, train
 from core.config import TrainConfig
+from core.evaluation import logits_on_test_set
+from core.models import create_model
+from core.train import (draw_epoch, epoch_weights, learning_rate, main, make_batch, member_losses, run_epoch,
+                        set_up, train)
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -95,7 +98,7 @@ def test_no_host_sync_inside_the_training_step(monkeypatch):
 def test_no_cuda_sync_inside_the_training_step(method):
     """On a GPU, CUDA itself reports any synchronising call of an epoch (the second one: the first
     initialises cuDNN and the allocator)."""
-    run = set_up(TrainConfig.from_dict(tiny_config(method=method, device="cuda")))
+    run = set_up([TrainConfig.from_dict(tiny_config(method=method, device="cuda"))])
     run_epoch(run, 1)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
@@ -114,7 +117,7 @@ def test_compiled_model_trains_like_the_eager_one():
     config = tiny_config(method="mamix_drw")
     eager = train(config)
     compiled_config = {**config, "compile": True, "compile_mode": "reduce-overhead"}
-    kinds = [type(set_up(TrainConfig.from_dict(c)).forward).__name__ for c in (config, compiled_config)]
+    kinds = [type(set_up([TrainConfig.from_dict(c)]).forward).__name__ for c in (config, compiled_config)]
     assert kinds[0] != "OptimizedModule" and kinds[1] == "OptimizedModule"
     compiled = train(compiled_config)
     assert compiled["epoch"] == eager["epoch"] == 2
@@ -129,3 +132,67 @@ def test_reduction_defaults_to_the_batch_mean_except_for_ldam(method):
     assert TrainConfig.from_dict({"method": method}).reduction == "batch_mean"
     assert TrainConfig.from_dict({"method": "ldam_drw"}).reduction == "weighted_mean"
     assert TrainConfig.from_dict({"method": method, "reduction": "weighted_mean"}).reduction == "weighted_mean"
+
+
+def independent_cb_weights(counts, beta):
+    """Cui et al.'s weights computed here from the formula, not by core.losses."""
+    n = torch.tensor(counts, dtype=torch.float64)
+    w = (1 - beta) / (1 - beta ** n)
+    return (w / w.sum() * len(counts)).float()
+
+
+@pytest.mark.parametrize("method", ["drw", "mamix_drw", "ldam_drw"])
+def test_loss_after_the_drw_switch_is_the_authors(method):
+    """On a batch after the DRW switch: drw and mamix_drw divide the weighted loss by the batch size
+    (imbalanced-DL's ``CrossEntropyLoss(weight=w, reduction='none')(...).mean()``, each term of a mixed
+    label weighted by its own class), ldam_drw by the summed weights (``F.cross_entropy(weight=w)``)."""
+    cfg = TrainConfig.from_dict(tiny_config(method=method))
+    pack = set_up([cfg])
+    batch = make_batch(pack, draw_epoch(pack), 0, 0, cfg.batch_size)
+    logits = pack.forward(batch.x)
+    loss = member_losses(pack, logits, batch, epoch_weights(pack, cfg.drw_epoch))[0]
+
+    w = independent_cb_weights(pack.data.counts, cfg.cb_beta)
+    z, y_i, y_j, lam = logits[0].float(), batch.y_i[0], batch.y_j[0], batch.lam_y[0]
+    if method == "ldam_drw":
+        n = torch.tensor(pack.data.counts, dtype=torch.float64)
+        margins = (cfg.max_m * (n.min() / n) ** 0.25).float()
+        z = cfg.s * (z - torch.nn.functional.one_hot(y_i, len(n)) * margins[y_i][:, None])
+        expected = torch.nn.functional.cross_entropy(z, y_i, weight=w)
+        other = torch.nn.functional.cross_entropy(z, y_i, weight=w, reduction="sum") / len(y_i)
+    else:
+        ce = torch.nn.CrossEntropyLoss(weight=w, reduction="none")
+        expected = (lam * ce(z, y_i) + (1 - lam) * ce(z, y_j)).mean()
+        other = (lam * ce(z, y_i) + (1 - lam) * ce(z, y_j)).sum() / (lam * w[y_i] + (1 - lam) * w[y_j]).sum()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert abs(expected.item() - other.item()) > 1e-3 * abs(expected.item()), "the reduction must matter here"
+    if method == "mamix_drw":
+        assert (y_i != y_j).any() and ((lam > 0) & (lam < 1)).any(), "both terms of the mixed label must count"
+
+
+def test_class_weights_switch_on_at_each_members_drw_epoch():
+    """DRW members re-weight from their own DRW epoch on, cb from epoch 0, erm never."""
+    cfgs = [TrainConfig.from_dict(tiny_config(epochs=3, milestones=[2], **m)) for m in
+            (dict(method="drw", drw_epoch=1), dict(method="drw", drw_epoch=2, cb_beta=0.99), dict(method="cb"),
+             dict(method="erm"))]
+    pack = set_up(cfgs)
+    ones = torch.ones(10)
+    cb = [independent_cb_weights(pack.data.counts, c.cb_beta) for c in cfgs]
+    expected = {0: [ones, ones, cb[2], ones], 1: [cb[0], ones, cb[2], ones], 2: [cb[0], cb[1], cb[2], ones]}
+    for epoch, rows in expected.items():
+        torch.testing.assert_close(epoch_weights(pack, epoch), torch.stack(rows), rtol=1e-6, atol=0)
+
+
+def test_evaluation_runs_in_eval_mode_and_leaves_the_model_as_it_found_it():
+    cfg = TrainConfig.from_dict(tiny_config(method="mixup_drw"))
+    pack = set_up([cfg])
+    run_epoch(pack, 0)
+    before = pack.net.member_state(0)
+    logits = logits_on_test_set(pack.net, pack.data, 2 * cfg.batch_size, amp=False)[0]
+    assert pack.net.training
+    assert all(torch.equal(v, before[k]) for k, v in pack.net.member_state(0).items()), "BatchNorm statistics moved"
+    model = create_model(cfg.model, 10, 1)
+    model.load_state_dict(before)
+    x = pack.data.test_inputs(slice(None))
+    torch.testing.assert_close(logits, model.eval()(x), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(logits, model.train()(x), atol=1e-3), "train-mode logits must differ, or this proves nothing"
