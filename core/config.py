@@ -84,6 +84,10 @@ class TrainConfig:
     s: float = 30.0
     # SMOTE family: k nearest neighbours in input space
     smote_k: int = 5
+    # validation: "none" (the paper: no validation set), or a per-class count (int) or fraction (float) of
+    # the balanced test set held out, seeded by val_seed, for model selection and searches
+    val_split: str | int | float = "none"
+    val_seed: int = 0
     # evaluation groups (training images per class): many > many_shot, few < few_shot
     many_shot: int = 100
     few_shot: int = 20
@@ -162,6 +166,10 @@ class TrainConfig:
         need(_integer(self.smote_k) and self.smote_k >= 1, "smote_k", "an integer >= 1")
         need(_integer(self.many_shot) and _integer(self.few_shot) and 0 <= self.few_shot <= self.many_shot,
              "few_shot", "integers with 0 <= few_shot <= many_shot")
+        need(self.val_split == "none" or (_integer(self.val_split) and self.val_split >= 1)
+             or (isinstance(self.val_split, float) and 0 < self.val_split < 1), "val_split",
+             "'none', a per-class count (an integer >= 1) or a fraction in (0, 1)")
+        need(_integer(self.val_seed) and self.val_seed >= 0, "val_seed", "an integer >= 0")
         need(_integer(self.seed) and self.seed >= 0, "seed", "an integer >= 0")
         need(_integer(self.subset_seed) and self.subset_seed >= 0, "subset_seed", "an integer >= 0")
         need(_integer(self.eval_every) and self.eval_every >= 1, "eval_every", "an integer >= 1")

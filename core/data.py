@@ -252,6 +252,8 @@ class DeviceData:
     counts: list[int]
     spec: DatasetSpec
     classes: list[str]
+    x_val: torch.Tensor | None = None  # the validation part of the test set (val_split), if any
+    y_val: torch.Tensor | None = None
     mean: torch.Tensor = field(init=False)
     std: torch.Tensor = field(init=False)
 
@@ -275,8 +277,9 @@ class DeviceData:
         x = pad_crop_flip(x, self.spec.pad, offsets.reshape(-1, 2), flips.flatten())
         return standardise(x, self.mean, self.std).view(*idx.shape, *x.shape[1:])
 
-    def test_inputs(self, idx: slice) -> torch.Tensor:
-        return standardise(to_unit(self.x_test[idx]), self.mean, self.std)
+    def eval_inputs(self, split: str, idx: slice) -> torch.Tensor:
+        """Standardised, unaugmented images ``idx`` of the ``test`` or ``val`` set."""
+        return standardise(to_unit(getattr(self, f"x_{split}")[idx]), self.mean, self.std)
 
 
 def imbalanced_arrays(arrays: Arrays, spec: DatasetSpec, imbalance: str, ratio: float, mu: float,
@@ -291,13 +294,37 @@ def imbalanced_arrays(arrays: Arrays, spec: DatasetSpec, imbalance: str, ratio: 
     return arrays.x_train[idx], arrays.y_train[idx], counts
 
 
+def validation_split(labels: np.ndarray, val_split: int | float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(validation indices, test indices) of an evaluation set with ``labels``: ``val_split`` images of
+    each class (a count, or a fraction of each class's images) chosen by a seeded shuffle of the class,
+    the rest staying the test set. A balanced test set gives two balanced sets; the training set is
+    untouched (as in M2m's official protocol: 100 of CIFAR-10's 1,000 test images per class)."""
+    rng = np.random.RandomState(seed)
+    val, test = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        take = int(val_split) if isinstance(val_split, int) else int(round(val_split * len(idx)))
+        if not 0 < take < len(idx):
+            raise ValueError(f"val_split: {val_split!r} takes {take} of the {len(idx)} test images of class {c}; "
+                             f"allowed: at least one, and fewer than all")
+        val.append(np.sort(idx[:take]))
+        test.append(np.sort(idx[take:]))
+    return np.concatenate(val), np.concatenate(test)
+
+
 def to_device(x_train: np.ndarray, y_train: np.ndarray, arrays: Arrays, counts: list[int], spec: DatasetSpec,
-              device: torch.device) -> DeviceData:
+              device: torch.device, val_split: int | float | str = "none", val_seed: int = 0) -> DeviceData:
+    """The run's data on ``device``; with a ``val_split`` the test set loses its validation part."""
     def images(x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
 
     def labels(y: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)
 
-    return DeviceData(images(x_train), labels(y_train), images(arrays.x_test), labels(arrays.y_test),
-                      list(counts), spec, list(arrays.classes))
+    test, val = np.arange(len(arrays.y_test)), None
+    if val_split != "none":
+        val, test = validation_split(arrays.y_test, val_split, val_seed)
+    return DeviceData(images(x_train), labels(y_train), images(arrays.x_test[test]), labels(arrays.y_test[test]),
+                      list(counts), spec, list(arrays.classes),
+                      None if val is None else images(arrays.x_test[val]),
+                      None if val is None else labels(arrays.y_test[val]))

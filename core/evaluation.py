@@ -1,4 +1,4 @@
-"""Evaluation on the balanced test set: one forward pass, then every metric from its logits.
+"""Evaluation on the balanced test (and validation) set: one forward pass, then every metric from its logits.
 
 All metrics are computed on the device and read back in one transfer per evaluation.
 """
@@ -11,12 +11,13 @@ from core.fused import FusedNetwork
 
 
 @torch.no_grad()
-def logits_on_test_set(net: FusedNetwork, data: DeviceData, batch_size: int, amp: bool) -> torch.Tensor:
-    """Every member's logits (K, N, C) on the whole test set, in eval mode (BatchNorm running statistics)."""
+def eval_logits(net: FusedNetwork, data: DeviceData, split: str, batch_size: int, amp: bool) -> torch.Tensor:
+    """Every member's logits (K, N, C) on the whole ``test`` or ``val`` set, in eval mode (BatchNorm
+    running statistics)."""
     net.eval()
     out = []
-    for start in range(0, len(data.y_test), batch_size):
-        x = data.test_inputs(slice(start, start + batch_size))
+    for start in range(0, len(getattr(data, f"y_{split}")), batch_size):
+        x = data.eval_inputs(split, slice(start, start + batch_size))
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
             out.append(net.forward_shared(x).float())
     net.train()

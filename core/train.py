@@ -36,7 +36,7 @@ import torch
 from core.augment import draw_crops
 from core.config import ConfigError, TrainConfig
 from core.data import DATASETS, DeviceData, imbalanced_arrays, load, to_device
-from core.evaluation import accuracy_report, logits_on_test_set
+from core.evaluation import accuracy_report, eval_logits
 from core.fused import FusedNetwork, choose_executor
 from core.losses import ClassWeights, ldam_logits, ldam_margins, mixed_cross_entropy
 from core.margins import margin_report
@@ -156,7 +156,8 @@ def prepare_data(cfgs: Sequence[TrainConfig], method: Method, device: torch.devi
     if method.pairing in ("same_class_nn", "any_nn"):
         table = neighbour_table(x, y, cfg.smote_k, same_class=method.pairing == "same_class_nn")
         neighbours = torch.from_numpy(table).to(device)
-    data = to_device(np.concatenate(pool_x), np.concatenate(pool_y), arrays, counts, spec, device)
+    data = to_device(np.concatenate(pool_x), np.concatenate(pool_y), arrays, counts, spec, device, cfg.val_split,
+                     cfg.val_seed)
     return data, torch.from_numpy(np.stack(index)).to(device), neighbours
 
 
@@ -343,7 +344,7 @@ def train_pack(configs: Sequence[TrainConfig | dict[str, Any]], report: PackRepo
     cfgs = [c if isinstance(c, TrainConfig) else TrainConfig.from_dict(c) for c in configs]
     pack = set_up(cfgs)
     cfg, net, optimizer, data = pack.cfg, pack.net, pack.optimizer, pack.data
-    start, best, metrics, failures = 0, [-math.inf] * pack.size, [{} for _ in cfgs], {}
+    start, best, metrics, failures = 0, [{} for _ in cfgs], [{} for _ in cfgs], {}
     if resume is not None:
         start, best, metrics, failures = restore(pack, resume)
 
@@ -363,15 +364,10 @@ def train_pack(configs: Sequence[TrainConfig | dict[str, Any]], report: PackRepo
             continue
 
         # --- evaluation
-        logits = logits_on_test_set(net, data, 2 * cfg.batch_size, pack.amp)  # (K, N, C)
-        for m in range(pack.size):
-            if m in failures:
-                continue
-            metrics[m] = {"epoch": epoch + 1, "lr": lr, "train_loss": losses[m]}
-            metrics[m].update(accuracy_report(logits[m], data.y_test, data.counts, cfg.many_shot, cfg.few_shot))
-            best[m] = max(best[m], metrics[m]["test_acc"])
-            metrics[m]["test_acc_best"] = best[m]  # selected on the test set: for comparison with papers only
-            metrics[m].update(margin_report(logits[m], data.y_test, data.counts))
+        for m, evaluation in evaluate(pack, [m for m in range(pack.size) if m not in failures]).items():
+            metrics[m] = {"epoch": epoch + 1, "lr": lr, "train_loss": losses[m], **evaluation}
+            best[m] = best_epoch(best[m], metrics[m])
+            metrics[m].update(best[m])
 
         # --- report
         if save_state is not None:
@@ -386,7 +382,38 @@ def train_pack(configs: Sequence[TrainConfig | dict[str, Any]], report: PackRepo
     return PackResult(metrics, failures)
 
 
-def restore(pack: Pack, state: dict[str, Any]) -> tuple[int, list[float], list[Metrics], dict[int, str]]:
+def evaluate(pack: Pack, members: list[int]) -> dict[int, Metrics]:
+    """The members' metrics on the test set (accuracies and margin statistics) and, with a validation
+    split, ``val_acc``, ``val_balanced_acc`` and the validation margin statistics (``val_margin_*``)."""
+    cfg, data = pack.cfg, pack.data
+    splits = ["test"] + (["val"] if data.y_val is not None else [])
+    logits = {split: eval_logits(pack.net, data, split, 2 * cfg.batch_size, pack.amp) for split in splits}
+    out = {}
+    for m in members:
+        out[m] = {}
+        for split in splits:
+            targets = getattr(data, f"y_{split}")
+            report = accuracy_report(logits[split][m], targets, data.counts, cfg.many_shot, cfg.few_shot)
+            report.update(margin_report(logits[split][m], targets, data.counts))
+            if split == "val":  # the validation set selects; per-class detail stays the test set's
+                report = {f"val_{k.removeprefix('test_')}": v for k, v in report.items()
+                          if k in ("test_acc", "test_balanced_acc") or k.startswith("margin_")}
+            out[m].update(report)
+    return out
+
+
+def best_epoch(best: Metrics, metrics: Metrics) -> Metrics:
+    """The best-epoch columns after one more evaluation: ``test_acc_best``, the best test accuracy so
+    far (selected on the test set: for comparison with papers that report it, not an estimate), and,
+    with a validation split, ``val_acc_best`` and ``test_acc_at_val_best``, the test accuracy at the
+    epoch of the best validation accuracy (the first such epoch): the honest best epoch."""
+    best = {**best, "test_acc_best": max(best.get("test_acc_best", -math.inf), metrics["test_acc"])}
+    if "val_acc" in metrics and metrics["val_acc"] > best.get("val_acc_best", -math.inf):
+        best.update(val_acc_best=metrics["val_acc"], test_acc_at_val_best=metrics["test_acc"])
+    return best
+
+
+def restore(pack: Pack, state: dict[str, Any]) -> tuple[int, list[Metrics], list[Metrics], dict[int, str]]:
     """Load a state saved by ``train_pack`` into a freshly set-up pack of the same configs."""
     saved = [TrainConfig.from_dict(c) for c in state["configs"]]
     if saved != pack.cfgs:
@@ -398,7 +425,7 @@ def restore(pack: Pack, state: dict[str, Any]) -> tuple[int, list[float], list[M
     failures = dict(state["failures"])
     for m in failures:
         pack.alive[m] = False
-    return state["epoch"], list(state["best"]), [dict(m) for m in state["metrics"]], failures
+    return state["epoch"], [dict(b) for b in state["best"]], [dict(m) for m in state["metrics"]], failures
 
 
 def train(config: TrainConfig | dict[str, Any], report: Callable[[Metrics], None] | None = None, *,
@@ -430,9 +457,20 @@ def _parser() -> argparse.ArgumentParser:
         elif "tuple" in kind:
             parser.add_argument(flag, dest=f.name, type=int, nargs="+", default=None)
         else:
-            convert = int if kind.startswith("int") else float if "float" in kind else str
+            convert = (_number_or_name if kind.startswith("str |") else int if kind.startswith("int")
+                       else float if "float" in kind else str)
             parser.add_argument(flag, dest=f.name, type=convert, default=None)
     return parser
+
+
+def _number_or_name(text: str) -> int | float | str:
+    """A flag of a field that takes a name or a number (``--val-split none``, ``100`` or ``0.1``)."""
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
 
 
 def read_config_file(path: str | None) -> dict[str, Any]:

@@ -4,6 +4,7 @@ import math
 import shutil
 import traceback
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,7 +12,7 @@ from conftest import tiny_config
 from core.config import ConfigError
 from core.methods import METHODS
 from core.config import TrainConfig
-from core.evaluation import logits_on_test_set
+from core.evaluation import eval_logits
 from core.models import create_model
 from core.train import (draw_epoch, epoch_weights, learning_rate, main, make_batch, member_losses, run_epoch,
                         set_up, train)
@@ -188,11 +189,67 @@ def test_evaluation_runs_in_eval_mode_and_leaves_the_model_as_it_found_it():
     pack = set_up([cfg])
     run_epoch(pack, 0)
     before = pack.net.member_state(0)
-    logits = logits_on_test_set(pack.net, pack.data, 2 * cfg.batch_size, amp=False)[0]
+    logits = eval_logits(pack.net, pack.data, "test", 2 * cfg.batch_size, amp=False)[0]
     assert pack.net.training
     assert all(torch.equal(v, before[k]) for k, v in pack.net.member_state(0).items()), "BatchNorm statistics moved"
     model = create_model(cfg.model, 10, 1)
     model.load_state_dict(before)
-    x = pack.data.test_inputs(slice(None))
+    x = pack.data.eval_inputs("test", slice(None))
     torch.testing.assert_close(logits, model.eval()(x), rtol=1e-5, atol=1e-5)
     assert not torch.allclose(logits, model.train()(x), atol=1e-3), "train-mode logits must differ, or this proves nothing"
+
+
+# ----------------------------------------------------------------------------- the validation split
+
+def test_validation_split_is_a_disjoint_balanced_seeded_part_of_each_class():
+    from core.data import validation_split
+
+    labels = np.repeat(np.arange(4), 25)
+    val, test = validation_split(labels, 5, seed=3)
+    assert len(np.intersect1d(val, test)) == 0 and sorted(np.r_[val, test]) == list(range(100))
+    assert np.bincount(labels[val]).tolist() == [5] * 4 and np.bincount(labels[test]).tolist() == [20] * 4
+    again, _ = validation_split(labels, 5, seed=3)
+    other, _ = validation_split(labels, 5, seed=4)
+    assert np.array_equal(val, again) and not np.array_equal(val, other)
+    fraction, _ = validation_split(labels, 0.2, seed=3)
+    assert np.array_equal(fraction, val)
+    with pytest.raises(ValueError, match="^val_split: 25 takes 25 of the 25"):
+        validation_split(labels, 25, seed=0)
+
+
+def test_every_trial_of_a_sweep_sees_the_same_split_whatever_its_seed():
+    packs = [set_up([TrainConfig.from_dict(tiny_config(val_split=10, seed=s))]) for s in (0, 1)]
+    assert torch.equal(packs[0].data.x_val, packs[1].data.x_val)
+    assert torch.equal(packs[0].data.x_test, packs[1].data.x_test)
+    assert len(packs[0].data.y_val) == 100 and len(packs[0].data.y_test) == 400  # digits: 50 test images per class
+    assert torch.bincount(packs[0].data.y_val).tolist() == [10] * 10
+
+
+def test_with_a_split_the_best_epoch_is_selected_on_validation():
+    reports = []
+    train(tiny_config(method="mixup_drw", epochs=4, milestones=[3], drw_epoch=3, val_split=10), reports.append)
+    for key in ("val_acc", "val_balanced_acc", "val_margin_gap", "val_acc_best", "test_acc_at_val_best"):
+        assert math.isfinite(reports[-1][key]), key
+    assert "val_class_acc_0" not in reports[-1]
+    chosen = max(range(len(reports)), key=lambda e: (reports[e]["val_acc"], -e))  # first epoch of the best
+    assert reports[-1]["val_acc_best"] == reports[chosen]["val_acc"]
+    assert reports[-1]["test_acc_at_val_best"] == reports[chosen]["test_acc"]
+    assert reports[-1]["test_acc_best"] == max(r["test_acc"] for r in reports)
+
+
+def test_without_a_split_no_validation_metric_is_reported():
+    metrics = train(tiny_config())
+    assert not [k for k in metrics if k.startswith("val_") or "val_best" in k]
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.0, 1.5, "half", True])
+def test_bad_validation_split_is_refused(value):
+    with pytest.raises(ConfigError, match="^val_split: "):
+        TrainConfig.from_dict(tiny_config(val_split=value))
+
+
+def test_validation_split_flag_takes_a_count_a_fraction_or_none():
+    from core.train import _parser
+
+    for text, value in (("100", 100), ("0.1", 0.1), ("none", "none")):
+        assert _parser().parse_args(["--val-split", text]).val_split == value
