@@ -1,0 +1,167 @@
+"""Table 12 on real data in one GPU window: the paper preset trained as fused packs, without Ray.
+
+The paper preset of ``sweeps/omega_sensitivity.py`` (MAMix-DRW, ResNet-32, CIFAR-10 long-tailed at
+ratio 300, 200 epochs, omega in {0.125, ..., 8} x 5 seeds) needs only torch, numpy, scikit-learn and
+pandas here, which the bare GPU machines have (no Ray, MLflow or Optuna). Before training, it times a
+few steps and an evaluation of a pack of every member and of one seed's members, estimates each
+choice's duration (steps linear in the pack size between the two probes), and trains the most seeds,
+then the most frequent evaluation, that fit ``--budget-s``: all members of a pack finish together,
+so a pack too large for the window would leave nothing.
+
+Written to ``--out``: ``members.jsonl`` (one line per member and evaluation: its omega, seed, epoch,
+test accuracy, margin statistics), ``final.json`` (every member's last metrics), ``table12.md`` (the
+reproduced table beside the paper's numbers) and ``run.json`` (device, plan, probes, wall time).
+
+    python bench/table12_fused.py --data-root DIR --out OUT                  # DIR/cifar10.npz, on CUDA
+    python bench/table12_fused.py --data-root DIR --out OUT --device cpu --epochs 1 --seeds 1 \\
+        --omegas 0.25 4 --probe-steps 2                                      # CPU dry run of the flow
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from typing import Any
+
+if __package__ in (None, ""):  # run as a file: make the project importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from bench.throughput import device_name, synchronize  # noqa: E402
+from core.config import TrainConfig  # noqa: E402
+from core.reporting import summarise  # noqa: E402
+from core.train import (batch_bounds, draw_epoch, epoch_weights, evaluate, learning_rate, make_batch, set_up,  # noqa: E402
+                        train_pack, train_step)
+from search_spaces import OMEGA_GRID  # noqa: E402
+from sweeps.paper_tables import TABLE12  # noqa: E402
+
+EVAL_EVERY_CHOICES = (1, 2, 5, 10, 20)
+# The paper preset's training fields (sweeps/omega_sensitivity.py, --preset paper).
+PRESET = dict(dataset="cifar10", imbalance="long_tailed", ratio=300.0, model="resnet32", method="mamix_drw",
+              epochs=200, milestones=[160, 180], drw_epoch=160)
+
+
+def member_configs(args: argparse.Namespace, seeds: int, eval_every: int) -> list[TrainConfig]:
+    base = {**PRESET, "data_root": os.path.abspath(args.data_root), "device": args.device, "eval_every": eval_every}
+    if args.epochs is not None:
+        base.update(epochs=args.epochs, milestones=[m for m in PRESET["milestones"] if m < args.epochs],
+                    drw_epoch=min(PRESET["drw_epoch"], args.epochs - 1), warmup_epochs=min(5, args.epochs))
+    if args.compile:
+        base.update(compile=True, compile_mode=args.compile)
+    return [TrainConfig.from_dict({**base, "omega": omega, "seed": seed}) for seed in range(seeds)
+            for omega in args.omegas]
+
+
+def probe(cfgs: list[TrainConfig], steps: int) -> dict[str, float]:
+    """Seconds per training step (after two warm-up steps) and per evaluation of a pack of ``cfgs``."""
+    pack = set_up(cfgs)
+    for group in pack.optimizer.param_groups:
+        group["lr"] = learning_rate(pack.cfg, pack.cfg.drw_epoch)
+    draws, weights = draw_epoch(pack), epoch_weights(pack, pack.cfg.drw_epoch)
+    bounds = batch_bounds(pack.index.shape[1], pack.cfg.batch_size)
+    timings = []
+    for step in range(steps + 2):
+        start, end = bounds[step % len(bounds)]
+        synchronize(pack.device)
+        t = time.perf_counter()
+        train_step(pack, make_batch(pack, draws, step % len(bounds), start, end), weights)
+        synchronize(pack.device)
+        timings.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    evaluate(pack, list(range(pack.size)))
+    return {"members": len(cfgs), "step_s": sum(timings[2:]) / steps, "eval_s": time.perf_counter() - t,
+            "steps_per_epoch": len(bounds)}
+
+
+def plan(args: argparse.Namespace, probes: list[dict[str, float]], budget: float) -> dict[str, Any]:
+    """The most seeds, then the most frequent evaluation, whose estimated duration fits ``budget``."""
+    small, large = probes[0], probes[-1]
+    epochs = args.epochs or PRESET["epochs"]
+
+    def per_member(p: str) -> float:  # linear in the pack size between the two probes
+        span = large["members"] - small["members"]
+        return (large[p] - small[p]) / span if span else 0.0
+
+    for seeds in range(args.seeds, 0, -1):
+        members = seeds * len(args.omegas)
+        step = small["step_s"] + per_member("step_s") * (members - small["members"])
+        evaluation = small["eval_s"] + per_member("eval_s") * (members - small["members"])
+        for every in EVAL_EVERY_CHOICES:
+            estimate = epochs * step * small["steps_per_epoch"] + math.ceil(epochs / every) * evaluation
+            if estimate <= budget:
+                return {"seeds": seeds, "members": members, "eval_every": every, "estimated_s": round(estimate, 1)}
+    return {"seeds": 1, "members": len(args.omegas), "eval_every": EVAL_EVERY_CHOICES[-1], "estimated_s": None}
+
+
+def table(final: list[dict[str, Any]]) -> str:
+    """The reproduced Table 12 (final-epoch accuracy, mean +- std over seeds, in %) beside the paper's."""
+    trials = pd.DataFrame(final)
+    trials["test_acc"] *= 100
+    summary = summarise(trials, ["omega"], {"test_acc": "Reproduced (%)", "margin_gap": "Margin gap"})
+    summary["Paper (%)"] = [f"{TABLE12[w][0]:.2f} ± {TABLE12[w][1]:.2f}" for w in summary["omega"]]
+    return summary[["omega", "n", "Reproduced (%)", "Paper (%)", "Margin gap"]].to_markdown(index=False)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-root", required=True, help="directory holding cifar10.npz (the compact ratio-300 file)")
+    p.add_argument("--out", required=True, help="folder for members.jsonl, final.json, table12.md, run.json")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--seeds", type=int, default=5, help="at most this many seeds (0..N-1)")
+    p.add_argument("--omegas", type=float, nargs="+", default=OMEGA_GRID)
+    p.add_argument("--epochs", type=int, help="shorter runs for a dry run (default: the paper's 200)")
+    p.add_argument("--budget-s", type=float, default=480, help="seconds the training may take after the probes")
+    p.add_argument("--probe-steps", type=int, default=10)
+    p.add_argument("--compile", help="torch.compile mode (e.g. reduce-overhead); default: eager")
+    args = p.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    started = time.time()
+
+    probes = [probe(member_configs(args, 1, 1), args.probe_steps)]
+    if args.seeds > 1:
+        probes.append(probe(member_configs(args, args.seeds, 1), args.probe_steps))
+    chosen = plan(args, probes, args.budget_s - (time.time() - started) / 2)
+    print(json.dumps({"probes": probes, "plan": chosen}), flush=True)
+
+    cfgs = member_configs(args, chosen["seeds"], chosen["eval_every"])
+    log_path = os.path.join(args.out, "members.jsonl")
+    with open(log_path, "w") as log:
+        def report(metrics: list[dict[str, float]], failures: dict[int, str]) -> None:
+            for m, row in enumerate(metrics):
+                if m not in failures:
+                    log.write(json.dumps({"omega": cfgs[m].omega, "seed": cfgs[m].seed, **row}) + "\n")
+            log.flush()
+            print(f"epoch {metrics[0]['epoch']}: mean test_acc {sum(r['test_acc'] for r in metrics) / len(metrics):.4f}"
+                  f" ({time.time() - started:.0f} s)", flush=True)
+
+        training_started = time.time()
+        result = train_pack(cfgs, report)
+    wall = time.time() - training_started
+    final = [{"omega": c.omega, "seed": c.seed, **result.metrics[m], "failure": result.failures.get(m)}
+             for m, c in enumerate(cfgs)]
+    with open(os.path.join(args.out, "final.json"), "w") as f:
+        json.dump(final, f, indent=1)
+    finished = [row for row in final if row["failure"] is None]
+    markdown = (f"Table 12 (MAMix-DRW, CIFAR-10-LT-300, ResNet-32, {cfgs[0].epochs} epochs, {chosen['seeds']} seed(s), "
+                f"final-epoch test accuracy) on {device_name(torch.device(args.device))}, training {wall:.0f} s\n\n"
+                + table(finished))
+    with open(os.path.join(args.out, "table12.md"), "w") as f:
+        f.write(markdown + "\n")
+    run = {"device": device_name(torch.device(args.device)), "torch": torch.__version__, "plan": chosen,
+           "probes": probes, "training_s": round(wall, 1), "total_s": round(time.time() - started, 1),
+           "members": len(cfgs), "failures": result.failures, "epochs": cfgs[0].epochs,
+           "argv": sys.argv[1:] if argv is None else argv}
+    with open(os.path.join(args.out, "run.json"), "w") as f:
+        json.dump(run, f, indent=1)
+    print(markdown, flush=True)
+    return run
+
+
+if __name__ == "__main__":
+    main()

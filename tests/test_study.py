@@ -1,0 +1,64 @@
+"""The search's Optuna study: stored and extendable, asked in packs, told, and explained."""
+
+import warnings
+
+import optuna
+import pytest
+
+from core.study import ask, completed, evaluators_agree, importances, open_study, plots, tell
+from search_spaces import method_space
+
+
+def objective(params):
+    """omega matters a lot, alpha a little, the DRW epoch not at all."""
+    return -((params["omega"] - 1.0) ** 2) - 0.05 * abs(params["alpha"] - 1.0) + 0 * params["drw_epoch"]
+
+
+def run(study, space, count, pack=3):
+    while len(completed(study)) < count:
+        for trial, config in ask(study, space, pack):
+            tell(study, trial.number, objective(config), finished=True)
+
+
+def test_a_stored_study_is_extended_by_a_second_run_not_restarted(tmp_path):
+    space = method_space("mamix_drw", 10, {"dataset": "digits"})
+    first = open_study(str(tmp_path / "s.db"), "search", sampler_seed=0)
+    run(first, space, 6)
+    again = open_study(str(tmp_path / "s.db"), "search", sampler_seed=1)
+    assert len(completed(again)) == 6
+    run(again, space, 12)
+    assert len(completed(open_study(str(tmp_path / "s.db"), "search", sampler_seed=2))) == 12
+
+
+def test_asked_configurations_carry_the_spaces_constants_and_only_the_methods_parameters(tmp_path):
+    study = open_study(str(tmp_path / "s.db"), "search", sampler_seed=0)
+    asked = ask(study, method_space("remix_drw", 10, {"dataset": "digits"}), 2)
+    assert len({t.number for t, _ in asked}) == 2
+    for _, config in asked:
+        assert config["method"] == "remix_drw" and config["dataset"] == "digits"
+        assert set(config) == {"method", "dataset", "alpha", "tau", "kappa", "drw_epoch"}
+
+
+def test_members_stopped_early_or_failed_are_told_as_such(tmp_path):
+    study = open_study(str(tmp_path / "s.db"), "search", sampler_seed=0)
+    (a, _), (b, _), (c, _) = ask(study, method_space("mamix_drw", 10), 3)
+    tell(study, a.number, 0.5, finished=True)
+    tell(study, b.number, 0.4, finished=False)
+    tell(study, c.number, float("nan"), finished=True)
+    states = [t.state for t in study.get_trials()]
+    assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL]
+
+
+def test_importances_find_the_parameter_that_matters_and_plots_are_pngs(tmp_path):
+    study = open_study(str(tmp_path / "s.db"), "search", sampler_seed=0)
+    run(study, method_space("mamix_drw", 10), 30)
+    table = importances(study)
+    assert list(table["parameter"])[0] == "omega"
+    assert set(table["parameter"]) == {"omega", "alpha", "drw_epoch"}
+    assert table["fanova"].sum() == pytest.approx(1.0)
+    assert isinstance(evaluators_agree(table), bool)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # optuna's matplotlib backend is marked experimental
+        images = plots(study, table, "val_acc")
+    assert set(images) == {"importances.png", "history.png", "slice.png", "contour.png"}
+    assert all(png.startswith(b"\x89PNG") for png in images.values())
