@@ -52,6 +52,7 @@ EXPECTED = {
     "mamix_remix": MIX | MAMIX | REMIX, "mamix_remix_drw": MIX | MAMIX | REMIX | DRW,
     "smote_mix": MIX, "smote_mix_drw": MIX | DRW,
     "neighbor_mix": MIX, "neighbor_mix_drw": MIX | DRW,
+    "m2m": set(), "deepsmote": set(),
 }
 # (base config, epochs): the embedded datasets and the paper's CIFAR schedule.
 BASES = [{"dataset": "digits", "epochs": 30}, {"dataset": "synthetic", "epochs": 4},
