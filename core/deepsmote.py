@@ -18,6 +18,8 @@ one scalar per sample; decoded in eval mode, clipped to [0, 1] and stored as uin
 
 Stage 3 is the classifier's training (``core.train``): the imbalanced set, augmented, until the switch
 epoch, then the balanced real + synthetic set without augmentation, as the port's classifier phase.
+All three stages see the same imbalanced subset (``subset_seed``); the port's autoencoder saw the first
+n_c images of each class and its classifier a random n_c, up to 2 n_c real images of a class in all.
 
 The architecture is the port's 32x32x3 one, sized from the input shape (C, H, W) with H = W = 4 * 2^m:
 m stride-2 convolutions (k4, p1) of 64, 128, ... channels (BatchNorm from the second, LeakyReLU 0.2),

@@ -87,7 +87,7 @@ def _build_generator(architecture: dict[str, Any]) -> nn.Module:
 
 
 def _train_autoencoder(cfg: TrainConfig, x: np.ndarray, y: np.ndarray):
-    from core.train import resolve_device
+    from core.train import resolve_device  # as above: core.train imports this module
 
     device = resolve_device(cfg.device)
     images = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device).float().div_(255)
