@@ -7,19 +7,23 @@ from conftest import tiny_config
 from core import stage_cache, stages, tracking
 from core.config import ConfigError, TrainConfig
 from core.methods import METHODS
-from core.sweep import SweepSpec, run_sweep
+from core.sweep import SweepSpec, grid_configs, run_stages, run_sweep
 from core.train import set_up
 
 STAGE_METHODS = ["m2m", "deepsmote"]
 
 
-def sweep(name, tmp_path):
-    base = tiny_config(deepsmote_epochs=1, m2m_steps=2)
-    return run_sweep(SweepSpec(name=name, base=base, grid={"method": STAGE_METHODS}, results_dir=str(tmp_path)))
+def spec(name, tmp_path):
+    base = tiny_config(epochs=1, milestones=[], drw_epoch=0, deepsmote_epochs=1, m2m_steps=1)
+    return SweepSpec(name=name, base=base, grid={"method": STAGE_METHODS}, results_dir=str(tmp_path))
 
 
-def test_stages_are_trained_once_and_found_again_by_a_later_sweep(ray_session, tmp_path):
-    first = sweep("first", tmp_path)
+def no_training(*args):
+    raise AssertionError("a stage found in MLflow must not be trained again")
+
+
+def test_stages_are_trained_once_and_found_again_by_a_later_sweep(ray_session, tmp_path, monkeypatch):
+    first = run_sweep(spec("first", tmp_path))
     uri = first.tracking_uri
     trained = tracking.stage_runs(uri)
     assert sorted(r.data.tags[tracking.STAGE_TAG] for r in trained) == sorted(stages.STAGES)
@@ -28,18 +32,28 @@ def test_stages_are_trained_once_and_found_again_by_a_later_sweep(ray_session, t
         assert run.data.tags[tracking.PARENT_TAG] == first.parent_run_id  # a run of the sweep that trained it
         assert run.data.metrics["wall_s"] > 0
         assert [a.path for a in tracking.client(uri).list_artifacts(run.info.run_id)] == [stage_cache.ARTIFACT]
-    # Stage runs are not trials: the sweep's children are its two trials.
-    assert len(tracking.child_runs(uri, first.experiment_id, first.parent_run_id)) == 2
     ids = {r.data.tags[tracking.STAGE_TAG]: r.info.run_id for r in trained}
-
-    second = sweep("second", tmp_path)  # another sweep of the same training set, in the same store
-    assert {r.info.run_id for r in tracking.stage_runs(uri)} == set(ids.values()), "no stage trained twice"
-    assert second.num_errors == 0 and sorted(second.trials["method"]) == sorted(STAGE_METHODS)
-    for child in tracking.child_runs(uri, second.experiment_id, second.parent_run_id):
+    # Stage runs are not trials: the sweep's children are its two trials, each tagged with its stage.
+    children = tracking.child_runs(uri, first.experiment_id, first.parent_run_id)
+    assert sorted(c.data.params["method"] for c in children) == sorted(STAGE_METHODS)
+    for child in children:
         for name in METHODS[child.data.params["method"]].stages:
             assert child.data.tags[f"stage.{name}"] == ids[name]
-    trials = second.trials.set_index("method")
+    trials = first.trials
     assert (trials["stage_s"] > 0).all() and (trials["wall_s"] > 0).all() and (trials["train_images"] > 0).all()
+
+    # Another sweep of the same training sets, in another experiment of the store, trains nothing: its
+    # stage step (before the trials) and its trials' look-ups find the same runs.
+    monkeypatch.setattr(stage_cache, "train_stage", no_training)
+    second = spec("second", tmp_path)
+    experiment = tracking.experiment_id(uri, "second")
+    run_stages(second, uri, experiment, None, {"cpu": 1, "gpu": 0})
+    platform = {"tracking_uri": uri, "experiment_id": experiment, "parent_run_id": None}
+    for config in grid_configs(second):
+        _, runs = stage_cache.with_stages(TrainConfig.from_dict(config), platform)
+        assert {name: run.info.run_id for name, run in runs.items()} == \
+            {name: ids[name] for name in METHODS[config["method"]].stages}
+    assert {r.info.run_id for r in tracking.stage_runs(uri)} == set(ids.values()), "no stage trained twice"
 
 
 def test_a_stage_of_your_own_is_written_registered_and_used(tmp_path, monkeypatch):
@@ -50,9 +64,6 @@ def test_a_stage_of_your_own_is_written_registered_and_used(tmp_path, monkeypatc
     run_id = stages.main(["m2m_generator", *flags, "--register", path, "--tracking-uri", uri])
     cfg = TrainConfig.from_dict(dict(dataset="digits", epochs=1, warmup_epochs=0, milestones=[1], device="cpu",
                                      method="m2m"))
-
-    def no_training(*args):
-        raise AssertionError("the registered stage must be used, not trained again")
     monkeypatch.setattr(stage_cache, "train_stage", no_training)
     platform = {"tracking_uri": uri, "experiment_id": None, "parent_run_id": None}
     resolved, runs = stage_cache.with_stages(cfg, platform)
