@@ -35,9 +35,9 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     # The embedded dataset: a scaled-down schedule with the same shape (warm-up, DRW with the first
     # decay, a second decay) that trains in seconds on a laptop CPU.
     "digits": dict(model="small_cnn", epochs=30, milestones=(24, 27), lr_factor=0.1, drw_epoch=24,
-                   warmup_epochs=2, batch_size=64, lr=0.05, ratio=10.0),
+                   warmup_epochs=2, batch_size=64, lr=0.05, ratio=10.0, deepsmote_epochs=10),
     "synthetic": dict(model="small_cnn", epochs=4, milestones=(3,), lr_factor=0.1, drw_epoch=3,
-                      warmup_epochs=1, batch_size=32, lr=0.05, ratio=10.0),
+                      warmup_epochs=1, batch_size=32, lr=0.05, ratio=10.0, deepsmote_epochs=5),
 }
 
 IMBALANCE_KINDS = ("long_tailed", "step", "balanced")
@@ -82,12 +82,28 @@ class TrainConfig:
     # LDAM (Cao et al.)
     max_m: float = 0.5
     s: float = 30.0
-    # SMOTE family: k nearest neighbours in input space
+    # SMOTE family: k nearest neighbours in input space (DeepSMOTE: in the autoencoder's code space)
     smote_k: int = 5
     # validation: "none" (the paper: no validation set), or a per-class count (int) or fraction (float) of
     # the balanced test set held out, seeded by val_seed, for model selection and searches
     val_split: str | int | float = "none"
     val_seed: int = 0
+    # Stages (core.stages): models trained before a run, once per training set and stage seed, and reused.
+    stage_seed: int = 0  # seed of M2m's g and DeepSMOTE's autoencoder; fixed across trial seeds
+    # M2m (Kim et al. 2020; core.m2m), from drw_epoch on. Defaults: the official CIFAR runs (run.sh).
+    m2m_generator: str | None = None  # absolute path of g's checkpoint; None: a sweep finds or trains it
+    m2m_beta: float = 0.999  # seed weight 1 - beta ** max(n_seed - n_target, 0)
+    m2m_gamma: float = 0.9  # accept when g's softmax of the target class >= gamma
+    m2m_lam: float = 0.5  # weight of f's logit of the seed class in the translation loss
+    m2m_step_size: float = 0.1  # eta: L2 length of each translation step, in [0, 1] pixel units
+    m2m_steps: int = 10  # T translation steps
+    m2m_noise: float = 0.5  # epsilon: L2 bound of the random start, per channel over the slots of a batch
+    # DeepSMOTE (Dablain et al. 2022; core.deepsmote): its autoencoder, as the official code trains it.
+    deepsmote_autoencoder: str | None = None  # absolute path of the checkpoint; None: a sweep finds or trains it
+    deepsmote_epochs: int | None = None  # 200 (official); the embedded datasets: fewer
+    deepsmote_batch_size: int = 100
+    deepsmote_lr: float = 2e-4  # Adam
+    deepsmote_latent_dim: int = 600  # n_z of the 32x32x3 port (the MNIST original: 300)
     # evaluation groups (training images per class): many > many_shot, few < few_shot
     many_shot: int = 100
     few_shot: int = 20
@@ -106,7 +122,7 @@ class TrainConfig:
         if not _choice(self.dataset, DATASET_DEFAULTS):
             raise ConfigError("dataset", f"unknown dataset {self.dataset!r}; allowed: {sorted(DATASET_DEFAULTS)}")
         defaults = dict(model=None, epochs=None, batch_size=128, lr=0.1, warmup_epochs=5, milestones=None,
-                        lr_factor=None, drw_epoch=None, ratio=100.0)
+                        lr_factor=None, drw_epoch=None, ratio=100.0, deepsmote_epochs=200)
         defaults.update(DATASET_DEFAULTS[self.dataset])
         defaulted = {name for name, value in defaults.items() if getattr(self, name) is None}
         for name in defaulted:
@@ -164,6 +180,24 @@ class TrainConfig:
         need(_number(self.max_m) and self.max_m > 0, "max_m", "a number > 0")
         need(_number(self.s) and self.s > 0, "s", "a number > 0")
         need(_integer(self.smote_k) and self.smote_k >= 1, "smote_k", "an integer >= 1")
+        need(_integer(self.stage_seed) and self.stage_seed >= 0, "stage_seed", "an integer >= 0")
+        need(_number(self.m2m_beta) and 0 <= self.m2m_beta < 1, "m2m_beta", "a number in [0, 1)")
+        need(_number(self.m2m_gamma) and 0 <= self.m2m_gamma <= 1, "m2m_gamma", "a number in [0, 1]")
+        need(_number(self.m2m_lam) and self.m2m_lam >= 0, "m2m_lam", "a number >= 0")
+        need(_number(self.m2m_step_size) and self.m2m_step_size > 0, "m2m_step_size", "a number > 0")
+        need(_integer(self.m2m_steps) and self.m2m_steps >= 1, "m2m_steps", "an integer >= 1")
+        need(_number(self.m2m_noise) and self.m2m_noise >= 0, "m2m_noise", "a number >= 0")
+        need(_integer(self.deepsmote_epochs) and self.deepsmote_epochs >= 1, "deepsmote_epochs", "an integer >= 1")
+        need(_integer(self.deepsmote_batch_size) and self.deepsmote_batch_size >= 2, "deepsmote_batch_size",
+             "an integer >= 2")
+        need(_number(self.deepsmote_lr) and self.deepsmote_lr > 0, "deepsmote_lr", "a number > 0")
+        need(_integer(self.deepsmote_latent_dim) and self.deepsmote_latent_dim >= 1, "deepsmote_latent_dim",
+             "an integer >= 1")
+        for name in ("m2m_generator", "deepsmote_autoencoder"):
+            path = getattr(self, name)
+            need(path is None or (isinstance(path, str) and os.path.isabs(path)), name,
+                 "null or the absolute path of a stage checkpoint (python -m core.stages writes one)")
+            need(path is None or os.path.isfile(path), name, "an existing file")
         need(_integer(self.many_shot) and _integer(self.few_shot) and 0 <= self.few_shot <= self.many_shot,
              "few_shot", "integers with 0 <= few_shot <= many_shot")
         need(self.val_split == "none" or (_integer(self.val_split) and self.val_split >= 1)

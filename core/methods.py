@@ -5,6 +5,11 @@ Mixup, or a nearest neighbour as in SMOTE-Mix and Neighbor-Mix), how the label s
 from lam_x (``label_rule``, see ``core.mixing.LABEL_RULES``), which loss is used (``loss``), when
 class-balanced weights switch on (``weighting``) and whether the training set is oversampled with
 SMOTE before training (``oversample``), and how a weighted batch loss is reduced (``reduction``).
+Two baselines change what happens from the switch epoch (``TrainConfig.drw_epoch``, 160 of 200 on
+CIFAR) on: M2m (Kim et al. 2020) draws class-balanced batches (``sampler``) and translates majority
+seeds into minority samples in every batch (``translation``, ``core.m2m``); DeepSMOTE (Dablain et al.
+2022) trains on the real and DeepSMOTE-made images, balanced (``synthesis``, ``core.deepsmote``). Both
+need models trained before the run (``stages``, ``core.stages``).
 The training loop reads these fields; it never branches on the method's name.
 
 Reduction, as in the authors' code (imbalanced-DL): Algorithm 1 divides the batch loss by the batch
@@ -22,6 +27,9 @@ PAIRINGS = ("none", "batch", "same_class_nn", "any_nn")
 WEIGHTINGS = ("none", "drw", "cb")
 LOSSES = ("ce", "ldam")
 REDUCTIONS = ("batch_mean", "weighted_mean")
+SAMPLERS = ("shuffle", "class_balanced")
+TRANSLATIONS = ("none", "m2m")
+SYNTHESES = ("none", "deepsmote")
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,13 @@ class Method:
     weighting: str = "none"
     oversample: bool = False
     reduction: str = "batch_mean"  # the default of TrainConfig.reduction for this method
+    # From the switch epoch on: how an epoch visits the training set ("class_balanced": N draws with
+    # replacement, weights 1 / n_y, M2m's over-sampling loader), whether batches are translated (M2m),
+    # and whether the set becomes the real plus synthetic one, balanced and unaugmented (DeepSMOTE).
+    sampler: str = "shuffle"
+    translation: str = "none"
+    synthesis: str = "none"
+    stages: tuple[str, ...] = ()  # models trained before the run, by stage name (core.stages)
 
     @property
     def mixes(self) -> bool:
@@ -59,6 +74,9 @@ METHODS: dict[str, Method] = {
     # eq. 9-10: the partner is a neighbour of any class; soft label with lam_y = lam_x.
     "neighbor_mix": Method(pairing="any_nn"),
     "neighbor_mix_drw": Method(pairing="any_nn", weighting="drw"),
+    # Baselines of Tables 9-11, 13, 14, as their official code runs them (no re-weighting).
+    "m2m": Method(sampler="class_balanced", translation="m2m", stages=("m2m_generator",)),
+    "deepsmote": Method(synthesis="deepsmote", stages=("deepsmote_autoencoder",)),
 }
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 import ray
 from ray import tune
 
-from core import tracking
+from core import stage_cache, stages, tracking
 from core.config import TrainConfig
 from core.tune import trial
 
@@ -155,6 +155,7 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
     resuming = tune.Tuner.can_restore(spec.path)
     parent = _parent_run(spec, uri, experiment, resuming)
 
+    run_stages(spec, uri, experiment, parent, resources)
     platform = {"tracking_uri": uri, "experiment_id": experiment, "parent_run_id": parent,
                 "fault": spec.fault}
     trainable = tune.with_resources(tune.with_parameters(trial, base=spec.base, platform=platform), resources)
@@ -181,6 +182,31 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
     close_orphans(uri, experiment, parent)
     tracking.set_status(uri, parent, "FINISHED" if grid.num_errors == 0 else "FAILED")
     return SweepResult(table, experiment, parent, uri, grid.num_errors)
+
+
+def _ensure_stage(uri: str, experiment: str, parent: str, name: str, config: dict[str, Any]) -> str:
+    return stage_cache.ensure(uri, experiment, parent, name, config).info.run_id
+
+
+def run_stages(spec: SweepSpec, uri: str, experiment: str, parent: str, resources: dict[str, float]) -> None:
+    """Train, before any trial starts, each stage (``core.stages``) that the grid's trials need and the
+    MLflow store does not hold yet: once per stage key, as Ray tasks with a trial's resources. Trials
+    then find them by key, and a re-run of the sweep finds them all and trains nothing."""
+    todo: dict[str, tuple[str, dict[str, Any]]] = {}
+    for config in grid_configs(spec):
+        cfg = TrainConfig.from_dict(config)
+        for name in stages.needed_stages(cfg):
+            todo.setdefault(stages.key_digest(stages.stage_key(name, cfg)), (name, config))
+    missing = [job for digest, job in todo.items() if tracking.find_stage_run(uri, digest) is None]
+    if not missing:
+        return
+    log.info("training %d stage(s) before the trials: %s", len(missing), ", ".join(name for name, _ in missing))
+    task = ray.remote(_ensure_stage).options(num_cpus=resources["cpu"], num_gpus=resources["gpu"])
+    try:
+        ray.get([task.remote(uri, experiment, parent, name, config) for name, config in missing])
+    except BaseException:
+        tracking.set_status(uri, parent, "FAILED")
+        raise
 
 
 def trial_table(grid: tune.ResultGrid) -> pd.DataFrame:

@@ -4,6 +4,11 @@ Layout in MLflow: one experiment per sweep name; one parent run per sweep invoca
 invocations continue the same parent); one nested child run per trial, found again by its Ray trial
 id, so a retried or resumed trial continues its run instead of opening a new one. Metrics are logged
 with the epoch as step, and a step already in the run's history is never logged twice.
+
+Stage runs (``core.stages``: M2m's g, DeepSMOTE's autoencoder) are children of the sweep invocation
+that trained them, tagged ``stage`` (the stage's name) and ``stage_key`` (the digest of its key), with
+the checkpoint as an artifact. They are logged in one go once trained, so the store holds only finished
+ones, and are found again by key in any experiment of the store.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ log = logging.getLogger(__name__)
 
 PARENT_TAG = "mlflow.parentRunId"
 TRIAL_TAG = "ray.trial_id"
+STAGE_TAG = "stage"
+STAGE_KEY_TAG = "stage_key"
 
 
 def default_tracking_uri(results_dir: str) -> str:
@@ -81,9 +88,10 @@ def set_tags(tracking_uri: str, run_id: str, tags: dict[str, str]) -> None:
 
 
 def child_runs(tracking_uri: str, experiment: str, parent_run_id: str) -> list:
+    """The trial runs of a sweep invocation (its stage runs are not trials)."""
     c = client(tracking_uri)
-    return _retrying(c.search_runs, [experiment], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
-                     max_results=10000)
+    return _retrying(c.search_runs, [experiment], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and "
+                                                                f"tags.`{STAGE_TAG}` IS NULL", max_results=10000)
 
 
 def latest_parent_run(tracking_uri: str, experiment_name: str):
@@ -174,3 +182,43 @@ class TrialRun:
         if self.pending:
             raise RuntimeError(f"MLflow run {self.run_id}: {len(self.pending)} step(s) could not be logged")
         _retrying(self.client.set_terminated, self.run_id, status=status)
+
+
+# ----------------------------------------------------------------------------- stage runs
+
+def find_stage_run(tracking_uri: str, digest: str):
+    """The latest finished stage run of key digest ``digest`` in any experiment of the store, or None."""
+    c = client(tracking_uri)
+    experiments = [e.experiment_id for e in _retrying(c.search_experiments)]
+    if not experiments:
+        return None
+    runs = _retrying(c.search_runs, experiments, max_results=1, order_by=["attributes.start_time DESC"],
+                     filter_string=f"tags.`{STAGE_KEY_TAG}` = '{digest}' and attributes.status = 'FINISHED'")
+    return runs[0] if runs else None
+
+
+def stage_runs(tracking_uri: str) -> list:
+    """Every stage run of the store."""
+    c = client(tracking_uri)
+    experiments = [e.experiment_id for e in _retrying(c.search_experiments)]
+    return _retrying(c.search_runs, experiments, filter_string=f"tags.`{STAGE_TAG}` IS NOT NULL",
+                     max_results=10000) if experiments else []
+
+
+def log_stage_run(tracking_uri: str, experiment: str, parent_run_id: str | None, name: str, digest: str,
+                  run_name: str, params: dict[str, Any], metrics: dict[str, float], files: dict[str, bytes]):
+    """Log a trained stage as one finished run (params, metrics, checkpoint files) and return it."""
+    c = client(tracking_uri)
+    tags = {STAGE_TAG: name, STAGE_KEY_TAG: digest, **({PARENT_TAG: parent_run_id} if parent_run_id else {})}
+    run_id = _retrying(c.create_run, experiment, run_name=run_name, tags=tags).info.run_id
+    _retrying(c.log_batch, run_id, params=[Param(k, json.dumps(v) if isinstance(v, (list, tuple)) else str(v))
+                                           for k, v in sorted(params.items())])
+    _log_batch(c, run_id, metrics, step=0)
+    log_artifacts(tracking_uri, run_id, files)
+    _retrying(c.set_terminated, run_id, status="FINISHED")
+    return get_run(tracking_uri, run_id)
+
+
+def download_artifact(tracking_uri: str, run_id: str, path: str, dst_dir: str) -> str:
+    """Copy a run's artifact into ``dst_dir``; returns its local path."""
+    return _retrying(client(tracking_uri).download_artifacts, run_id, path, dst_dir)

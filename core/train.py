@@ -17,6 +17,10 @@ is the one it has alone, and SGD with momentum and weight decay is element-wise.
 give the same numbers, alone or in any pack, up to the rounding of grouped kernels. A member whose
 loss turns NaN or infinite is frozen out of the pack and reported as failed; the others go on.
 
+From its switch epoch (``drw_epoch``) a method may also draw class-balanced epochs, translate batches
+(M2m, ``core.m2m``) or train on a synthetic balanced set (DeepSMOTE, ``core.deepsmote``), as its
+``core.methods.Method`` says; models such methods need beforehand are stages (``core.stages``).
+
 Usage: ``python -m core.train --method mamix_drw --omega 0.25 --dataset digits``
 """
 
@@ -32,18 +36,22 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from core.augment import draw_crops
 from core.config import ConfigError, TrainConfig
 from core.data import DATASETS, DeviceData, imbalanced_arrays, load, to_device
+from core.deepsmote import deepsmote_oversample
 from core.evaluation import accuracy_report, eval_logits
 from core.fused import FusedNetwork, choose_executor
 from core.losses import ClassWeights, ldam_logits, ldam_margins, mixed_cross_entropy
+from core.m2m import TRANSLATIONS, draw_translation
 from core.margins import margin_report
 from core.methods import Method, get_method
 from core.mixing import MixedBatch, mix_batch, sample_beta
 from core.models import create_model
 from core.smote import neighbour_table, smote_oversample
+from core.stages import load_stage
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +85,15 @@ def learning_rate(cfg: TrainConfig, epoch: int) -> float:
 
 def pack_key(cfg: TrainConfig) -> dict[str, Any]:
     """What members of one pack share: every field but ``MEMBER_FIELDS``, and the method's pairing,
-    loss and oversampling (they decide the batches' shapes and the model's head)."""
+    loss, oversampling and what it changes at the switch (they decide the batches' shapes and the
+    model's head). A synthetic set that replaces the training set at the switch changes the epoch's
+    length there, so its members share the switch epoch too."""
     method = get_method(cfg.method)
-    key = {f"method's {name}": getattr(method, name) for name in ("pairing", "loss", "oversample")}
+    key = {f"method's {name}": getattr(method, name)
+           for name in ("pairing", "loss", "oversample", "sampler", "translation", "synthesis")}
     key.update({name: value for name, value in cfg.to_dict().items() if name not in MEMBER_FIELDS})
+    if method.synthesis != "none":
+        key["drw_epoch"] = cfg.drw_epoch
     return key
 
 
@@ -122,6 +135,8 @@ class Pack:
     margins: torch.Tensor | None  # (K, C) LDAM margins, for LDAM packs
     s: torch.Tensor  # (K,) LDAM scale
     alive: torch.Tensor  # (K,) False for a member frozen out after diverging
+    switched_index: torch.Tensor | None = None  # (K, N') the members' sets from the switch epoch (DeepSMOTE)
+    stage_models: dict[str, nn.Module] = dataclasses.field(default_factory=dict)  # frozen, by stage name
 
     @property
     def cfg(self) -> TrainConfig:
@@ -133,32 +148,50 @@ class Pack:
         return len(self.cfgs)
 
 
-def prepare_data(cfgs: Sequence[TrainConfig], method: Method, device: torch.device
-                 ) -> tuple[DeviceData, torch.Tensor, torch.Tensor | None]:
+@dataclass
+class PackData:
+    data: DeviceData
+    index: torch.Tensor  # (K, N)
+    switched_index: torch.Tensor | None  # (K, N') from the switch epoch (DeepSMOTE)
+    neighbours: torch.Tensor | None  # (N, smote_k)
+    stage_models: dict[str, nn.Module]
+
+
+def prepare_data(cfgs: Sequence[TrainConfig], method: Method, device: torch.device) -> PackData:
     """The imbalanced training set on the device as a pool of images, each member's (K, N) index
-    into it (with SMOTE, each member's synthetic samples are its own, drawn under its seed), and for
-    SMOTE-Mix / Neighbor-Mix the (N, smote_k) table of each sample's nearest neighbours."""
+    into it (with SMOTE, each member's synthetic samples are its own, drawn under its seed), for
+    SMOTE-Mix / Neighbor-Mix the (N, smote_k) table of each sample's nearest neighbours, the stages the
+    method needs (checked against this training set), and with DeepSMOTE each member's balanced set
+    of the real images and its own DeepSMOTE images (from the switch epoch)."""
     cfg = cfgs[0]
     spec = DATASETS[cfg.dataset]
     arrays = load(cfg.dataset, cfg.data_root, cfg.download)
     x, y, counts = imbalanced_arrays(arrays, spec, cfg.imbalance, cfg.ratio, cfg.mu, cfg.subset_seed)
-    pool_x, pool_y, index = [x], [y], []
-    for member in cfgs:
-        if not method.oversample:
-            index.append(np.arange(len(y)))
-            continue
-        x_m, y_m = smote_oversample(x, y, member.smote_k, member.seed)  # the real samples, then the synthetic
+    stage_models = {name: load_stage(name, cfg, counts, arrays.classes, device) for name in method.stages}
+    pool_x, pool_y = [x], [y]
+
+    def with_real(x_m: np.ndarray, y_m: np.ndarray) -> np.ndarray:
+        """Pool the synthetic part of an oversampled set (real samples first); its index into the pool."""
         start = sum(len(p) for p in pool_x)
         pool_x.append(x_m[len(y):])
         pool_y.append(y_m[len(y):])
-        index.append(np.r_[np.arange(len(y)), np.arange(start, start + len(y_m) - len(y))])
+        return np.r_[np.arange(len(y)), np.arange(start, start + len(y_m) - len(y))]
+
+    index, switched = [], []
+    for member in cfgs:
+        index.append(with_real(*smote_oversample(x, y, member.smote_k, member.seed)) if method.oversample
+                     else np.arange(len(y)))
+        if method.synthesis != "none":
+            autoencoder = stage_models["deepsmote_autoencoder"]
+            switched.append(with_real(*deepsmote_oversample(x, y, autoencoder, member.smote_k, member.seed, device)))
     neighbours = None
     if method.pairing in ("same_class_nn", "any_nn"):
         table = neighbour_table(x, y, cfg.smote_k, same_class=method.pairing == "same_class_nn")
         neighbours = torch.from_numpy(table).to(device)
     data = to_device(np.concatenate(pool_x), np.concatenate(pool_y), arrays, counts, spec, device, cfg.val_split,
                      cfg.val_seed)
-    return data, torch.from_numpy(np.stack(index)).to(device), neighbours
+    return PackData(data, torch.from_numpy(np.stack(index)).to(device),
+                    torch.from_numpy(np.stack(switched)).to(device) if switched else None, neighbours, stage_models)
 
 
 def set_up(configs: Sequence[TrainConfig]) -> Pack:
@@ -172,7 +205,8 @@ def set_up(configs: Sequence[TrainConfig]) -> Pack:
     # bf16 autocast by default only where the GPU computes in bf16 (Ampere and later); elsewhere fp32.
     amp = device.type == "cuda" and torch.cuda.is_bf16_supported() if cfg.amp is None else cfg.amp
     channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
-    data, index, neighbours = prepare_data(cfgs, methods[0], device)
+    prepared = prepare_data(cfgs, methods[0], device)
+    data = prepared.data
     members = []
     for c in cfgs:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -192,13 +226,14 @@ def set_up(configs: Sequence[TrainConfig]) -> Pack:
     margins = (torch.stack([ldam_margins(data.counts, c.max_m) for c in cfgs]).to(device)
                if methods[0].loss == "ldam" else None)
     return Pack(
-        cfgs, methods[0], device, amp, data, index, neighbours, net,
+        cfgs, methods[0], device, amp, data, prepared.index, prepared.neighbours, net,
         torch.compile(net, mode=cfg.compile_mode) if cfg.compile else net, optimizer,
         [torch.Generator(device).manual_seed(c.seed) for c in cfgs],
         [ClassWeights(m.weighting, data.counts, c.cb_beta, c.drw_epoch) for m, c in zip(methods, cfgs)],
         torch.tensor(data.counts, device=device), rules, per_member([c.omega for c in cfgs]),
         per_member([c.tau for c in cfgs]), per_member([c.kappa for c in cfgs]), margins,
-        torch.tensor([c.s for c in cfgs], device=device), torch.ones(len(cfgs), dtype=torch.bool, device=device))
+        torch.tensor([c.s for c in cfgs], device=device), torch.ones(len(cfgs), dtype=torch.bool, device=device),
+        prepared.switched_index, prepared.stage_models)
 
 
 # ----------------------------------------------------------------------------- one epoch
@@ -215,14 +250,38 @@ class EpochDraws:
     neighbour_column: torch.Tensor | None = None  # (K, N): which of the smote_k neighbours (SMOTE-Mix...)
     partner_offsets: torch.Tensor | None = None  # (K, N, 2), (K, N): the neighbours' own augmentation
     partner_flips: torch.Tensor | None = None
+    translation: torch.Tensor | None = None  # (K, N, 3) M2m's uniforms (core.m2m.draw_translation)
+    translating: torch.Tensor | None = None  # (K,) the members past their switch epoch (M2m)
+    index: torch.Tensor | None = None  # (K, N) the members' training sets in this epoch (pool positions)
+    epoch: int = 0
 
 
-def draw_member_epoch(pack: Pack, m: int) -> dict[str, torch.Tensor]:
-    """Member m's draws for one epoch, in a fixed order from its generator alone."""
+def training_index(pack: Pack, epoch: int) -> torch.Tensor:
+    """The members' training sets (K, N) in epoch ``epoch``: from the switch epoch on, DeepSMOTE's
+    balanced sets; else the (possibly SMOTE-oversampled) imbalanced ones."""
+    if pack.switched_index is not None and epoch >= pack.cfg.drw_epoch:
+        return pack.switched_index
+    return pack.index
+
+
+def draw_member_epoch(pack: Pack, m: int, epoch: int = 0) -> dict[str, torch.Tensor]:
+    """Member m's draws for epoch ``epoch``, in a fixed order from its generator alone."""
     gen, cfg, spec, device = pack.generators[m], pack.cfgs[m], pack.data.spec, pack.device
-    n = pack.index.shape[1]
-    draws = {"order": torch.randperm(n, generator=gen, device=device)}
-    draws["offsets"], draws["flips"] = draw_crops(n, spec.pad, spec.flip, gen, device)
+    index = training_index(pack, epoch)[m]
+    n, switched = len(index), epoch >= cfg.drw_epoch
+    if switched and pack.method.sampler == "class_balanced":  # M2m's over-sampling: weights 1 / n_y, replacement
+        weights = 1.0 / pack.counts[pack.data.y_train[index]].float()
+        draws = {"order": torch.multinomial(weights, n, replacement=True, generator=gen)}
+    else:
+        draws = {"order": torch.randperm(n, generator=gen, device=device)}
+    if switched and pack.method.synthesis != "none":  # the reference trains on its DeepSMOTE set unaugmented
+        draws["offsets"] = torch.full((n, 2), spec.pad, dtype=torch.int64, device=device)
+        draws["flips"] = torch.zeros(n, dtype=torch.bool, device=device)
+    else:
+        draws["offsets"], draws["flips"] = draw_crops(n, spec.pad, spec.flip, gen, device)
+    if pack.method.translation != "none":
+        draws["translation"] = draw_translation(n, gen, device)
+        draws["translating"] = torch.tensor(switched, device=device)
     if pack.method.mixes:
         draws["lam_x"] = sample_beta(cfg.alpha, len(batch_bounds(n, cfg.batch_size)), gen, device)
         if pack.method.pairing == "batch":
@@ -234,9 +293,10 @@ def draw_member_epoch(pack: Pack, m: int) -> dict[str, torch.Tensor]:
     return draws
 
 
-def draw_epoch(pack: Pack) -> EpochDraws:
-    members = [draw_member_epoch(pack, m) for m in range(pack.size)]
-    return EpochDraws(**{name: torch.stack([d[name] for d in members]) for name in members[0]})
+def draw_epoch(pack: Pack, epoch: int = 0) -> EpochDraws:
+    members = [draw_member_epoch(pack, m, epoch) for m in range(pack.size)]
+    return EpochDraws(**{name: torch.stack([d[name] for d in members]) for name in members[0]},
+                      index=training_index(pack, epoch), epoch=epoch)
 
 
 def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
@@ -245,17 +305,20 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     return [(a, min(a + batch_size, n)) for a in range(0, n, batch_size) if min(a + batch_size, n) - a > 1]
 
 
-def member_images(pack: Pack, positions: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augmented, standardised images (K, B, C, H, W) at ``positions`` (K, B) of each member's set."""
-    idx = pack.index.gather(1, positions)
+def member_images(pack: Pack, positions: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
+                  index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augmented, standardised images (K, B, C, H, W) at ``positions`` (K, B) of each member's set
+    (``index``, the epoch's; by default the imbalanced one)."""
+    idx = (pack.index if index is None else index).gather(1, positions)
     return pack.data.train_images(idx, offsets, flips), pack.data.y_train[idx]
 
 
 def make_batch(pack: Pack, draws: EpochDraws, step: int, start: int, end: int) -> MixedBatch:
     """The members' (mixed) batches of one step: samples ``start:end`` of the epoch's order."""
     positions = draws.order[:, start:end]
-    x, y = member_images(pack, positions, draws.offsets[:, start:end], draws.flips[:, start:end])
+    x, y = member_images(pack, positions, draws.offsets[:, start:end], draws.flips[:, start:end], draws.index)
+    if pack.method.translation != "none":  # M2m: some samples replaced by majority seeds translated to them
+        x = TRANSLATIONS[pack.method.translation](pack, draws, start, end, x, y)
     if not pack.method.mixes:
         ones = torch.ones_like(y, dtype=torch.float32)
         return MixedBatch(x, y, y, ones, ones[:, 0])
@@ -300,7 +363,7 @@ def train_step(pack: Pack, batch: MixedBatch, weights: torch.Tensor) -> torch.Te
 
 def train_epoch(pack: Pack, draws: EpochDraws, weights: torch.Tensor) -> torch.Tensor:
     """One pass over every member's shuffled training set; returns the mean losses (K,) on the device."""
-    bounds = batch_bounds(pack.index.shape[1], pack.cfg.batch_size)
+    bounds = batch_bounds(draws.order.shape[1], pack.cfg.batch_size)
     total = torch.zeros(pack.size, device=pack.device)
     for step, (start, end) in enumerate(bounds):
         total += train_step(pack, make_batch(pack, draws, step, start, end), weights)
@@ -310,7 +373,7 @@ def train_epoch(pack: Pack, draws: EpochDraws, weights: torch.Tensor) -> torch.T
 def run_epoch(pack: Pack, epoch: int) -> torch.Tensor:
     """Epoch ``epoch`` (0-based) at the current learning rate: the epoch's draws and class weights,
     then ``train_epoch``."""
-    return train_epoch(pack, draw_epoch(pack), epoch_weights(pack, epoch))
+    return train_epoch(pack, draw_epoch(pack, epoch), epoch_weights(pack, epoch))
 
 
 @torch.no_grad()
@@ -364,8 +427,9 @@ def train_pack(configs: Sequence[TrainConfig | dict[str, Any]], report: PackRepo
             continue
 
         # --- evaluation
+        images = sum(training_index(pack, e).shape[1] for e in range(epoch + 1))
         for m, evaluation in evaluate(pack, [m for m in range(pack.size) if m not in failures]).items():
-            metrics[m] = {"epoch": epoch + 1, "lr": lr, "train_loss": losses[m], **evaluation}
+            metrics[m] = {"epoch": epoch + 1, "lr": lr, "train_loss": losses[m], "train_images": images, **evaluation}
             best[m] = best_epoch(best[m], metrics[m])
             metrics[m].update(best[m])
 

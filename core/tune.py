@@ -14,13 +14,14 @@ import os
 import signal
 import tempfile
 import threading
+import time
 from typing import Any
 
 import ray
 import torch
 from ray import tune
 
-from core import tracking
+from core import stage_cache, tracking
 from core.config import TrainConfig
 from core.reporting import margin_bar_chart, per_class_table
 from core.train import DivergenceError, train
@@ -72,6 +73,12 @@ def trial(config: dict[str, Any], *, base: dict[str, Any], platform: dict[str, A
     run = tracking.TrialRun(platform["tracking_uri"], platform["experiment_id"], platform["parent_run_id"],
                             context.get_trial_id(), context.get_trial_name(), cfg.to_dict())
     run.set_tag("ray.node_id", ray.get_runtime_context().get_node_id())
+    # Stages the method needs (M2m's g, DeepSMOTE's autoencoder): found in MLflow, trained there once.
+    cfg, stages = stage_cache.with_stages(cfg, platform)
+    for name, stage_run in stages.items():
+        run.set_tag(f"stage.{name}", stage_run.info.run_id)
+    # The cost of a trial: its own wall time (this attempt) and the one-off time of its stages.
+    started, stage_s = time.perf_counter(), sum(r.data.metrics.get("wall_s", 0.0) for r in stages.values())
     resume = load_checkpoint_state(tune.get_checkpoint())
     latest: dict[str, Any] = {}
 
@@ -80,6 +87,7 @@ def trial(config: dict[str, Any], *, base: dict[str, Any], platform: dict[str, A
         latest.update(state)
 
     def report(metrics: dict[str, float]) -> None:
+        metrics = {**metrics, "wall_s": time.perf_counter() - started, "stage_s": stage_s}
         run.log_epoch(metrics)
         with tempfile.TemporaryDirectory() as d:
             torch.save(latest, os.path.join(d, STATE_FILE))

@@ -14,6 +14,8 @@ from search_spaces.grids import (
     PAPER_SEEDS,
     RATIO_GRID,
     TABLE1_METHODS,
+    TABLE_METHODS,
+    TINY_RATIO_GRID,
 )
 from search_spaces.spaces import (
     ALPHA_RANGE,
@@ -36,5 +38,5 @@ __all__ = [
     "drw_epoch_bounds", "drw_epoch_space", "joint_space", "mamix_space", "method_params",
     "method_space", "mixup_alpha_space", "paper_params", "remix_space",
     "COMPARISON_METHODS", "EXTREME_METHODS", "EXTREME_RATIO_GRID", "IMBALANCE_KINDS", "MARGIN_METHODS",
-    "OMEGA_GRID", "PAPER_SEEDS", "RATIO_GRID", "TABLE1_METHODS",
+    "OMEGA_GRID", "PAPER_SEEDS", "RATIO_GRID", "TABLE1_METHODS", "TABLE_METHODS", "TINY_RATIO_GRID",
 ]

@@ -2,7 +2,7 @@
 
 These are swept exhaustively (``tune.grid_search`` with the default searcher), not searched by
 Optuna: they reproduce the paper's tables cell by cell. Method names are keys of
-``core.methods.METHODS``; methods the paper quotes from other work (M2m, DeepSMOTE) are left out.
+``core.methods.METHODS``, the baselines M2m and DeepSMOTE included.
 """
 
 from __future__ import annotations
@@ -28,9 +28,21 @@ TABLE1_METHODS = ["erm", "smote", "drw", "smote_mix_drw", "neighbor_mix_drw", "m
 # Table 2 (CIFAR-10); Table 3 (CINIC-10) has the first three only.
 EXTREME_METHODS = ["mixup_drw", "remix_drw", "mamix_drw", "mamix_remix_drw"]
 
-# Tables 9-11, 13 (row order of Table 9; CINIC-10 and Tiny-ImageNet report a subset).
-COMPARISON_METHODS = ["erm", "mixup", "remix", "mamix", "ldam", "drw", "ldam_drw",
+# Tables 9 (CIFAR-10), 10 (CIFAR-100) and 13 (SVHN), in Table 9's row order.
+COMPARISON_METHODS = ["erm", "mixup", "remix", "mamix", "ldam", "drw", "m2m", "deepsmote", "ldam_drw",
                       "mixup_drw", "remix_drw", "mamix_drw"]
+
+# The rows of each dataset's table: CINIC-10 (Table 11) and Tiny-ImageNet (Table 14) report a subset.
+TABLE_METHODS = {
+    "cifar10": COMPARISON_METHODS,
+    "cifar100": COMPARISON_METHODS,
+    "svhn": COMPARISON_METHODS,
+    "cinic10": ["erm", "drw", "m2m", "ldam_drw", "mixup_drw", "remix_drw", "mamix_drw"],
+    "tiny_imagenet": ["erm", "drw", "m2m", "ldam", "ldam_drw", "mixup_drw", "remix_drw", "mamix_drw"],
+}
+
+# Table 14 (Tiny-ImageNet) reports ratios 100 and 10 only.
+TINY_RATIO_GRID = [100, 10]
 
 # Table 5: margin gap, CIFAR-10, rho = 100, long-tailed and step.
 MARGIN_METHODS = ["erm", "drw", "ldam_drw", "mixup_drw", "remix_drw", "mamix_drw"]

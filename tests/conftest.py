@@ -30,3 +30,27 @@ def ray_session():
     ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def stage_checkpoints(tmp_path_factory):
+    """Checkpoints of M2m's g and DeepSMOTE's autoencoder for ``tiny_config``'s training set (digits,
+    long-tailed, ratio 10), trained once per test session through ``core.stages``."""
+    from core import stages
+    from core.config import TrainConfig
+
+    folder = tmp_path_factory.mktemp("stages")
+    cfg = TrainConfig.from_dict(tiny_config(deepsmote_epochs=1))
+    paths = {}
+    for name in stages.STAGES:
+        checkpoint, _ = stages.train_stage(name, cfg)
+        paths[name] = str(folder / f"{name}.pt")
+        stages.write_checkpoint(stages.checkpoint_bytes(checkpoint), paths[name])
+    return paths
+
+
+def with_stages(config, paths):
+    """``config`` with the checkpoint of every stage its method needs."""
+    from core.methods import METHODS
+
+    return {**config, **{name: paths[name] for name in METHODS[config["method"]].stages}}

@@ -26,6 +26,7 @@ from search_spaces import (
     OMEGA_RANGE,
     RATIO_GRID,
     TABLE1_METHODS,
+    TABLE_METHODS,
     TAU_RANGE,
     drw_epoch_bounds,
     drw_epoch_space,
@@ -52,6 +53,7 @@ EXPECTED = {
     "mamix_remix": MIX | MAMIX | REMIX, "mamix_remix_drw": MIX | MAMIX | REMIX | DRW,
     "smote_mix": MIX, "smote_mix_drw": MIX | DRW,
     "neighbor_mix": MIX, "neighbor_mix_drw": MIX | DRW,
+    "m2m": set(), "deepsmote": set(),
 }
 # (base config, epochs): the embedded datasets and the paper's CIFAR schedule.
 BASES = [{"dataset": "digits", "epochs": 30}, {"dataset": "synthetic", "epochs": 4},
@@ -229,13 +231,17 @@ def test_grids_equal_the_papers():
     assert IMBALANCE_KINDS == ["long_tailed", "step"]
     assert TABLE1_METHODS == ["erm", "smote", "drw", "smote_mix_drw", "neighbor_mix_drw", "mixup_drw"]
     assert EXTREME_METHODS == ["mixup_drw", "remix_drw", "mamix_drw", "mamix_remix_drw"]
-    assert COMPARISON_METHODS == ["erm", "mixup", "remix", "mamix", "ldam", "drw", "ldam_drw",
+    assert COMPARISON_METHODS == ["erm", "mixup", "remix", "mamix", "ldam", "drw", "m2m", "deepsmote", "ldam_drw",
                                   "mixup_drw", "remix_drw", "mamix_drw"]
+    assert TABLE_METHODS["cinic10"] == ["erm", "drw", "m2m", "ldam_drw", "mixup_drw", "remix_drw", "mamix_drw"]
+    assert TABLE_METHODS["tiny_imagenet"] == ["erm", "drw", "m2m", "ldam", "ldam_drw", "mixup_drw", "remix_drw",
+                                              "mamix_drw"]
     assert MARGIN_METHODS == ["erm", "drw", "ldam_drw", "mixup_drw", "remix_drw", "mamix_drw"]
 
 
 def test_grid_values_are_accepted_by_the_config():
-    for method in set(TABLE1_METHODS + EXTREME_METHODS + COMPARISON_METHODS + MARGIN_METHODS):
+    for method in set(TABLE1_METHODS + EXTREME_METHODS + COMPARISON_METHODS + MARGIN_METHODS
+                      + sum(TABLE_METHODS.values(), [])):
         assert method in METHODS
     assert set(IMBALANCE_KINDS) <= set(CONFIG_IMBALANCE_KINDS)
     for ratio in RATIO_GRID + EXTREME_RATIO_GRID:

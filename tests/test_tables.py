@@ -46,3 +46,19 @@ def test_mean_and_std_are_over_seeds():
     table = summarise(trials, ["omega"], {"test_acc": "Accuracy"})
     assert table["Accuracy"].tolist() == ["0.3000 ± 0.1414", "0.9000 ± 0.0000"]
     assert table["n"].tolist() == [2, 1]
+
+
+def test_method_comparison_reports_each_methods_cost_beside_mamix_drw():
+    from sweeps import method_comparison
+
+    trials = pd.DataFrame({"method": ["mamix_drw", "mamix_drw", "m2m", "deepsmote"],
+                           "imbalance": "long_tailed", "ratio": 10.0, "test_acc": [0.5, 0.6, 0.7, 0.8],
+                           "wall_s": [10.0, 30.0, 50.0, 20.0], "stage_s": [0.0, 0.0, 10.0, 40.0],
+                           "train_images": [4000, 4000, 4000, 8000]})
+    tables = method_comparison.tables(trials, {"methods": ["m2m", "deepsmote", "mamix_drw"], "dataset": "digits"})
+    cost = tables[1].frame.set_index("method")
+    assert cost.index.tolist() == ["m2m", "deepsmote", "mamix_drw"]
+    assert cost.loc["m2m", "trial s"] == "50.0" and cost.loc["m2m", "stages s"] == "10.0"
+    assert cost.loc["deepsmote", "img/s"] == "400" and cost.loc["mamix_drw", "img/s"] == "267"
+    ratio = [c for c in cost.columns if c.startswith("(trial + stages)")][0]
+    assert cost[ratio].tolist() == ["3.00", "3.00", "1.00"]  # (50 + 10) / 20, (20 + 40) / 20

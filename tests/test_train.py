@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import tiny_config, with_stages
 from core.config import ConfigError
 from core.methods import METHODS
 from core.config import TrainConfig
@@ -19,9 +19,9 @@ from core.train import (draw_epoch, epoch_weights, learning_rate, main, make_bat
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_every_method_trains_two_epochs_on_digits(method):
+def test_every_method_trains_two_epochs_on_digits(method, stage_checkpoints):
     reports = []
-    metrics = train(tiny_config(method=method), reports.append)
+    metrics = train(with_stages(tiny_config(method=method), stage_checkpoints), reports.append)
     assert [r["epoch"] for r in reports] == [1, 2]
     for key in ("train_loss", "test_acc", "test_balanced_acc", "test_acc_best", "margin_gap", "class_acc_9"):
         assert math.isfinite(metrics[key]), key
@@ -74,7 +74,8 @@ def test_command_line_runs_and_prints_per_class_accuracy(caplog):
     assert metrics["epoch"] == 2
 
 
-def test_no_host_sync_inside_the_training_step(monkeypatch):
+@pytest.mark.parametrize("method", ["mamix_drw", "m2m"])
+def test_no_host_sync_inside_the_training_step(monkeypatch, method, stage_checkpoints):
     """No tensor is read back to the host (.item(), .tolist(), .cpu(), .numpy(), bool/float/int of a
     tensor) anywhere below ``train_epoch``: the steps run without host syncs; the evaluation reads once."""
     in_steps, anywhere = [], []
@@ -88,7 +89,8 @@ def test_no_host_sync_inside_the_training_step(monkeypatch):
             return _original(self, *a, **k)
         monkeypatch.setattr(torch.Tensor, name, spy)
 
-    train(tiny_config(method="mamix_drw", epochs=2, milestones=[1]))
+    train(with_stages(tiny_config(method=method, epochs=2, milestones=[1], drw_epoch=1, m2m_steps=2),
+                      stage_checkpoints))
     assert anywhere, "the spy must see the evaluation's reads"
     assert in_steps == []
 

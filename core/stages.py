@@ -1,0 +1,243 @@
+"""Stages: models that a method needs before its run starts, trained once and reused.
+
+M2m needs g (``m2m_generator``): an ERM model trained on the run's imbalanced training set under its
+own seed and selected without the test set (its final epoch). DeepSMOTE needs its autoencoder
+(``deepsmote_autoencoder``, ``core.deepsmote``). A stage's result depends on a few fields only, its
+key: the training set (dataset, imbalance, ratio, mu, subset_seed), ``stage_seed`` and the stage's own
+schedule. Every trial of a sweep that shares them shares one stage, whatever its seed or method.
+
+The TrainConfig field named after a stage holds the absolute path of its checkpoint. When it is None,
+``core.stage_cache`` finds the stage in MLflow by its key, or trains and logs it (sweeps do this once
+per key before their trials start). A checkpoint is a torch file of plain data::
+
+    {"stage": "m2m_generator", "dataset": "cifar10", "counts": [5000, ..., 50], "classes": [...],
+     "architecture": {"model": "resnet32", "num_classes": 10, "in_channels": 3},
+     "state": model.state_dict(), "key": {...}}
+
+(``deepsmote_autoencoder``: "architecture": {"input_shape": [C, H, W], "latent_dim": n_z}). Loading
+checks that it is that stage and comes from the run's training set (dataset, per-class counts, class
+names), and refuses it otherwise with a message naming the field. Train one into a file::
+
+    python -m core.stages m2m_generator --dataset cifar10 --data-root /abs/data --ratio 100 --out /abs/g.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.config import ConfigError, TrainConfig
+from core.data import DATASETS, imbalanced_arrays, load
+from core.deepsmote import Autoencoder, train_autoencoder
+from core.fused import FusedNetwork
+from core.methods import get_method
+from core.models import create_model
+
+log = logging.getLogger(__name__)
+
+TRAINING_SET = ("dataset", "imbalance", "ratio", "mu", "subset_seed", "stage_seed")
+# Fields that change where or how fast a stage trains, not what it learns: they follow the run.
+RUN_FIELDS = ("data_root", "download", "device", "amp", "channels_last", "fuse_executor")
+
+
+@dataclass(frozen=True)
+class Stage:
+    description: str
+    key_fields: tuple[str, ...]
+    # (config, training images (N, H, W, C) uint8, labels) -> (architecture, state dict, metrics)
+    train: Callable[[TrainConfig, np.ndarray, np.ndarray], tuple[dict[str, Any], dict[str, Any], dict[str, float]]]
+    build: Callable[[dict[str, Any]], nn.Module]  # architecture -> untrained model
+
+
+def generator_config(cfg: TrainConfig) -> TrainConfig:
+    """g's run: ERM on the same training set and schedule, seeded with ``stage_seed``, evaluated once
+    at its end (the final epoch is g, no selection on the test set)."""
+    fields = {name: getattr(cfg, name) for name in STAGES["m2m_generator"].key_fields + RUN_FIELDS}
+    fields.update(method="erm", seed=fields.pop("stage_seed"), milestones=list(cfg.milestones),
+                  eval_every=cfg.epochs)
+    return TrainConfig.from_dict(fields)
+
+
+def _train_generator(cfg: TrainConfig, x: np.ndarray, y: np.ndarray):
+    from core.train import train  # core.train loads stages: imported when a stage trains
+
+    g_cfg = generator_config(cfg)
+    saved: list[dict[str, Any]] = []
+    metrics = train(g_cfg, save_state=saved.append)
+    architecture = {"model": g_cfg.model, "num_classes": len(saved[-1]["counts"]), "in_channels": int(x.shape[-1])}
+    net = FusedNetwork([_build_generator(architecture)])
+    net.load_state_dict(saved[-1]["net"])
+    return architecture, net.member_state(0), {f"g_{k}": v for k, v in metrics.items()}
+
+
+def _build_generator(architecture: dict[str, Any]) -> nn.Module:
+    return create_model(architecture["model"], architecture["num_classes"], architecture["in_channels"])
+
+
+def _train_autoencoder(cfg: TrainConfig, x: np.ndarray, y: np.ndarray):
+    from core.train import resolve_device  # as above: core.train imports this module
+
+    device = resolve_device(cfg.device)
+    images = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device).float().div_(255)
+    state, metrics = train_autoencoder(images, torch.from_numpy(y).to(device), cfg, device)
+    return {"input_shape": list(images.shape[1:]), "latent_dim": cfg.deepsmote_latent_dim}, state, metrics
+
+
+def _build_autoencoder(architecture: dict[str, Any]) -> nn.Module:
+    return Autoencoder(architecture["input_shape"], architecture["latent_dim"])
+
+
+STAGES: dict[str, Stage] = {
+    "m2m_generator": Stage(
+        "M2m's g, an ERM model of the run's training set",
+        TRAINING_SET + ("model", "epochs", "batch_size", "lr", "momentum", "weight_decay", "warmup_epochs",
+                        "milestones", "lr_factor"),
+        _train_generator, _build_generator),
+    "deepsmote_autoencoder": Stage(
+        "DeepSMOTE's encoder/decoder of the run's training set",
+        TRAINING_SET + ("deepsmote_epochs", "deepsmote_batch_size", "deepsmote_lr", "deepsmote_latent_dim"),
+        _train_autoencoder, _build_autoencoder),
+}
+
+
+def needed_stages(cfg: TrainConfig) -> list[str]:
+    """The stages ``cfg``'s method needs and whose checkpoint path it does not give."""
+    return [name for name in get_method(cfg.method).stages if getattr(cfg, name) is None]
+
+
+def stage_key(name: str, cfg: TrainConfig) -> dict[str, Any]:
+    """What stage ``name`` of ``cfg`` depends on; equal keys give the same stage."""
+    key = {"stage": name}
+    key.update({f: list(v) if isinstance(v := getattr(cfg, f), tuple) else v for f in STAGES[name].key_fields})
+    return key
+
+
+def key_digest(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def training_set(cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, list[int], list[str]]:
+    """The run's imbalanced training set: images (N, H, W, C) uint8, labels, counts, class names."""
+    arrays = load(cfg.dataset, cfg.data_root, cfg.download)
+    x, y, counts = imbalanced_arrays(arrays, DATASETS[cfg.dataset], cfg.imbalance, cfg.ratio, cfg.mu, cfg.subset_seed)
+    return x, y, list(counts), list(arrays.classes)
+
+
+def train_stage(name: str, cfg: TrainConfig) -> tuple[dict[str, Any], dict[str, float]]:
+    """Train stage ``name`` for ``cfg``: its checkpoint and metrics (``wall_s`` among them)."""
+    started = time.perf_counter()
+    x, y, counts, classes = training_set(cfg)
+    log.info("training stage %s (%s) for %s", name, STAGES[name].description, cfg.dataset)
+    architecture, state, metrics = STAGES[name].train(cfg, x, y)
+    checkpoint = {"stage": name, "dataset": cfg.dataset, "counts": counts, "classes": classes,
+                  "architecture": architecture, "state": state, "key": stage_key(name, cfg)}
+    return checkpoint, {**metrics, "wall_s": time.perf_counter() - started}
+
+
+def checkpoint_bytes(checkpoint: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    return buffer.getvalue()
+
+
+def write_checkpoint(content: bytes, path: str) -> None:
+    """Write atomically: a reader never sees half a checkpoint."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=os.path.dirname(path) or ".", delete=False) as f:
+        f.write(content)
+    os.replace(f.name, path)
+
+
+def read_checkpoint(name: str, path: str) -> dict[str, Any]:
+    """The checkpoint at ``path``, checked to be stage ``name``; refused naming the field otherwise."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # data, never code
+    except Exception as err:  # noqa: BLE001 - any unreadable file is refused the same way
+        raise ConfigError(name, f"{path} is not a readable stage checkpoint ({err})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("stage") != name:
+        found = checkpoint.get("stage") if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise ConfigError(name, f"{path} holds {found!r}, not the stage {name!r}")
+    missing = {"dataset", "counts", "classes", "architecture", "state"} - set(checkpoint)
+    if missing:
+        raise ConfigError(name, f"{path} lacks {sorted(missing)}; see core/stages.py for the format")
+    return checkpoint
+
+
+def check_training_set(name: str, checkpoint: dict[str, Any], path: str, dataset: str, counts: list[int],
+                       classes: list[str]) -> None:
+    """Refuse a stage trained on another training set than the run's, naming the field."""
+    for what, expected in (("dataset", dataset), ("counts", list(counts)), ("classes", list(classes))):
+        if checkpoint[what] != expected:
+            raise ConfigError(name, f"{path} was trained on {what} {checkpoint[what]!r} but this run's training set "
+                                    f"has {expected!r}; a stage must come from the run's own training set "
+                                    f"(dataset, imbalance, ratio, mu, subset_seed)")
+
+
+def load_stage(name: str, cfg: TrainConfig, counts: list[int], classes: list[str], device: torch.device) -> nn.Module:
+    """Stage ``name`` of the run ``cfg`` (whose training set has ``counts`` and ``classes``), frozen: in
+    eval mode and without gradients for its weights."""
+    path = getattr(cfg, name)
+    if path is None:
+        raise ConfigError(name, f"method {cfg.method!r} needs {STAGES[name].description}; give the absolute path "
+                                f"of its checkpoint (python -m core.stages {name} ... --out PATH), or run the "
+                                f"method in a sweep, which finds it in MLflow or trains it once")
+    checkpoint = read_checkpoint(name, path)
+    check_training_set(name, checkpoint, path, cfg.dataset, counts, classes)
+    try:
+        model = STAGES[name].build(checkpoint["architecture"])
+        model.load_state_dict(checkpoint["state"])
+    except (RuntimeError, KeyError, TypeError, ValueError) as err:
+        raise ConfigError(name, f"{path}: its weights do not fit its architecture "
+                                f"{checkpoint['architecture']!r} ({err})") from None
+    return model.to(device).eval().requires_grad_(False)
+
+
+def main(argv: list[str] | None = None) -> str:
+    """Train a stage for the run the flags describe and write its checkpoint to ``--out``; or, with
+    ``--register FILE --tracking-uri URI``, log your own checkpoint to MLflow as that run's stage, so
+    that sweeps use it."""
+    from core.train import _parser, read_config_file
+
+    parser = _parser()
+    parser.description = main.__doc__
+    parser.add_argument("stage", choices=sorted(STAGES))
+    parser.add_argument("--out", help="absolute path of the checkpoint to write")
+    parser.add_argument("--register", help="a checkpoint of yours to log to MLflow as this run's stage")
+    parser.add_argument("--tracking-uri", help="the MLflow store of --register")
+    args = vars(parser.parse_args(argv))
+    name, out, register, uri = (args.pop(k) for k in ("stage", "out", "register", "tracking_uri"))
+    fields = {k: v for k, v in args.items() if v is not None and k != "config_file"}
+    cfg = TrainConfig.from_dict({**read_config_file(args.get("config_file")), **fields})
+    if register:
+        if not uri:
+            raise ValueError("tracking_uri: --register needs --tracking-uri")
+        from core import stage_cache
+
+        return stage_cache.register(uri, name, cfg, os.path.abspath(register)).info.run_id
+    if not out:
+        raise ValueError("out: give --out PATH (or --register FILE --tracking-uri URI)")
+    checkpoint, metrics = train_stage(name, cfg)
+    write_checkpoint(checkpoint_bytes(checkpoint), os.path.abspath(out))
+    log.info("wrote %s (%.1f s): pass it as --%s %s", out, metrics["wall_s"], name.replace("_", "-"),
+             os.path.abspath(out))
+    return os.path.abspath(out)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        main()
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None

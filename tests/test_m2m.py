@@ -1,0 +1,165 @@
+"""M2m (core.m2m): acceptance by g's confidence, a frozen g, seeds, the sampler, refusal of a wrong g."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_config
+from core import m2m
+from core.augment import standardise
+from core.config import ConfigError, TrainConfig
+from core.m2m import M2mParams, choose_seeds, initial_noise, seed_weights, translate
+from core.train import draw_epoch, member_images, run_epoch, set_up, train
+
+
+def m2m_config(paths, **overrides):
+    return TrainConfig.from_dict(tiny_config(method="m2m", m2m_generator=paths["m2m_generator"], **overrides))
+
+
+def test_seed_weights_follow_the_official_formula():
+    counts = torch.tensor([100, 10, 10])
+    y = torch.tensor([[0, 1, 2]])
+    p = seed_weights(y, counts, beta=0.999)  # p[k, target j, seed i]
+    assert p[0, 1, 0] == pytest.approx(1 - 0.999 ** 90)
+    assert p[0, 0].tolist() == [0, 0, 0]  # nothing is larger than the majority class
+    assert p[0, 1, 1] == 0 and p[0, 1, 2] == 0  # equal classes are no seeds
+
+
+def test_seeds_are_drawn_in_proportion_to_their_weights():
+    p = torch.tensor([[[0.0, 1.0, 3.0, 0.0]]]).expand(1, 20000, 4)
+    u = torch.rand(1, 20000, generator=torch.Generator().manual_seed(0))
+    picks = torch.bincount(choose_seeds(p, u).flatten(), minlength=4).float() / 20000
+    assert picks[0] == 0 and picks[3] == 0
+    assert picks[2] / picks[1] == pytest.approx(3.0, rel=0.05)
+
+
+def test_initial_noise_is_bounded_per_channel_over_the_slots():
+    u = torch.rand(2, 6, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    slots = torch.tensor([[True] * 4 + [False] * 2, [True] + [False] * 5])
+    delta = initial_noise(u, slots, bound=0.5)
+    norms = delta.pow(2).sum(dim=(1, 3, 4)).sqrt()  # (K, C)
+    assert (norms <= 0.5 + 1e-6).all() and (norms > 0.49).all()
+    assert (delta[0, 4:] == 0).all() and (delta[1, 1:] == 0).all()
+
+
+def test_a_translated_sample_is_accepted_only_when_gs_confidence_reaches_gamma(stage_checkpoints):
+    pack = set_up([m2m_config(stage_checkpoints, drw_epoch=0)])
+    data, g = pack.data, pack.stage_models["m2m_generator"]
+    draws = draw_epoch(pack, 0)
+    x, y = member_images(pack, draws.order[:, :64], draws.offsets[:, :64], draws.flips[:, :64], draws.index)
+    pixels = (x * data.std[:, None, None] + data.mean[:, None, None]).clamp(0, 1)
+    uniforms = torch.rand(1, 64, 3, generator=torch.Generator().manual_seed(1))
+    noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(2))
+
+    def g_members(inputs):
+        return g(inputs.flatten(0, 1)).view(*inputs.shape[:2], -1)
+
+    def run(params):
+        pack.net.eval()
+        return translate(pack.net, g_members, pixels, y, pack.counts, uniforms, noise, torch.tensor([True]),
+                         params, data.mean, data.std)
+
+    # The translation does not depend on gamma: one run with gamma 0 shows every slot's confidence.
+    params = M2mParams(beta=0.9, gamma=0.0, steps=3)
+    first = run(params)
+    gamma = first.confidence[first.slots].median().item()
+    out = run(dataclasses.replace(params, gamma=gamma))
+    confident = out.confidence >= gamma
+    coin = uniforms[..., 2] < seed_weights(y, pack.counts, 0.9).gather(-1, out.seeds[..., None]).squeeze(-1)
+    assert torch.equal(out.accepted, out.slots & confident & coin)
+    assert out.accepted.any() and (out.slots & ~confident).any()
+    # g, asked again on the images f will train on, is at least gamma sure of each accepted target
+    with torch.no_grad():
+        again = g(standardise(out.x[out.accepted], data.mean, data.std)).softmax(-1)
+    assert (again.gather(1, y[out.accepted][:, None]) >= gamma - 1e-5).all()
+    # everything else is the real image
+    assert torch.equal(out.x[~out.accepted], pixels[~out.accepted])
+
+
+def test_gs_weights_never_change_while_f_trains(stage_checkpoints, monkeypatch):
+    pack = set_up([m2m_config(stage_checkpoints, drw_epoch=0, m2m_gamma=0.0, m2m_beta=0.9, m2m_steps=2)])
+    g = pack.stage_models["m2m_generator"]
+    g_before = {k: v.clone() for k, v in g.state_dict().items()}
+    f_before = {k: v.clone() for k, v in pack.net.state_dict().items()}
+    accepted = []
+    original = m2m.translate
+
+    def spy(*args, **kwargs):
+        out = original(*args, **kwargs)
+        accepted.append(int(out.accepted.sum()))
+        return out
+    monkeypatch.setattr(m2m, "translate", spy)
+    run_epoch(pack, 0)
+    assert sum(accepted) > 0, "translated samples must have been trained on"
+    assert not any(p.requires_grad for p in g.parameters()) and not g.training
+    assert all(torch.equal(v, g_before[k]) for k, v in g.state_dict().items())  # weights and BatchNorm statistics
+    assert not all(torch.equal(v, f_before[k]) for k, v in pack.net.state_dict().items())
+
+
+def test_the_same_seeds_give_the_same_run(stage_checkpoints):
+    config = m2m_config(stage_checkpoints, epochs=1, milestones=[], drw_epoch=0, m2m_steps=2, m2m_beta=0.9,
+                        m2m_gamma=0.2).to_dict()
+    a, b = train(config), train(config)
+    c = train({**config, "seed": 1})
+    assert a == b
+    assert a["train_loss"] != c["train_loss"]
+
+
+def test_m2m_members_fuse_and_each_translates_from_its_own_switch_epoch(stage_checkpoints):
+    pack = set_up([m2m_config(stage_checkpoints, seed=0, drw_epoch=0, m2m_steps=1),
+                   m2m_config(stage_checkpoints, seed=1, drw_epoch=2, m2m_steps=1)])
+    draws = draw_epoch(pack, 0)
+    assert draws.translating.tolist() == [True, False]
+    assert torch.equal(draws.order[1].sort().values, torch.arange(draws.order.shape[1]))  # still a permutation
+    losses = run_epoch(pack, 0)
+    assert torch.isfinite(losses).all() and losses[0] != losses[1]
+
+
+def test_the_sampler_is_class_balanced_from_the_switch_epoch(stage_checkpoints):
+    pack = set_up([m2m_config(stage_checkpoints, drw_epoch=1)])
+    counts = np.array(pack.data.counts)
+
+    def class_shares(epoch):
+        labels = pack.data.y_train[draw_epoch(pack, epoch).order[0]]
+        return np.bincount(labels.numpy(), minlength=10) / len(labels)
+
+    assert class_shares(0).tolist() == (counts / counts.sum()).tolist()  # a permutation of the imbalanced set
+    shares = np.mean([class_shares(1) for _ in range(20)], axis=0)
+    assert np.allclose(shares, 0.1, atol=0.02)
+
+
+def test_a_missing_or_mismatched_g_is_refused_naming_the_field(stage_checkpoints, tmp_path):
+    with pytest.raises(ConfigError, match="^m2m_generator: .*needs M2m's g"):
+        train(tiny_config(method="m2m"))
+    with pytest.raises(ConfigError, match="^m2m_generator: .*existing file"):
+        TrainConfig.from_dict(tiny_config(method="m2m", m2m_generator=str(tmp_path / "none.pt")))
+    for other, word in ((dict(ratio=5.0), "counts"), (dict(imbalance="step"), "counts"),
+                        (dict(dataset="synthetic"), "dataset")):
+        with pytest.raises(ConfigError, match=f"^m2m_generator: .*trained on {word}"):
+            set_up([m2m_config(stage_checkpoints, **other)])
+    with pytest.raises(ConfigError, match="^m2m_generator: .*not the stage 'm2m_generator'"):
+        set_up([TrainConfig.from_dict(tiny_config(method="m2m",
+                                                  m2m_generator=stage_checkpoints["deepsmote_autoencoder"]))])
+    checkpoint = torch.load(stage_checkpoints["m2m_generator"], weights_only=True)
+    renamed = tmp_path / "renamed.pt"
+    torch.save({**checkpoint, "classes": [f"digit {c}" for c in checkpoint["classes"]]}, renamed)
+    with pytest.raises(ConfigError, match="^m2m_generator: .*trained on classes"):
+        set_up([m2m_config({"m2m_generator": str(renamed)})])
+
+
+@pytest.mark.parametrize("name,value", [("m2m_beta", 1.0), ("m2m_gamma", 1.5), ("m2m_lam", -0.1),
+                                        ("m2m_step_size", 0.0), ("m2m_steps", 0), ("m2m_noise", -1.0),
+                                        ("m2m_generator", "relative.pt")])
+def test_bad_m2m_values_name_their_field(name, value):
+    with pytest.raises(ConfigError, match=f"^{name}: "):
+        TrainConfig.from_dict(tiny_config(method="m2m", **{name: value}))
+
+
+def test_the_defaults_are_the_official_cifar_runs():
+    cfg = TrainConfig(dataset="cifar10", method="m2m")
+    assert (cfg.m2m_beta, cfg.m2m_gamma, cfg.m2m_lam, cfg.m2m_step_size, cfg.m2m_steps, cfg.m2m_noise) == \
+        (0.999, 0.9, 0.5, 0.1, 10, 0.5)
+    assert cfg.drw_epoch == 160 and cfg.epochs == 200 and not math.isnan(cfg.lr)

@@ -1,0 +1,75 @@
+"""Stages through the sweep runner and MLflow: trained once, found again by key, never trained twice."""
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from core import stage_cache, stages, tracking
+from core.config import ConfigError, TrainConfig
+from core.methods import METHODS
+from core.sweep import SweepSpec, grid_configs, run_stages, run_sweep
+from core.train import set_up
+
+STAGE_METHODS = ["m2m", "deepsmote"]
+
+
+def spec(name, tmp_path):
+    base = tiny_config(epochs=1, milestones=[], drw_epoch=0, deepsmote_epochs=1, m2m_steps=1)
+    return SweepSpec(name=name, base=base, grid={"method": STAGE_METHODS}, results_dir=str(tmp_path))
+
+
+def no_training(*args):
+    raise AssertionError("a stage found in MLflow must not be trained again")
+
+
+def test_stages_are_trained_once_and_found_again_by_a_later_sweep(ray_session, tmp_path, monkeypatch):
+    first = run_sweep(spec("first", tmp_path))
+    uri = first.tracking_uri
+    trained = tracking.stage_runs(uri)
+    assert sorted(r.data.tags[tracking.STAGE_TAG] for r in trained) == sorted(stages.STAGES)
+    for run in trained:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags[tracking.PARENT_TAG] == first.parent_run_id  # a run of the sweep that trained it
+        assert run.data.metrics["wall_s"] > 0
+        assert [a.path for a in tracking.client(uri).list_artifacts(run.info.run_id)] == [stage_cache.ARTIFACT]
+    ids = {r.data.tags[tracking.STAGE_TAG]: r.info.run_id for r in trained}
+    # Stage runs are not trials: the sweep's children are its two trials, each tagged with its stage.
+    children = tracking.child_runs(uri, first.experiment_id, first.parent_run_id)
+    assert sorted(c.data.params["method"] for c in children) == sorted(STAGE_METHODS)
+    for child in children:
+        for name in METHODS[child.data.params["method"]].stages:
+            assert child.data.tags[f"stage.{name}"] == ids[name]
+    trials = first.trials
+    assert (trials["stage_s"] > 0).all() and (trials["wall_s"] > 0).all() and (trials["train_images"] > 0).all()
+
+    # Another sweep of the same training sets, in another experiment of the store, trains nothing: its
+    # stage step (before the trials) and its trials' look-ups find the same runs.
+    monkeypatch.setattr(stage_cache, "train_stage", no_training)
+    second = spec("second", tmp_path)
+    experiment = tracking.experiment_id(uri, "second")
+    run_stages(second, uri, experiment, None, {"cpu": 1, "gpu": 0})
+    platform = {"tracking_uri": uri, "experiment_id": experiment, "parent_run_id": None}
+    for config in grid_configs(second):
+        _, runs = stage_cache.with_stages(TrainConfig.from_dict(config), platform)
+        assert {name: run.info.run_id for name, run in runs.items()} == \
+            {name: ids[name] for name in METHODS[config["method"]].stages}
+    assert {r.info.run_id for r in tracking.stage_runs(uri)} == set(ids.values()), "no stage trained twice"
+
+
+def test_a_stage_of_your_own_is_written_registered_and_used(tmp_path, monkeypatch):
+    flags = ["--dataset", "digits", "--epochs", "1", "--warmup-epochs", "0", "--milestones", "1",
+             "--device", "cpu"]
+    path = stages.main(["m2m_generator", *flags, "--out", str(tmp_path / "g.pt")])
+    uri = tracking.default_tracking_uri(str(tmp_path))
+    run_id = stages.main(["m2m_generator", *flags, "--register", path, "--tracking-uri", uri])
+    cfg = TrainConfig.from_dict(dict(dataset="digits", epochs=1, warmup_epochs=0, milestones=[1], device="cpu",
+                                     method="m2m"))
+    monkeypatch.setattr(stage_cache, "train_stage", no_training)
+    platform = {"tracking_uri": uri, "experiment_id": None, "parent_run_id": None}
+    resolved, runs = stage_cache.with_stages(cfg, platform)
+    assert runs["m2m_generator"].info.run_id == run_id
+    assert torch.equal(*(torch.load(p, weights_only=True)["state"]["head.weight"]
+                         for p in (path, resolved.m2m_generator)))
+    set_up([resolved])  # the checkpoint fits the run
+    with pytest.raises(ConfigError, match="^m2m_generator: .*counts"):
+        stages.main(["m2m_generator", *flags, "--ratio", "5", "--register", path, "--tracking-uri", uri])
