@@ -201,41 +201,6 @@ def test_interrupted_sweep_resumes_without_duplicates(ray_session, tmp_path):
         assert steps(client, child, "test_acc") == [1, 2, 3]
 
 
-TWO_NODES = r"""
-import sys
-from ray.cluster_utils import Cluster
-from sweeps import omega_sensitivity, report
-
-cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-cluster.add_node(num_cpus=1)
-cluster.wait_for_nodes()
-import ray
-ray.init(address=cluster.address)
-try:
-    omega_sensitivity.main(sys.argv[1:])
-finally:
-    ray.shutdown()
-    cluster.shutdown()
-"""
-
-
-def test_sweep_on_a_two_node_cluster_uses_both_nodes(tmp_path):
-    """A head and a worker node (separate raylets) with a storage path both can reach: each node runs
-    one of the two concurrent trials and every result arrives. Runs in its own process so that the
-    session's Ray instance is untouched."""
-    args = TINY + ["--results-dir", str(tmp_path), "--name", "two-nodes"]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    # Ray resolves a loopback address to the machine's address unless told it is a laptop-style
-    # single-machine cluster: this keeps both nodes on 127.0.0.1.
-    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    done = subprocess.run([sys.executable, "-c", TWO_NODES, *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    client, parents, children = runs_of(tmp_path, "two-nodes")
-    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
-    assert len({c.data.tags["ray.node_id"] for c in children}) == 2
-
-
 def test_optuna_search_suggests_only_the_methods_parameters(ray_session, tmp_path):
     from sweeps import tune_hparams
 
