@@ -251,6 +251,7 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
     # way to SweepProgress.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     logging.getLogger("ray.tune.tune").setLevel(logging.WARNING)
+    tracking.quiet()
     if resuming:
         log.info("resuming the sweep in %s", spec.path)
         tuner = tune.Tuner.restore(spec.path, trainable=trainable, resume_errored=True)

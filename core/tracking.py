@@ -27,6 +27,12 @@ TRIAL_TAG = "ray.trial_id"
 ARCHIVED_TAG = "archived"  # on a parent run set aside by `--restart`: the folder its sweep moved to
 
 
+def quiet() -> None:
+    """No "View run ... at: <url>" lines on stdout when a run ends on a tracking server: a sweep prints
+    a line per trial of its own (core.progress). Called by the sweep's driver and by each trial."""
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+
 def default_tracking_uri(results_dir: str) -> str:
     """An absolute SQLite store under the results folder (trials do not run in the driver's directory)."""
     return "sqlite:///" + os.path.join(os.path.abspath(results_dir), "mlflow.db")

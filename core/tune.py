@@ -68,8 +68,10 @@ def trial(config: dict[str, Any], *, base: dict[str, Any], platform: dict[str, A
     A diverging run (NaN or inf loss) is not retried: retrying from its checkpoint would diverge
     again. It ends at once, FAILED in MLflow with the reason, and reports ``diverged`` to Ray.
     """
-    # Ray logs every checkpoint it persists; the driver's SweepProgress reports what matters instead.
+    # Ray logs every checkpoint it persists, MLflow every run's URL; the driver's SweepProgress
+    # reports what matters instead.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
+    tracking.quiet()
     cfg = TrainConfig.from_dict({**base, **config})
     run = tracking.TrialRun(platform["tracking_uri"], platform["experiment_id"], platform["parent_run_id"],
                             tune.get_context().get_trial_id(), run_name(cfg.method, config), cfg.to_dict())
