@@ -28,10 +28,10 @@ def cluster_address() -> tuple[str | None, str]:
     recorded, path = recorded_address()
     if recorded and answers(recorded):
         return recorded, f"running on this node, recorded by `ray start` in {path}"
-    why = f"{path} names {recorded}, which does not answer" if recorded else f"no {path}"
+    why = f"{path} names {recorded}, which does not answer" if recorded else "no cluster started by `ray start`"
     if env == "auto":
         raise ValueError(f"RAY_ADDRESS: 'auto', but no Ray cluster runs on this node ({why})")
-    return None, f"no RAY_ADDRESS, and no Ray cluster started on this node ({why})"
+    return None, f"no RAY_ADDRESS; on this node, {why}"
 
 
 def answers(address: str, timeout: float = 2.0) -> bool:
