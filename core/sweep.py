@@ -209,9 +209,13 @@ def archive_sweep(spec: SweepSpec, state: dict[str, Any] | None) -> None:
     destination = os.path.join(spec.results_dir, "archived", f"{spec.name}-{stamp}")
     os.makedirs(os.path.dirname(destination), exist_ok=True)
     shutil.move(spec.path, destination)
-    if state and state.get("parent_run_id"):
-        tracking.archive_run(state["tracking_uri"], state["parent_run_id"], destination)
     log.info("--restart: archived the previous sweep %s in %s", spec.name, destination)
+    if state and state.get("parent_run_id"):
+        try:
+            tracking.archive_run(state["tracking_uri"], state["parent_run_id"], destination)
+        except Exception as err:  # noqa: BLE001 - e.g. the old tracking server is gone; the folder moved
+            log.warning("could not mark the old parent run %s archived at %s: %s", state["parent_run_id"],
+                        state["tracking_uri"], err)
 
 
 def _parent_run(spec: SweepSpec, uri: str, experiment: str, resuming: bool) -> str:

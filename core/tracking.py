@@ -91,11 +91,11 @@ def archive_run(tracking_uri: str, run_id: str, folder: str) -> None:
     """Set a sweep's parent run aside: tagged with the folder its sweep was moved to, renamed, and
     ended if it was left running. Its child runs stay nested under it."""
     c = client(tracking_uri)
-    run = _retrying(c.get_run, run_id)
-    _retrying(c.set_tag, run_id, ARCHIVED_TAG, folder)
-    _retrying(c.update_run, run_id, name=f"{run.info.run_name} (archived {os.path.basename(folder)})")
+    run = _retrying(c.get_run, run_id, attempts=3)
+    _retrying(c.set_tag, run_id, ARCHIVED_TAG, folder, attempts=3)
+    _retrying(c.update_run, run_id, name=f"{run.info.run_name} (archived {os.path.basename(folder)})", attempts=3)
     if run.info.status == "RUNNING":
-        _retrying(c.set_terminated, run_id, status="KILLED")
+        _retrying(c.set_terminated, run_id, status="KILLED", attempts=3)
 
 
 def child_runs(tracking_uri: str, experiment: str, parent_run_id: str) -> list:
