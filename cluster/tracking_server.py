@@ -27,7 +27,7 @@ from cluster.address import answers, recorded_address
 log = logging.getLogger(__name__)
 
 
-def serve_while_ray_runs(command: list[str], gcs: str, poll: float = 5.0) -> int:
+def serve_while_ray_runs(command: list[str], gcs: str, poll: float = 2.0) -> int:
     """Run ``command`` until it exits or the GCS at ``gcs`` stops answering twice in a row; then stop it
     and its workers (its own process group). Returns the server's exit status."""
     server = subprocess.Popen(command, start_new_session=True)

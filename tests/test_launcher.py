@@ -25,6 +25,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -130,6 +131,21 @@ json.dump({"children": [[r.info.run_name, r.info.status, r.data.tags.get("ray.no
 """
 
 
+def reap_orphans(keep: int, done: threading.Event) -> None:
+    """Be the init of this PID namespace: reap every exited process but ``keep`` (which Popen waits
+    for). Unreaped, the Ray processes `ray stop` kills would linger as zombies, and it would wait
+    its whole grace period for them."""
+    while not done.is_set():
+        try:
+            exited = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            exited = None
+        if exited is None or exited.si_pid == keep:
+            time.sleep(0.2)
+            continue
+        os.waitpid(exited.si_pid, 0)
+
+
 def leftovers() -> list[str]:
     """Command lines of Ray or MLflow processes still alive in this PID namespace."""
     found = []
@@ -154,7 +170,7 @@ def inside(files: list[str]) -> dict:
     work = checkout(files, venv)
     with open("/tmp/check.py", "w") as f:
         f.write(CHECK)
-    script = ["set -ex"]
+    script = ["PS4='+ $(date +%T) '", "set -ex"]  # each command with its start time, for a failure's output
     for line in readme_block():
         if line.startswith("ray down"):
             script.append("python /tmp/check.py")  # MLflow, before `ray down` stops its server
@@ -164,9 +180,15 @@ def inside(files: list[str]) -> dict:
     env = {"HOME": HOME, "USER": "root", "LANG": "C.UTF-8", "SHELL": "/bin/bash",
            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
     started = time.monotonic()
-    run = subprocess.run(["bash", "-c", "\n".join(script)], cwd=work, env=env, capture_output=True, text=True,
-                         timeout=540)
-    facts = {"returncode": run.returncode, "output": run.stdout + run.stderr, "seconds": time.monotonic() - started}
+    with open("/tmp/output.txt", "w") as log:
+        bash = subprocess.Popen(["bash", "-c", "\n".join(script)], cwd=work, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+        done = threading.Event()
+        threading.Thread(target=reap_orphans, args=(bash.pid, done), daemon=True).start()
+        returncode = bash.wait(timeout=540)
+        done.set()
+    with open("/tmp/output.txt") as log:
+        facts = {"returncode": returncode, "output": log.read(), "seconds": time.monotonic() - started}
     if os.path.exists("/tmp/facts.json"):
         with open("/tmp/facts.json") as f:
             facts.update(json.load(f))

@@ -10,6 +10,7 @@ import tarfile
 import numpy as np
 import pytest
 
+from core import prepare_data
 from core.data import load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,6 +37,7 @@ def download(tmp_path):
 
 
 def prepare(*args):
+    """The command as a user runs it."""
     return subprocess.run([sys.executable, "-m", "core.prepare_data", "cifar10", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
 
@@ -44,11 +46,13 @@ def test_every_form_of_the_download_gives_the_arrays_the_loader_reads(download, 
     folder, train, test = download
     with tarfile.open(tmp_path / "cifar-10-python.tar.gz", "w:gz") as archive:
         archive.add(folder, arcname="cifar-10-batches-py")
-    for i, source in enumerate([folder, folder.parent, tmp_path / "cifar-10-python.tar.gz"]):
+    done = prepare("--from", str(tmp_path / "cifar-10-python.tar.gz"), "--out", str(tmp_path / "data0" / "cifar10.npz"))
+    assert done.returncode == 0, done.stderr
+    assert f"--data-root {tmp_path / 'data0'}" in done.stdout
+    for i, source in enumerate([folder, folder.parent], start=1):  # the unpacked folder, a torchvision root
+        prepare_data.main(["cifar10", "--from", str(source), "--out", str(tmp_path / f"data{i}" / "cifar10.npz")])
+    for i in range(3):
         root = tmp_path / f"data{i}"
-        done = prepare("--from", str(source), "--out", str(root / "cifar10.npz"))
-        assert done.returncode == 0, done.stderr
-        assert f"--data-root {root}" in done.stdout
         arrays = load("cifar10", str(root))  # what a sweep with --data-root reads
         assert arrays.x_train.shape == (sum(TRAIN), 32, 32, 3) and arrays.x_test.shape == (TEST, 32, 32, 3)
         assert arrays.y_train.tolist() == [y for b in train for y in b[b"labels"]]
@@ -61,11 +65,14 @@ def test_every_form_of_the_download_gives_the_arrays_the_loader_reads(download, 
 
 def test_a_wrong_folder_or_a_tampered_file_stops_with_one_line(download, tmp_path):
     folder, _, _ = download
-    done = prepare("--from", str(tmp_path / "nothing"), "--out", str(tmp_path / "cifar10.npz"))
-    assert done.returncode == 1 and done.stderr.startswith("error: from: ") and "cifar-10-batches-py" in done.stderr
+    out = str(tmp_path / "cifar10.npz")
+    with pytest.raises(SystemExit) as stopped:
+        prepare_data.main(["cifar10", "--from", str(tmp_path / "nothing"), "--out", out])
+    assert str(stopped.value).startswith("error: from: ") and "cifar-10-batches-py" in str(stopped.value)
     with open(folder / "test_batch", "wb") as f:
         pickle.dump({b"data": os.system, b"labels": []}, f)  # a pickle that would call a function
-    done = prepare("--from", str(folder), "--out", str(tmp_path / "cifar10.npz"))
-    assert done.returncode == 1 and done.stderr.startswith("error: from: test_batch is not a CIFAR batch file")
-    assert "only arrays" in done.stderr and len(done.stderr.splitlines()) == 1
-    assert not (tmp_path / "cifar10.npz").exists()
+    with pytest.raises(SystemExit) as stopped:
+        prepare_data.main(["cifar10", "--from", str(folder), "--out", out])
+    assert str(stopped.value).startswith("error: from: test_batch is not a CIFAR batch file")
+    assert "only arrays" in str(stopped.value) and len(str(stopped.value).splitlines()) == 1
+    assert not os.path.exists(out)

@@ -75,16 +75,16 @@ def raylet_node_id(pgid: int) -> str:
     raise AssertionError(f"no raylet in process group {pgid}")
 
 
-def stop_groups(groups: list[int], grace: float = 5.0) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pgid in groups:
-            try:
-                os.killpg(pgid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(group_members(g) for g in groups):
-            time.sleep(0.2)
+def stop_groups(groups: list[int], wait: float = 10.0) -> None:
+    """SIGKILL every process of the groups (as `ray stop --force` would, but only these) and wait."""
+    for pgid in groups:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and any(group_members(g) for g in groups):
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -131,9 +131,13 @@ def test_script_run_on_the_head_joins_the_cluster_as_ray_submit_runs_it(cluster,
 
 def test_sweep_submitted_through_the_jobs_api_runs_on_the_cluster(cluster, tmp_path):
     """The README's `ray job submit --address http://127.0.0.1:8265 --working-dir . -- python ...`."""
-    run = subprocess.run([os.path.join(BIN, "ray"), "job", "submit", "--address", cluster.dashboard,
-                          "--working-dir", ".", "--", "python", *SWEEP, "--results-dir", str(tmp_path),
-                          "--name", "job"], cwd=ROOT, env=cluster.env, capture_output=True, text=True, timeout=300)
+    command = [os.path.join(BIN, "ray"), "job", "submit", "--address", cluster.dashboard, "--working-dir", ".",
+               "--", "python", *SWEEP, "--results-dir", str(tmp_path), "--name", "job"]
+    for _ in range(30):  # a fresh head's job agent registers some seconds after `ray start` returns
+        run = subprocess.run(command, cwd=ROOT, env=cluster.env, capture_output=True, text=True, timeout=300)
+        if "No available agent to submit job" not in run.stderr:
+            break
+        time.sleep(2)
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     assert f"Ray: joined the cluster at {cluster.address} (RAY_ADDRESS)" in run.stdout + run.stderr
     assert trial_nodes(str(tmp_path), "job") == sorted(cluster.node_ids.values())
