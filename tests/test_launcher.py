@@ -219,8 +219,10 @@ def test_readme_cluster_block_runs_the_sweep_on_the_cluster_and_ray_down_leaves_
     reason = cannot_run()
     if reason:
         pytest.skip(reason)
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("needs a git checkout, to copy the project's files as a clone holds them")
+    files = listed.stdout.split()
     files = [f for f in files if os.path.isfile(os.path.join(ROOT, f))]
     done = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "--mount", "--net",
                            sys.executable, os.path.abspath(__file__), "inside"],
