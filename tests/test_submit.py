@@ -95,15 +95,19 @@ def cluster():
                RAY_AUTH_MODE="disabled")  # as cluster/*.yaml set it on every node
     groups: list[int] = []
     try:
+        # Free ports for the services whose defaults are fixed (dashboard 8265, dashboard agent 52365):
+        # another Ray on this machine, e.g. the test session's, may hold them.
         dashboard_port = free_port()
         groups.append(ray_start(env, "--head", "--port=0", "--num-cpus=1", '--resources={"head_node": 1}',
-                                "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}"))
+                                "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+                                f"--dashboard-agent-listen-port={free_port()}"))
         with open(os.path.join(temp, "ray", "ray_current_cluster")) as f:
             address = f.read().strip()
         # The worker keeps its own temp dir, as on another machine (by default it takes the head's, and
         # its clean-up of a job's working dir would delete the folder the job's driver runs in).
         groups.append(ray_start(env, f"--address={address}", "--num-cpus=1", '--resources={"worker_node": 1}',
-                                f"--temp-dir={os.path.join(temp, 'worker')}"))
+                                f"--temp-dir={os.path.join(temp, 'worker')}",
+                                f"--dashboard-agent-listen-port={free_port()}"))
         yield Cluster(env, address, f"http://127.0.0.1:{dashboard_port}",
                       {"head": raylet_node_id(groups[0]), "worker": raylet_node_id(groups[1])}, groups)
     finally:
@@ -133,9 +137,10 @@ def test_sweep_submitted_through_the_jobs_api_runs_on_the_cluster(cluster, tmp_p
     """The README's `ray job submit --address http://127.0.0.1:8265 --working-dir . -- python ...`."""
     command = [os.path.join(BIN, "ray"), "job", "submit", "--address", cluster.dashboard, "--working-dir", ".",
                "--", "python", *SWEEP, "--results-dir", str(tmp_path), "--name", "job"]
-    for _ in range(30):  # a fresh head's job agent registers some seconds after `ray start` returns
+    deadline = time.monotonic() + 60  # a fresh head's job agent registers some seconds after `ray start`
+    while True:
         run = subprocess.run(command, cwd=ROOT, env=cluster.env, capture_output=True, text=True, timeout=300)
-        if "No available agent to submit job" not in run.stderr:
+        if "No available agent to submit job" not in run.stderr or time.monotonic() > deadline:
             break
         time.sleep(2)
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
