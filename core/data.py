@@ -2,7 +2,7 @@
 
 ``load(name, data_root)`` returns the full dataset as numpy arrays (images NHWC uint8). A file
 ``<data_root>/<name>.npz`` with keys x_train, y_train, x_test, y_test is used when present (the form
-that ../shared/data/cifar10/to_npz.py writes); otherwise each dataset's own loader reads its usual
+that ``python -m core.prepare_data`` writes from a downloaded copy); otherwise each dataset's own loader reads its usual
 files (torchvision for CIFAR and SVHN, image folders for CINIC-10 and Tiny-ImageNet).
 ``DeviceData`` then keeps the imbalanced training subset and the test set on the training device as
 uint8 tensors, so batching and augmentation never leave it.
@@ -151,14 +151,17 @@ def _torchvision(cls_name: str, data_root: str | None, download: bool, **split_k
 
 
 @register_dataset("cifar10", mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010), pad=4, flip=True,
-                  download_help="torchvision downloads it with --download; or ../shared/data/cifar10/to_npz.py "
-                                "DATA_ROOT/cifar10.npz")
+                  download_help="torchvision downloads it with --download; or, from a downloaded "
+                                "cifar-10-python.tar.gz: python -m core.prepare_data cifar10 --from FILE "
+                                "--out DATA_ROOT/cifar10.npz")
 def _cifar10(data_root: str | None, download: bool) -> Arrays:
     return _torchvision("CIFAR10", data_root, download, train=dict(train=True), test=dict(train=False))
 
 
 @register_dataset("cifar100", mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762), pad=4, flip=True,
-                  download_help="torchvision downloads it with --download")
+                  download_help="torchvision downloads it with --download; or, from a downloaded "
+                                "cifar-100-python.tar.gz: python -m core.prepare_data cifar100 --from FILE "
+                                "--out DATA_ROOT/cifar100.npz")
 def _cifar100(data_root: str | None, download: bool) -> Arrays:
     return _torchvision("CIFAR100", data_root, download, train=dict(train=True), test=dict(train=False))
 

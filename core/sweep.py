@@ -3,8 +3,13 @@
 A spec names the base TrainConfig, the swept fields (a grid, or an Optuna searcher), the results
 folder, the tracking URI and the resources per trial. Running it validates every grid cell before
 any trial starts, opens (or, for an interrupted sweep, reopens) the parent MLflow run, runs the Ray
-Tune grid with retries from checkpoints, and returns one row per trial. Re-running the same spec
-after an interruption resumes it with ``Tuner.restore``: finished trials are not run again.
+Tune grid with retries from checkpoints, and returns one row per trial.
+
+A sweep's folder (``<results_dir>/<name>``) records the settings it was started with (sweep.json).
+Re-running the same spec after an interruption resumes it with ``Tuner.restore``: finished trials
+are not run again. A spec with other settings under the same name is refused before anything runs,
+since resuming would publish the old trials under the new settings; ``restart`` archives the old
+folder and its MLflow parent run, then starts afresh.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,11 +32,14 @@ from ray import tune
 
 from core import stage_cache, stages, tracking
 from core.config import TrainConfig
+from core.progress import SweepProgress, error_reason, trial_label
 from core.tune import trial
 
 log = logging.getLogger(__name__)
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STATE_FILE = "sweep.json"  # in the sweep's folder: parent run, tracking URI, settings
+NOT_SETTINGS = ("download",)  # base fields that do not change what a trial computes
 
 
 @dataclass
@@ -49,10 +59,18 @@ class SweepSpec:
     num_samples: int = 1
     scheduler: Any = None  # searcher and scheduler carry their own metric and mode
     fault: tuple[str, int] | None = None  # drill: ("raise" | "sigkill", epoch), once per trial
+    restart: bool = False  # archive a previous sweep of this name (folder and parent run) and start afresh
+
+    def __post_init__(self) -> None:
+        self.results_dir = os.path.abspath(self.results_dir)
 
     @property
     def path(self) -> str:
         return os.path.join(self.results_dir, self.name)
+
+    @property
+    def uri(self) -> str:
+        return self.tracking_uri or tracking.default_tracking_uri(self.results_dir)
 
 
 @dataclass
@@ -64,8 +82,17 @@ class SweepResult:
     num_errors: int
 
 
+class SettingsChanged(ValueError):
+    """A sweep folder holds a sweep started with other settings."""
+
+
 def grid_configs(spec: SweepSpec) -> list[dict[str, Any]]:
     """Every cell of the grid as a full, validated TrainConfig dict; a bad value fails here, before Ray."""
+    for key, values in spec.grid.items():
+        if len(values) == 0:
+            raise ValueError(f"{key}: the grid holds no value; give at least one")
+    if spec.num_samples < 1:
+        raise ValueError(f"num_samples: got {spec.num_samples}; allowed: an integer >= 1")
     keys = list(spec.grid)
     cells = [dict(zip(keys, values)) for values in itertools.product(*spec.grid.values())] or [{}]
     return [TrainConfig.from_dict({**spec.base, **cell}).to_dict() for cell in cells]
@@ -125,32 +152,98 @@ def _git_commit() -> str:
         return "unknown"
 
 
+def sweep_settings(spec: SweepSpec) -> dict[str, Any]:
+    """What the trials of a sweep compute, as JSON values: a re-run resumes only when they are equal."""
+    settings: dict[str, Any] = {k: v for k, v in spec.base.items() if k not in NOT_SETTINGS}
+    settings.update({f"{k} (grid)": v for k, v in spec.grid.items()})
+    settings["num_samples"] = spec.num_samples
+    for key, part in (("search", spec.search_alg), ("scheduler", spec.scheduler)):
+        if part is not None:
+            settings[key] = type(part).__name__
+    return json.loads(json.dumps(settings, default=str))
+
+
+def read_state(path: str) -> dict[str, Any] | None:
+    try:
+        with open(os.path.join(path, STATE_FILE)) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def setting_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``key old -> new`` for every setting that differs, in key order."""
+    missing = "(not set)"
+    return [f"{key} {json.dumps(old.get(key, missing))} -> {json.dumps(new.get(key, missing))}"
+            for key in sorted(set(old) | set(new)) if old.get(key, missing) != new.get(key, missing)]
+
+
+def claim_folder(spec: SweepSpec) -> None:
+    """Make sure the sweep's folder may be used by this spec, before anything runs: it is free, or it
+    holds this very sweep (same settings and tracking store: it resumes). A sweep with other settings
+    stops here with one message naming them; with ``spec.restart`` it is archived first."""
+    state = read_state(spec.path)
+    if state is None and not tune.Tuner.can_restore(spec.path):
+        return  # nothing to resume or protect (absent, or e.g. only a sweeps.report folder)
+    if spec.restart:
+        archive_sweep(spec, state)
+        return
+    if state is None or "settings" not in state:
+        problem = "was started by an older version that did not record its settings"
+    else:
+        differences = setting_differences(state["settings"], sweep_settings(spec))
+        if state.get("tracking_uri") != spec.uri:
+            differences.append(f"tracking_uri {state.get('tracking_uri')} -> {spec.uri}")
+        if not differences:
+            return
+        problem = "was started with other settings: " + "; ".join(differences)
+    raise SettingsChanged(
+        f"name: the sweep in {spec.path} {problem}. Resuming it would report its old trials under the new "
+        f"settings. Either run this one under another name (--name NEW_NAME), or pass --restart to archive "
+        f"the old sweep (folder and MLflow parent run) and start this one afresh")
+
+
+def archive_sweep(spec: SweepSpec, state: dict[str, Any] | None) -> None:
+    """Move the sweep's folder to ``<results_dir>/archived/<name>-<time>`` and mark its MLflow parent run."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    destination = os.path.join(spec.results_dir, "archived", f"{spec.name}-{stamp}")
+    os.makedirs(os.path.dirname(destination), exist_ok=True)
+    shutil.move(spec.path, destination)
+    log.info("--restart: archived the previous sweep %s in %s", spec.name, destination)
+    if state and state.get("parent_run_id"):
+        try:
+            tracking.archive_run(state["tracking_uri"], state["parent_run_id"], destination)
+        except Exception as err:  # noqa: BLE001 - e.g. the old tracking server is gone; the folder moved
+            log.warning("could not mark the old parent run %s archived at %s: %s", state["parent_run_id"],
+                        state["tracking_uri"], err)
+
+
 def _parent_run(spec: SweepSpec, uri: str, experiment: str, resuming: bool) -> str:
-    """The sweep's parent run: reopened when resuming, else a new one with the sweep's tags."""
-    state_file = os.path.join(spec.path, "sweep.json")
-    if resuming and os.path.exists(state_file):
-        with open(state_file) as f:
-            run_id = json.load(f)["parent_run_id"]
-        tracking.set_status(uri, run_id, "RUNNING")
-        return run_id
+    """The sweep's parent run: reopened when resuming, else a new one with the sweep's tags; the
+    folder's sweep.json records it with the sweep's settings."""
+    state = read_state(spec.path)
+    if resuming and state is not None:
+        tracking.set_status(uri, state["parent_run_id"], "RUNNING")
+        return state["parent_run_id"]
     dataset = spec.base.get("dataset", "digits")
     run_id = tracking.start_parent_run(uri, experiment, spec.name, {
         "sweep": spec.name, "dataset": dataset, "preset": spec.preset, "git_commit": _git_commit(),
         "command_line": shlex.join([os.path.basename(sys.executable)] + sys.argv),
     })
     os.makedirs(spec.path, exist_ok=True)
-    with open(state_file, "w") as f:
-        json.dump({"parent_run_id": run_id, "experiment_id": experiment, "tracking_uri": uri}, f)
+    with open(os.path.join(spec.path, STATE_FILE), "w") as f:
+        json.dump({"parent_run_id": run_id, "experiment_id": experiment, "tracking_uri": uri,
+                   "settings": sweep_settings(spec)}, f, indent=1)
     return run_id
 
 
 def run_sweep(spec: SweepSpec) -> SweepResult:
     """Run (or resume) the sweep and return its trial table. Needs ``ray.init()`` done by the caller."""
-    spec.results_dir = os.path.abspath(spec.results_dir)
-    grid_configs(spec)
+    total = len(grid_configs(spec)) * spec.num_samples
+    uri = spec.uri
+    claim_folder(spec)
     resources = trial_resources(spec)
     os.makedirs(spec.results_dir, exist_ok=True)
-    uri = spec.tracking_uri or tracking.default_tracking_uri(spec.results_dir)
     experiment = tracking.experiment_id(uri, spec.name, os.path.join(spec.results_dir, "mlartifacts"))
     resuming = tune.Tuner.can_restore(spec.path)
     parent = _parent_run(spec, uri, experiment, resuming)
@@ -159,6 +252,11 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
     platform = {"tracking_uri": uri, "experiment_id": experiment, "parent_run_id": parent,
                 "fault": spec.fault}
     trainable = tune.with_resources(tune.with_parameters(trial, base=spec.base, platform=platform), resources)
+    # Tune's console output (a configuration box, a TensorBoard hint, a line per state snapshot) gives
+    # way to SweepProgress.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    logging.getLogger("ray.tune.tune").setLevel(logging.WARNING)
+    tracking.quiet()
     if resuming:
         log.info("resuming the sweep in %s", spec.path)
         tuner = tune.Tuner.restore(spec.path, trainable=trainable, resume_errored=True)
@@ -170,6 +268,7 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
                                         num_samples=spec.num_samples,
                                         max_concurrent_trials=spec.max_concurrent or None),
             run_config=tune.RunConfig(name=spec.name, storage_path=spec.results_dir, verbose=0,
+                                      callbacks=[SweepProgress(total)],
                                       failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
         )
@@ -217,8 +316,9 @@ def trial_table(grid: tune.ResultGrid) -> pd.DataFrame:
         # The swept config wins over a metric of the same name (the lr reported is the epoch's lr).
         row = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         row.update(result.config or {})
+        row["trial"] = trial_label(result.config or {})
         row["status"] = "ERROR" if result.error else "DIVERGED" if metrics.get("diverged") else "FINISHED"
-        row["error"] = str(result.error)[:500] if result.error else metrics.get("error", "")
+        row["error"] = error_reason(result.error) if result.error else metrics.get("error", "")
         rows.append(row)
     return pd.DataFrame(rows)
 

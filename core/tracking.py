@@ -31,6 +31,13 @@ PARENT_TAG = "mlflow.parentRunId"
 TRIAL_TAG = "ray.trial_id"
 STAGE_TAG = "stage"
 STAGE_KEY_TAG = "stage_key"
+ARCHIVED_TAG = "archived"  # on a parent run set aside by `--restart`: the folder its sweep moved to
+
+
+def quiet() -> None:
+    """No "View run ... at: <url>" lines on stdout when a run ends on a tracking server: a sweep prints
+    a line per trial of its own (core.progress). Called by the sweep's driver and by each trial."""
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def default_tracking_uri(results_dir: str) -> str:
@@ -87,6 +94,17 @@ def set_tags(tracking_uri: str, run_id: str, tags: dict[str, str]) -> None:
         _retrying(c.set_tag, run_id, key, value)
 
 
+def archive_run(tracking_uri: str, run_id: str, folder: str) -> None:
+    """Set a sweep's parent run aside: tagged with the folder its sweep was moved to, renamed, and
+    ended if it was left running. Its child runs stay nested under it."""
+    c = client(tracking_uri)
+    run = _retrying(c.get_run, run_id, attempts=3)
+    _retrying(c.set_tag, run_id, ARCHIVED_TAG, folder, attempts=3)
+    _retrying(c.update_run, run_id, name=f"{run.info.run_name} (archived {os.path.basename(folder)})", attempts=3)
+    if run.info.status == "RUNNING":
+        _retrying(c.set_terminated, run_id, status="KILLED", attempts=3)
+
+
 def child_runs(tracking_uri: str, experiment: str, parent_run_id: str) -> list:
     """The trial runs of a sweep invocation (its stage runs are not trials)."""
     c = client(tracking_uri)
@@ -95,12 +113,13 @@ def child_runs(tracking_uri: str, experiment: str, parent_run_id: str) -> list:
 
 
 def latest_parent_run(tracking_uri: str, experiment_name: str):
-    """The most recent parent (sweep) run of an experiment."""
+    """The most recent parent (sweep) run of an experiment that was not archived by ``--restart``."""
     c = client(tracking_uri)
     exp = _retrying(c.get_experiment_by_name, experiment_name)
     if exp is None:
         raise ValueError(f"experiment: no MLflow experiment named {experiment_name!r} at {tracking_uri}")
-    runs = _retrying(c.search_runs, [exp.experiment_id], filter_string=f"tags.`{PARENT_TAG}` IS NULL",
+    sweeps = f"tags.`{PARENT_TAG}` IS NULL and tags.`{ARCHIVED_TAG}` IS NULL"
+    runs = _retrying(c.search_runs, [exp.experiment_id], filter_string=sweeps,
                      order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
         raise ValueError(f"experiment: {experiment_name!r} holds no sweep run")

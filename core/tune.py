@@ -23,6 +23,7 @@ from ray import tune
 
 from core import stage_cache, tracking
 from core.config import TrainConfig
+from core.progress import trial_label
 from core.reporting import margin_bar_chart, per_class_table
 from core.train import DivergenceError, train
 
@@ -68,10 +69,13 @@ def trial(config: dict[str, Any], *, base: dict[str, Any], platform: dict[str, A
     A diverging run (NaN or inf loss) is not retried: retrying from its checkpoint would diverge
     again. It ends at once, FAILED in MLflow with the reason, and reports ``diverged`` to Ray.
     """
+    # Ray logs every checkpoint it persists, MLflow every run's URL; the driver's SweepProgress
+    # reports what matters instead.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    tracking.quiet()
     cfg = TrainConfig.from_dict({**base, **config})
-    context = tune.get_context()
     run = tracking.TrialRun(platform["tracking_uri"], platform["experiment_id"], platform["parent_run_id"],
-                            context.get_trial_id(), context.get_trial_name(), cfg.to_dict())
+                            tune.get_context().get_trial_id(), run_name(cfg.method, config), cfg.to_dict())
     run.set_tag("ray.node_id", ray.get_runtime_context().get_node_id())
     # Stages the method needs (M2m's g, DeepSMOTE's autoencoder): found in MLflow, trained there once.
     cfg, stages = stage_cache.with_stages(cfg, platform)
@@ -110,6 +114,12 @@ def trial(config: dict[str, Any], *, base: dict[str, Any], platform: dict[str, A
         run.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
         run.finish("FAILED")
         raise
+
+
+def run_name(method: str, config: dict[str, Any]) -> str:
+    """The MLflow child run's name: the method and the swept values, e.g. ``mamix_drw omega=0.125 seed=0``."""
+    label = trial_label(config)
+    return label if "method" in config else f"{method} {label}"
 
 
 def log_trial_artifacts(run: tracking.TrialRun, metrics: dict[str, float], counts: list[int],

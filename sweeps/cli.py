@@ -18,10 +18,11 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from cluster.address import cluster_address
 from core import tracking
 from core.config import DATASET_DEFAULTS, TrainConfig
 from core.data import DATASETS, load
-from core.sweep import PROJECT_DIR, SweepResult, SweepSpec, grid_configs, run_sweep
+from core.sweep import PROJECT_DIR, SweepResult, SweepSpec, claim_folder, grid_configs, run_sweep
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,9 @@ def parser(description: str, presets: dict[str, dict[str, Any]]) -> argparse.Arg
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(presets), default="paper")
     p.add_argument("--name", help="MLflow experiment and Ray run name (default: the sweep's and preset's)")
+    p.add_argument("--restart", action="store_true",
+                   help="archive a previous sweep of this name (its folder and MLflow parent run) and start afresh; "
+                        "without it, a re-run resumes the sweep, and only with the same settings")
     p.add_argument("--dataset", choices=sorted(DATASETS))
     p.add_argument("--data-root", help="absolute directory holding the dataset")
     p.add_argument("--download", action="store_true", default=None,
@@ -108,18 +112,36 @@ def check_data(dataset: str, data_root: str | None, download: bool = False) -> N
 
 
 def init_ray(num_cpus: int | None) -> None:
-    """Connect to the running cluster (``ray submit``, RAY_ADDRESS) or start a local instance bound
-    to the loopback address."""
+    """Join the Ray cluster this script was launched on, else start a local instance; one log line
+    says which. In order:
+
+    1. ``RAY_ADDRESS`` when set (``ray job submit`` sets it for the job's entrypoint);
+    2. the cluster that ``ray start`` started on this node, if it answers (``ray submit`` runs the
+       script on the head over SSH, with no RAY_ADDRESS); see ``cluster.address``;
+    3. a local instance bound to the loopback address, with ``num_cpus`` CPUs.
+
+    The address is passed to ``ray.init`` explicitly: given "auto", Ray switches the driver to token
+    authentication whenever a ~/.ray/auth_token from an earlier local run exists, and a cluster
+    started without tokens then refuses every call. A local instance defaults to RAY_AUTH_MODE
+    disabled (it listens on 127.0.0.1 only) so that it writes no such token.
+    """
     import ray
 
     # Checkpointing every epoch is intended; Ray's warning about frequent snapshots is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(include_dashboard=False)
-    else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
+    address, source = cluster_address()
+    if address:
+        ray.init(address=address)
+        nodes = [n for n in ray.nodes() if n["Alive"]]
+        resources = ray.cluster_resources()
+        log.info("Ray: joined the cluster at %s (%s): %d node(s), %g CPUs, %g GPUs", address, source,
+                 len(nodes), resources.get("CPU", 0), resources.get("GPU", 0))
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
+    log.info("Ray: started a local instance with %g CPUs (%s)", ray.cluster_resources().get("CPU", 0), source)
 
 
 def spec_from(chosen: dict[str, Any], args: argparse.Namespace, base: dict[str, Any],
@@ -127,7 +149,17 @@ def spec_from(chosen: dict[str, Any], args: argparse.Namespace, base: dict[str, 
     return SweepSpec(name=chosen["name"], base=base, grid=grid, results_dir=args.results_dir,
                      tracking_uri=args.tracking_uri, preset=args.preset, cpus_per_trial=args.cpus_per_trial,
                      gpus_per_trial=chosen.get("gpus_per_trial", 0.0), cpu_fallback=args.cpu_fallback,
-                     max_concurrent=args.max_concurrent, max_failures=args.max_failures, **extra)
+                     max_concurrent=args.max_concurrent, max_failures=args.max_failures, restart=args.restart,
+                     **extra)
+
+
+def start(spec: SweepSpec, num_cpus: int | None) -> None:
+    """Everything that can fail on the user's input fails here, before Ray starts: the grid, the data,
+    and the sweep folder (a re-run with other settings); then join or start Ray."""
+    grid_configs(spec)
+    check_data(spec.base["dataset"], spec.base.get("data_root"), spec.base.get("download", False))
+    claim_folder(spec)
+    init_ray(num_cpus)
 
 
 def run(sweep: Sweep, argv: list[str] | None = None) -> list[Table]:
@@ -138,17 +170,17 @@ def run(sweep: Sweep, argv: list[str] | None = None) -> list[Table]:
         p.add_argument("--" + axis.replace("_", "-"), type=kind, nargs="+", help=f"grid of {sweep.axes[axis]}")
     args = p.parse_args(argv)
     chosen = settings(args, sweep.presets, sweep.name, tuple(sweep.axes))
+    if chosen["seeds"] < 1:
+        raise ValueError(f"seeds: got {chosen['seeds']}; allowed: an integer >= 1")
     base = {k: v for k, v in chosen.items() if k in TRAIN_FIELDS}
     grid = {field_name: list(chosen[axis]) for axis, field_name in sweep.axes.items()}
     grid["seed"] = list(range(chosen["seeds"]))
     spec = spec_from(chosen, args, base, grid)
-    grid_configs(spec)  # every cell valid before Ray starts
-    check_data(base["dataset"], base.get("data_root"), base.get("download", False))
-    init_ray(args.num_cpus)
+    start(spec, args.num_cpus)
     result = run_sweep(spec)
     tracking.set_tags(result.tracking_uri, result.parent_run_id,
                       {"sweep_script": sweep.name, "settings": json.dumps(chosen, sort_keys=True)})
-    tables = sweep.tables(finished(result.trials), chosen)
+    tables = sweep.tables(finished_or_exit(result, spec), chosen)
     publish(result, spec, tables)
     return tables
 
@@ -171,14 +203,33 @@ def finished(trials: pd.DataFrame) -> pd.DataFrame:
     return trials[trials["status"] == "FINISHED"].reset_index(drop=True)
 
 
+def finished_or_exit(result: SweepResult, spec: SweepSpec) -> pd.DataFrame:
+    """The finished trials; when none finished, the sweep ends here with one line and the reasons."""
+    done = finished(result.trials)
+    if done.empty:
+        publish(result, spec, [])
+        raise SystemExit(f"error: all {len(result.trials)} trials of {spec.name} failed; there is no table to "
+                         f"make.\n\n{failures(result.trials)}")
+    return done
+
+
+def failures(trials: pd.DataFrame) -> str:
+    """The trials that did not finish, with the reason for each, as a Markdown table."""
+    failed = trials[trials["status"] != "FINISHED"]
+    return failed[["trial", "status", "error"]].to_markdown(index=False)
+
+
 def publish(result: SweepResult, spec: SweepSpec, tables: list[Table]) -> None:
     """Print each table, save it as CSV, Markdown and LaTeX in the sweep's results folder with its
-    plots and the trial table, and log all of them to the parent MLflow run."""
+    plots and the trial table, and log all of them to the parent MLflow run. Trials that did not
+    finish are listed under each table with their reasons."""
     files = {"trials.csv": result.trials.to_csv(index=False).encode()}
+    failed = int((result.trials["status"] != "FINISHED").sum())
     for table in tables:
         text = table.markdown()
-        if result.num_errors:
-            text += f"\n\n{result.num_errors} trial(s) failed; see trials.csv"
+        if failed:
+            text += f"\n\n{failed} of {len(result.trials)} trials did not finish (not in the table):\n\n" \
+                    + failures(result.trials)
         print(text + "\n")
         files.update(table_files(table, text))
     os.makedirs(spec.path, exist_ok=True)

@@ -50,9 +50,6 @@ def main(argv: list[str] | None = None):
     base.update(drw_epoch=drw_epoch_bounds(epochs)[1], seed=0)
     space = method_space(args.method, epochs)
     cli.check_space(space, base)
-    cli.check_data(base["dataset"], base.get("data_root"))
-    cli.init_ray(args.num_cpus)
-
     searcher = OptunaSearch(space=space, metric=METRIC, mode="max", sampler=None, seed=args.search_seed)
     scheduler = None
     if args.asha:
@@ -60,8 +57,9 @@ def main(argv: list[str] | None = None):
         scheduler = ASHAScheduler(metric=METRIC, mode="max", time_attr="epoch", grace_period=grace, max_t=epochs)
     spec = cli.spec_from(chosen, args, base, {}, search_alg=searcher, scheduler=scheduler,
                          num_samples=args.num_samples)
+    cli.start(spec, args.num_cpus)
     result = run_sweep(spec)
-    trials = result.trials.sort_values(METRIC, ascending=False)
+    trials = cli.finished_or_exit(result, spec).sort_values(METRIC, ascending=False)
     params = [c for c in ("method", "alpha", "omega", "tau", "kappa", "drw_epoch") if c in trials.columns]
     table = trials[params + [METRIC, "test_acc_best", "margin_gap", "status"]]
     best = table.iloc[0]

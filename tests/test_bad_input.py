@@ -31,6 +31,7 @@ def fails_with(capsys, main, argv, *words):
     (["--preset", "demo", "--dataset", "mnist"], ["--dataset", "invalid choice"]),
     (["--preset", "demo", "--omegas", "0.25", "-1"], ["omega", "> 0"]),
     (["--preset", "demo", "--epochs", "0"], ["epochs", ">= 1"]),
+    (["--preset", "demo", "--seeds", "0"], ["seeds", ">= 1"]),
     (["--preset", "demo", "--data-root", "/no/such/dir"], ["data_root", "existing directory"]),
 ])
 def test_omega_sweep_rejects_bad_flags_before_ray(capsys, argv, words):
@@ -52,7 +53,7 @@ def test_unknown_method_for_the_search_is_named(capsys):
 
 def test_paper_preset_without_data_stops_with_the_command_that_provides_it(capsys, tmp_path):
     text = fails_with(capsys, omega_sensitivity.main, ["--preset", "paper", "--data-root", str(tmp_path)],
-                      "cifar10 is not available", "to_npz.py")
+                      "cifar10 is not available", "python -m core.prepare_data cifar10")
     assert "--data-root" in text
 
 

@@ -1,19 +1,25 @@
 """Cluster YAMLs: they pass Ray's own offline validation, broken copies fail naming the key, and
-the security properties the comments promise hold. Nothing here contacts a cloud or starts Ray."""
+the security properties the comments promise hold; the head's MLflow server stops with its Ray.
+Nothing here contacts a cloud or starts Ray (tests/test_launcher.py does)."""
 
 from __future__ import annotations
 
 import copy
+import inspect
 import re
 import runpy
 import shlex
+import signal
 import socket
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from cluster import tracking_server
 from cluster.validate import load_cluster_config, validate_cluster_config
 
 CLUSTER_DIR = Path(__file__).resolve().parents[1] / "cluster"
@@ -120,13 +126,13 @@ def test_cli_reports_each_file(tmp_path, monkeypatch, capsys):
 
 # ------------------------------------------------------------------ security and setup properties
 def _mlflow_command(config):
-    (command,) = [c for c in config["head_start_ray_commands"] if "mlflow server" in c]
+    (command,) = [c for c in config["head_start_ray_commands"] if "cluster.tracking_server" in c]
     return command
 
 
 def _option(command, flag):
-    words = shlex.split(command[command.index("mlflow server"):])
-    return words[words.index(flag) + 1]
+    words = shlex.split(command[command.index("cluster.tracking_server"):])
+    return words[words.index(flag) + 1] if flag in words else None
 
 
 def test_dashboard_only_on_loopback(config):
@@ -136,14 +142,10 @@ def test_dashboard_only_on_loopback(config):
     assert re.findall(r"--dashboard-host[= ](\S+)", text) == ["127.0.0.1"]
 
 
-def test_mlflow_binds_a_private_address_with_local_sqlite(name, config):
+def test_mlflow_binds_the_nodes_ray_address_with_local_sqlite(config):
     command = _mlflow_command(config)
-    host = _option(command, "--host")
-    assert host not in {"0.0.0.0", "::", "[::]", ""}
-    if name == "onprem":
-        assert host == config["provider"]["head_ip"]
-    else:  # the address Ray advertises, resolved on the head
-        assert host == "$MLFLOW_HOST" and "get_node_ip_address" in command
+    assert _option(command, "--host") is None  # the address Ray advertises, resolved on the head
+    assert "host=get_node_ip_address()" in inspect.getsource(tracking_server.main).replace(" ", "")
     assert _option(command, "--port") == "5000"
     store = _option(command, "--backend-store-uri")
     assert store.startswith("sqlite:///") and "/mnt/shared" not in store  # never SQLite on NFS
@@ -154,9 +156,64 @@ def test_project_installed_through_file_mounts_and_setup(config):
 
     assert "~/smote2mixup" in config["file_mounts"]
     assert any("pip install" in c and "-e ~/smote2mixup" in c for c in config["setup_commands"])
-    image = config["docker"]["image"]
-    assert image == f"rayproject/ray:{ray.__version__}-py311-gpu"  # same Ray as the driver
-    assert "ray-ml" not in image
+    if "docker" in config:
+        image = config["docker"]["image"]
+        assert image == f"rayproject/ray:{ray.__version__}-py311-gpu"  # same Ray as the driver
+        assert "ray-ml" not in image
+
+
+def test_every_node_and_driver_runs_ray_with_one_auth_mode(config):
+    """`ray start`, `ray submit`'s python and every trial read ~/.bashrc: the mode is set there, so a
+    ~/.ray token left by an earlier local run cannot switch one of them to another mode."""
+    (line,) = [c for c in config["setup_commands"] if "RAY_AUTH_MODE" in c]
+    assert "export RAY_AUTH_MODE=disabled" in line and ">> ~/.bashrc" in line
+    text = yaml.safe_dump(config)
+    assert "RAY_ADDRESS" not in text  # the driver finds the node's cluster itself
+
+
+def test_onprem_runs_without_docker_in_a_venv_that_ssh_commands_use():
+    config = load_cluster_config(FILES["onprem"])
+    assert "docker" not in config
+    setup = config["setup_commands"]
+    assert any("python3.11 -m venv ~/smote2mixup-venv" in c for c in setup)
+    assert any(c.startswith("~/smote2mixup-venv/bin/pip install") and "-e ~/smote2mixup" in c for c in setup)
+    assert any("source ~/smote2mixup-venv/bin/activate" in c and ">> ~/.bashrc" in c for c in setup)
+    comments = FILES["onprem"].read_text()
+    for value in ("provider.head_ip", "provider.worker_ips", "auth.ssh_user", "auth.ssh_private_key",
+                  "--tracking-uri http://<head_ip>:5000", "rsync"):
+        assert value in comments, value
+
+
+def test_tracking_server_stops_when_the_ray_cluster_stops(tmp_path):
+    """The MLflow server runs while the node's GCS answers; then it is stopped with its workers."""
+    gcs = socket.socket()
+    gcs.bind(("127.0.0.1", 0))
+    gcs.listen()
+    address = "127.0.0.1:%d" % gcs.getsockname()[1]
+    pids = tmp_path / "pids"
+    server = [sys.executable, "-c", "import os, subprocess, sys, time; "
+              f"child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+              f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{child.pid}}'); time.sleep(60)"]
+    threading.Timer(1.5, gcs.close).start()  # `ray stop`
+    started = time.monotonic()
+    status = tracking_server.serve_while_ray_runs(server, address, poll=0.3)
+    assert status == -signal.SIGTERM and time.monotonic() - started < 10
+    for pid in map(int, pids.read_text().split()):
+        assert gone(pid)
+
+
+def gone(pid, wait=5.0):
+    """Whether the process has exited (a zombie not yet reaped by its parent counts as exited)."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rpartition(")")[2].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def test_aws_nodes_use_a_configured_security_group():

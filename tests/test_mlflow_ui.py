@@ -222,7 +222,7 @@ def test_runs_table_lists_the_sweep_run_and_every_trial_run_with_its_margin_gap(
     assert name(ui["parent"]) == EXPERIMENT and name(ui["parent"]) in text
     assert "margin_gap" in text and "test_acc" in text, "the metric columns are not shown"
     for child in ui["children"]:
-        assert name(child).startswith("trial_") and name(child) in text, f"{name(child)} not in the runs table"
+        assert name(child).startswith("mamix_drw omega=") and name(child) in text, f"{name(child)} not in the runs table"
         # The cell holds the value the server returns, printed as JavaScript prints a number (the
         # shortest round-trip form, as Python's repr for values of this size).
         assert repr(metric(child, "margin_gap")) in text, f"margin_gap of {name(child)} not in the table"

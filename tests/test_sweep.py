@@ -1,5 +1,6 @@
 """The sweep platform through the real Ray Tuner and a real MLflow store (one Ray instance per session)."""
 
+import logging
 import os
 import signal
 import subprocess
@@ -9,8 +10,9 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from core.sweep import SweepSpec, run_sweep, trial_resources
-from sweeps import omega_sensitivity, report
+from core.progress import SweepProgress
+from core.sweep import SweepSpec, grid_configs, run_sweep, trial_resources
+from sweeps import cli, omega_sensitivity, report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--preset", "demo", "--omegas", "0.25", "4", "--seeds", "1", "--epochs", "2", "--num-cpus", "2"]
@@ -29,14 +31,23 @@ def steps(client, run, key):
     return sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
 
 
-def test_tiny_omega_sweep_logs_parent_and_children(ray_session, tmp_path):
+def test_tiny_omega_sweep_logs_parent_and_children(ray_session, tmp_path, caplog, capfd):
+    caplog.set_level(logging.INFO)
     table = omega_sensitivity.main(TINY + ["--results-dir", str(tmp_path)])[0].frame
+    # What the user sees: a line per trial named by its swept values, and no Tune chatter.
+    assert "trial omega=0.25 seed=0 finished: test_acc " in caplog.text
+    assert "trial omega=4 seed=0 finished: test_acc " in caplog.text and "margin_gap" in caplog.text
+    assert "status: 2/2 done, 0 running, 0 pending" in caplog.text
+    shown = capfd.readouterr()
+    assert "tensorboard" not in (shown.out + shown.err).lower()
+    assert "Checkpoint successfully created" not in shown.out + shown.err
     assert sorted(table["omega"]) == [0.25, 4.0]
     assert (table["n"] == 1).all()
     client, parents, children = runs_of(tmp_path, "omega_sensitivity-demo")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert parents[0].data.tags["preset"] == "demo" and parents[0].data.tags["git_commit"]
     assert len(children) == 2
+    assert {c.info.run_name for c in children} == {"mamix_drw omega=0.25 seed=0", "mamix_drw omega=4 seed=0"}
     for child in children:
         assert child.info.status == "FINISHED"
         assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
@@ -53,6 +64,76 @@ def test_tiny_omega_sweep_logs_parent_and_children(ray_session, tmp_path):
     with open(os.path.join(saved, "table12.md")) as f:
         assert rebuilt[0].markdown() + "\n" == f.read()
     assert os.path.exists(os.path.join(saved, "report", "table12.tex"))
+
+    # Re-runs never relabel: other settings under the same name are refused, naming what differs and
+    # the two ways on; the same settings resume (nothing runs again).
+    with pytest.raises(ValueError) as refused:
+        omega_sensitivity.main(TINY + ["--results-dir", str(tmp_path), "--epochs", "1"])
+    assert "epochs 2 -> 1" in str(refused.value) and "--name" in str(refused.value)
+    assert "--restart" in str(refused.value) and "omega (grid)" not in str(refused.value)
+    again = omega_sensitivity.main(TINY + ["--results-dir", str(tmp_path)])[0].frame
+    assert again.equals(table)
+    assert len(runs_of(tmp_path, "omega_sensitivity-demo")[2]) == 2
+
+    # --restart archives the old folder and parent run; the new sweep is the one reported.
+    new = omega_sensitivity.main(TINY + ["--results-dir", str(tmp_path), "--epochs", "1", "--omegas", "1",
+                                         "--restart"])[0].frame
+    assert new["omega"].tolist() == [1.0]
+    (archived,) = os.listdir(os.path.join(tmp_path, "archived"))
+    assert {"table12.md", "sweep.json"} <= set(os.listdir(os.path.join(tmp_path, "archived", archived)))
+    client, parents, children = runs_of(tmp_path, "omega_sensitivity-demo")
+    old = client.get_run(parents[0].info.run_id) if "archived" in client.get_run(parents[0].info.run_id).data.tags \
+        else client.get_run(parents[1].info.run_id)
+    assert old.data.tags["archived"].endswith(archived) and "(archived" in old.info.run_name
+    assert len(parents) == 2 and len(children) == 3
+    rebuilt = report.main(["--experiment", "omega_sensitivity-demo", "--results-dir", str(tmp_path)])
+    assert rebuilt[0].frame["omega"].tolist() == [1.0]
+
+
+def test_empty_grids_are_refused():
+    with pytest.raises(ValueError, match="^omega: the grid holds no value"):
+        grid_configs(SweepSpec(name="x", base=dict(dataset="digits", method="mamix_drw"), grid={"omega": []}))
+    with pytest.raises(ValueError, match="^num_samples: "):
+        grid_configs(SweepSpec(name="x", base=dict(dataset="digits"), num_samples=0))
+
+
+def test_a_sweep_whose_trials_all_failed_ends_with_their_reasons(ray_session, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    spec = SweepSpec(name="all-fail", base=dict(dataset="digits", method="erm", epochs=1, milestones=[],
+                                                drw_epoch=1, warmup_epochs=0, device="cpu"),
+                     grid={"seed": [0, 1]}, results_dir=str(tmp_path), max_failures=0, fault=("raise", 1))
+    result = run_sweep(spec)
+    assert result.num_errors == 2
+    assert "trial seed=0 failed: InjectedFault: injected crash after epoch 1" in caplog.text
+    with pytest.raises(SystemExit) as ended:
+        cli.finished_or_exit(result, spec)
+    first, *rest = str(ended.value).splitlines()
+    assert first == "error: all 2 trials of all-fail failed; there is no table to make."
+    rows = [line for line in rest if "InjectedFault: injected crash after epoch 1" in line]
+    assert len(rows) == 2 and {"seed=0", "seed=1"} == {row.split("|")[1].strip() for row in rows}
+
+
+class FakeTrial:
+    def __init__(self, status, **config):
+        self.status, self.config, self.last_result = status, config, {}
+
+
+def test_progress_status_counts_trials_and_estimates_the_time_left(caplog):
+    caplog.set_level(logging.INFO)
+    now = [0.0]
+    progress = SweepProgress(total=4, every=30, clock=lambda: now[0])
+    trials = [FakeTrial("TERMINATED", omega=0.5), FakeTrial("RUNNING", omega=1.0), FakeTrial("PENDING", omega=2.0)]
+    trials[0].last_result = {"test_acc": 0.8125, "margin_gap": 0.5, "time_total_s": 12.0}
+    now[0] = 60.0
+    progress.on_trial_complete(1, trials, trials[0])
+    progress.on_step_end(1, trials)
+    assert caplog.messages == [
+        "trial omega=0.5 finished: test_acc 0.8125, margin_gap 0.5000, 12 s",
+        "status: 1/4 done, 1 running, 2 pending; elapsed 0:01:00, about 0:03:00 left",
+    ]
+    now[0] = 70.0
+    progress.on_step_end(2, trials)  # within 30 s of the last status: nothing
+    assert len(caplog.messages) == 2
 
 
 def test_a_crashed_trial_resumes_from_its_checkpoint_in_the_same_run(ray_session, tmp_path):
@@ -118,41 +199,6 @@ def test_interrupted_sweep_resumes_without_duplicates(ray_session, tmp_path):
     for child in children:
         assert child.info.status == "FINISHED"
         assert steps(client, child, "test_acc") == [1, 2, 3]
-
-
-TWO_NODES = r"""
-import sys
-from ray.cluster_utils import Cluster
-from sweeps import omega_sensitivity, report
-
-cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-cluster.add_node(num_cpus=1)
-cluster.wait_for_nodes()
-import ray
-ray.init(address=cluster.address)
-try:
-    omega_sensitivity.main(sys.argv[1:])
-finally:
-    ray.shutdown()
-    cluster.shutdown()
-"""
-
-
-def test_sweep_on_a_two_node_cluster_uses_both_nodes(tmp_path):
-    """A head and a worker node (separate raylets) with a storage path both can reach: each node runs
-    one of the two concurrent trials and every result arrives. Runs in its own process so that the
-    session's Ray instance is untouched."""
-    args = TINY + ["--results-dir", str(tmp_path), "--name", "two-nodes"]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    # Ray resolves a loopback address to the machine's address unless told it is a laptop-style
-    # single-machine cluster: this keeps both nodes on 127.0.0.1.
-    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    done = subprocess.run([sys.executable, "-c", TWO_NODES, *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    client, parents, children = runs_of(tmp_path, "two-nodes")
-    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
-    assert len({c.data.tags["ray.node_id"] for c in children}) == 2
 
 
 def test_optuna_search_suggests_only_the_methods_parameters(ray_session, tmp_path):

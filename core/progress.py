@@ -1,0 +1,95 @@
+"""What a user sees while a sweep runs: one line per finished trial and a periodic status.
+
+``SweepProgress`` is a Ray Tune callback on the driver. It replaces Tune's own console output (the
+configuration box, the TensorBoard hint, the per-checkpoint messages), which ``core.sweep`` turns
+off. A trial is named by its swept values (``omega=0.125 seed=0``), as its MLflow child run is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Callable
+
+import cloudpickle
+from ray import tune
+
+log = logging.getLogger(__name__)
+
+DONE = ("TERMINATED", "ERROR")
+
+
+def trial_label(config: dict[str, Any]) -> str:
+    """The swept values of a trial, e.g. ``omega=0.125 seed=0``."""
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in config.items())
+
+
+def error_reason(error: BaseException | str | None) -> str:
+    """One line saying why a trial failed: the original exception inside Ray's wrapper, first line."""
+    cause = getattr(error, "cause", None) or error
+    text = f"{type(cause).__name__}: {cause}" if isinstance(cause, BaseException) else str(cause or "unknown")
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return (lines[0] if lines else "unknown")[:300]
+
+
+def last_error(trial) -> BaseException | None:
+    """The exception that ended a trial, from the driver's copy of its error file (the copy in the
+    storage path is written later)."""
+    path = trial.pickled_error_file
+    if not path or not os.path.exists(path):
+        return None
+    with open(path, "rb") as f:
+        return cloudpickle.load(f)
+
+
+def clock_text(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+class SweepProgress(tune.Callback):
+    """Logs a line per finished or failed trial, and every ``every`` seconds a status line: trials
+    done / running / pending, time elapsed, and the time left at the rate trials have finished so far."""
+
+    def __init__(self, total: int, every: float = 30.0, clock: Callable[[], float] = time.monotonic):
+        self.total, self.every, self.clock = total, every, clock
+        self.setup()
+
+    def setup(self, **info) -> None:
+        """Called when the sweep starts or resumes (a resumed sweep unpickles this callback)."""
+        self.start = self.last_status = self.clock()
+        self.finished_here = 0  # finished in this invocation: the rate for the estimate
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self.finished_here += 1
+        result = trial.last_result or {}
+        if result.get("diverged"):
+            log.info("trial %s diverged: %s", trial_label(trial.config), result.get("error", ""))
+            return
+        log.info("trial %s finished: test_acc %.4f, margin_gap %.4f, %.0f s", trial_label(trial.config),
+                 result.get("test_acc", float("nan")), result.get("margin_gap", float("nan")),
+                 result.get("time_total_s", float("nan")))
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self.finished_here += 1
+        log.info("trial %s failed: %s", trial_label(trial.config), error_reason(last_error(trial)))
+
+    def on_step_end(self, iteration: int, trials: list, **info) -> None:
+        if self.clock() - self.last_status >= self.every:
+            log.info(self.status(trials))
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        log.info(self.status(trials))
+
+    def status(self, trials: list) -> str:
+        self.last_status = now = self.clock()
+        done = sum(t.status in DONE for t in trials)
+        running = sum(t.status == "RUNNING" for t in trials)
+        pending = max(self.total - done - running, 0)
+        elapsed = now - self.start
+        line = f"status: {done}/{self.total} done, {running} running, {pending} pending; elapsed {clock_text(elapsed)}"
+        if 0 < done < self.total and self.finished_here:
+            line += f", about {clock_text(elapsed / self.finished_here * (self.total - done))} left"
+        return line

@@ -1,0 +1,148 @@
+"""The sweep script run the way a cluster runs it, on a real two-node Ray cluster on this machine.
+
+`ray up` starts a cluster's nodes with `ray start --head` and `ray start --address`; `ray submit` then
+runs `python <script>` on the head over SSH, with no RAY_ADDRESS; `ray job submit` hands the command
+to the cluster's Jobs API. Both must run the trials on the cluster's nodes, the worker included, not
+on a private instance of the driver. (The SSH launcher itself: tests/test_launcher.py.)
+
+Isolation from other Ray users of this machine: the cluster keeps its address record and session
+folder in a private temp dir (TMPDIR), uses free ports, and is stopped by killing the process groups
+of its own two `ray start` commands, never with `ray stop`, which stops every Ray process of the host.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+SWEEP = ["sweeps/omega_sensitivity.py", "--preset", "demo", "--omegas", "0.25", "4", "--seeds", "1", "--epochs", "1"]
+
+
+@dataclass
+class Cluster:
+    env: dict[str, str]  # a shell on the head: the project's venv first, the cluster's temp dir, no RAY_ADDRESS
+    address: str  # the GCS address `ray start` recorded
+    dashboard: str  # the Jobs API
+    node_ids: dict[str, str]  # "head" / "worker" -> Ray node id
+    groups: list[int]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ray_start(env: dict[str, str], *args: str) -> int:
+    """Run `ray start` in a new session and return its id: the node's daemons stay in that process group."""
+    start = subprocess.Popen([os.path.join(BIN, "ray"), "start", "--disable-usage-stats", *args], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    out, _ = start.communicate(timeout=180)
+    assert start.returncode == 0, out[-3000:]
+    return start.pid
+
+
+def group_members(pgid: int) -> list[tuple[int, list[str]]]:
+    members = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if int(f.read().rpartition(")")[2].split()[2]) != pgid:
+                    continue
+            with open(f"/proc/{pid}/cmdline") as f:
+                members.append((int(pid), f.read().split("\0")))
+        except (OSError, ValueError, IndexError):
+            continue
+    return members
+
+
+def raylet_node_id(pgid: int) -> str:
+    for _, argv in group_members(pgid):
+        if os.path.basename(argv[0]) == "raylet":
+            return next(a.split("=", 1)[1] for a in argv if a.startswith("--node_id="))
+    raise AssertionError(f"no raylet in process group {pgid}")
+
+
+def stop_groups(groups: list[int], wait: float = 10.0) -> None:
+    """SIGKILL every process of the groups (as `ray stop --force` would, but only these) and wait."""
+    for pgid in groups:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and any(group_members(g) for g in groups):
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths live below it
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_TMPDIR")}
+    env.update(TMPDIR=temp, PATH=BIN + os.pathsep + env.get("PATH", ""),  # as the venv activated in ~/.bashrc
+               RAY_AUTH_MODE="disabled")  # as cluster/*.yaml set it on every node
+    groups: list[int] = []
+    try:
+        # Free ports for the services whose defaults are fixed (dashboard 8265, dashboard agent 52365):
+        # another Ray on this machine, e.g. the test session's, may hold them.
+        dashboard_port = free_port()
+        groups.append(ray_start(env, "--head", "--port=0", "--num-cpus=1", '--resources={"head_node": 1}',
+                                "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+                                f"--dashboard-agent-listen-port={free_port()}"))
+        with open(os.path.join(temp, "ray", "ray_current_cluster")) as f:
+            address = f.read().strip()
+        # The worker keeps its own temp dir, as on another machine (by default it takes the head's, and
+        # its clean-up of a job's working dir would delete the folder the job's driver runs in).
+        groups.append(ray_start(env, f"--address={address}", "--num-cpus=1", '--resources={"worker_node": 1}',
+                                f"--temp-dir={os.path.join(temp, 'worker')}",
+                                f"--dashboard-agent-listen-port={free_port()}"))
+        yield Cluster(env, address, f"http://127.0.0.1:{dashboard_port}",
+                      {"head": raylet_node_id(groups[0]), "worker": raylet_node_id(groups[1])}, groups)
+    finally:
+        stop_groups(groups)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def trial_nodes(results_dir: str, name: str) -> list[str]:
+    client = MlflowClient(f"sqlite:///{results_dir}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
+    return sorted(r.data.tags["ray.node_id"] for r in children)
+
+
+def test_script_run_on_the_head_joins_the_cluster_as_ray_submit_runs_it(cluster, tmp_path):
+    """`ray submit` runs `python script.py ...` on the head: no RAY_ADDRESS, the cluster found on the node."""
+    run = subprocess.run([sys.executable, *SWEEP, "--results-dir", str(tmp_path), "--name", "submit"], cwd=ROOT,
+                         env=cluster.env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"Ray: joined the cluster at {cluster.address} (running on this node" in run.stderr
+    assert "2 node(s), 2 CPUs" in run.stderr and "Started a local Ray instance" not in run.stderr
+    assert trial_nodes(str(tmp_path), "submit") == sorted(cluster.node_ids.values())
+
+
+def test_sweep_submitted_through_the_jobs_api_runs_on_the_cluster(cluster, tmp_path):
+    """The README's `ray job submit --address http://127.0.0.1:8265 --working-dir . -- python ...`."""
+    command = [os.path.join(BIN, "ray"), "job", "submit", "--address", cluster.dashboard, "--working-dir", ".",
+               "--", "python", *SWEEP, "--results-dir", str(tmp_path), "--name", "job"]
+    deadline = time.monotonic() + 60  # a fresh head's job agent registers some seconds after `ray start`
+    while True:
+        run = subprocess.run(command, cwd=ROOT, env=cluster.env, capture_output=True, text=True, timeout=300)
+        if "No available agent to submit job" not in run.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    assert f"Ray: joined the cluster at {cluster.address} (RAY_ADDRESS)" in run.stdout + run.stderr
+    assert trial_nodes(str(tmp_path), "job") == sorted(cluster.node_ids.values())
