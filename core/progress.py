@@ -25,6 +25,11 @@ def trial_label(config: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in config.items())
 
 
+def members(trial) -> list[dict[str, Any]]:
+    """The swept values of each member a Ray trial trains (one, unless the sweep fuses cells)."""
+    return trial.config.get("members", [trial.config])
+
+
 def error_reason(error: BaseException | str | None) -> str:
     """One line saying why a trial failed: the original exception inside Ray's wrapper, first line."""
     cause = getattr(error, "cause", None) or error
@@ -50,8 +55,9 @@ def clock_text(seconds: float) -> str:
 
 
 class SweepProgress(tune.Callback):
-    """Logs a line per finished or failed trial, and every ``every`` seconds a status line: trials
-    done / running / pending, time elapsed, and the time left at the rate trials have finished so far."""
+    """Logs a line per finished or failed trial (each member of a fused pack is a trial here), and
+    every ``every`` seconds a status line: trials done / running / pending, time elapsed, and the time
+    left at the rate trials have finished so far."""
 
     def __init__(self, total: int, every: float = 30.0, clock: Callable[[], float] = time.monotonic):
         self.total, self.every, self.clock = total, every, clock
@@ -63,18 +69,26 @@ class SweepProgress(tune.Callback):
         self.finished_here = 0  # finished in this invocation: the rate for the estimate
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        self.finished_here += 1
         result = trial.last_result or {}
-        if result.get("diverged"):
-            log.info("trial %s diverged: %s", trial_label(trial.config), result.get("error", ""))
-            return
-        log.info("trial %s finished: test_acc %.4f, margin_gap %.4f, %.0f s", trial_label(trial.config),
-                 result.get("test_acc", float("nan")), result.get("margin_gap", float("nan")),
-                 result.get("time_total_s", float("nan")))
+        cells = members(trial)
+        self.finished_here += len(cells)
+        member_metrics = result.get("member_metrics") or [result] * len(cells)
+        failures = result.get("member_failures") or {}
+        for m, cell in enumerate(cells):
+            if str(m) in failures:
+                log.info("trial %s diverged: %s", trial_label(cell), failures[str(m)])
+                continue
+            metrics = member_metrics[m]
+            log.info("trial %s finished: test_acc %.4f, margin_gap %.4f, %.0f s", trial_label(cell),
+                     metrics.get("test_acc", float("nan")), metrics.get("margin_gap", float("nan")),
+                     result.get("time_total_s", float("nan")))
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self.finished_here += 1
-        log.info("trial %s failed: %s", trial_label(trial.config), error_reason(last_error(trial)))
+        cells = members(trial)
+        self.finished_here += len(cells)
+        reason = error_reason(last_error(trial))
+        for cell in cells:
+            log.info("trial %s failed: %s", trial_label(cell), reason)
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
         if self.clock() - self.last_status >= self.every:
@@ -85,8 +99,8 @@ class SweepProgress(tune.Callback):
 
     def status(self, trials: list) -> str:
         self.last_status = now = self.clock()
-        done = sum(t.status in DONE for t in trials)
-        running = sum(t.status == "RUNNING" for t in trials)
+        done = sum(len(members(t)) for t in trials if t.status in DONE)
+        running = sum(len(members(t)) for t in trials if t.status == "RUNNING")
         pending = max(self.total - done - running, 0)
         elapsed = now - self.start
         line = f"status: {done}/{self.total} done, {running} running, {pending} pending; elapsed {clock_text(elapsed)}"

@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 import ray
 from ray import tune
+from ray.tune.logger import JsonLoggerCallback
 
 from core import stage_cache, stages, tracking
 from core.config import TrainConfig
@@ -60,6 +61,10 @@ class SweepSpec:
     scheduler: Any = None  # searcher and scheduler carry their own metric and mode
     fault: tuple[str, int] | None = None  # drill: ("raise" | "sigkill", epoch), once per trial
     restart: bool = False  # archive a previous sweep of this name (folder and parent run) and start afresh
+    # Grid cells that share a fusable key (core.train.pack_key) train as one Ray trial of at most this
+    # many members; 1: a trial per cell; "auto": each key's cells spread evenly over the trials the
+    # cluster runs at once.
+    fuse: int | str = 1
 
     def __post_init__(self) -> None:
         self.results_dir = os.path.abspath(self.results_dir)
@@ -93,9 +98,44 @@ def grid_configs(spec: SweepSpec) -> list[dict[str, Any]]:
             raise ValueError(f"{key}: the grid holds no value; give at least one")
     if spec.num_samples < 1:
         raise ValueError(f"num_samples: got {spec.num_samples}; allowed: an integer >= 1")
+    check_fuse(spec.fuse)
     keys = list(spec.grid)
     cells = [dict(zip(keys, values)) for values in itertools.product(*spec.grid.values())] or [{}]
     return [TrainConfig.from_dict({**spec.base, **cell}).to_dict() for cell in cells]
+
+
+def check_fuse(fuse: int | str) -> None:
+    if fuse != "auto" and not (isinstance(fuse, int) and not isinstance(fuse, bool) and fuse >= 1):
+        raise ValueError(f"fuse: got {fuse!r}; allowed: an integer >= 1 (members per trial) or 'auto'")
+
+
+def concurrent_trials(spec: SweepSpec, resources: dict[str, float]) -> int:
+    """How many trials of ``resources`` the cluster runs at once (at most ``max_concurrent``)."""
+    cluster = ray.cluster_resources()
+    slots = int(cluster.get("CPU", 0) // resources["cpu"]) if resources["cpu"] else 1 << 30
+    if resources["gpu"]:
+        slots = min(slots, int(cluster.get("GPU", 0) // resources["gpu"]))
+    if spec.max_concurrent:
+        slots = min(slots, spec.max_concurrent)
+    return max(1, slots)
+
+
+def packs(spec: SweepSpec, slots: int) -> list[list[dict[str, Any]]]:
+    """The grid's cells (swept values) grouped into Ray trials: cells of one fusable key, in grid order,
+    at most ``spec.fuse`` to a trial; with ``auto``, each key's cells split evenly over ``slots`` trials."""
+    from core.train import pack_key  # the engine, imported when a sweep runs rather than with this module
+
+    keys = list(spec.grid)
+    cells = [dict(zip(keys, values)) for values in itertools.product(*spec.grid.values())] or [{}]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for cell in cells:
+        key = json.dumps(pack_key(TrainConfig.from_dict({**spec.base, **cell})), sort_keys=True, default=str)
+        groups.setdefault(key, []).append(cell)
+    out = []
+    for group in groups.values():
+        size = -(-len(group) // slots) if spec.fuse == "auto" else spec.fuse
+        out += [group[i:i + size] for i in range(0, len(group), size)]
+    return out
 
 
 def trial_resources(spec: SweepSpec) -> dict[str, float]:
@@ -157,6 +197,7 @@ def sweep_settings(spec: SweepSpec) -> dict[str, Any]:
     settings: dict[str, Any] = {k: v for k, v in spec.base.items() if k not in NOT_SETTINGS}
     settings.update({f"{k} (grid)": v for k, v in spec.grid.items()})
     settings["num_samples"] = spec.num_samples
+    settings["fuse"] = spec.fuse
     for key, part in (("search", spec.search_alg), ("scheduler", spec.scheduler)):
         if part is not None:
             settings[key] = type(part).__name__
@@ -239,7 +280,7 @@ def _parent_run(spec: SweepSpec, uri: str, experiment: str, resuming: bool) -> s
 
 def run_sweep(spec: SweepSpec) -> SweepResult:
     """Run (or resume) the sweep and return its trial table. Needs ``ray.init()`` done by the caller."""
-    total = len(grid_configs(spec)) * spec.num_samples
+    total = len(grid_configs(spec)) * spec.num_samples  # members
     uri = spec.uri
     claim_folder(spec)
     resources = trial_resources(spec)
@@ -249,12 +290,16 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
     parent = _parent_run(spec, uri, experiment, resuming)
 
     run_stages(spec, uri, experiment, parent, resources)
+    grid = {"members": tune.grid_search(packs(spec, concurrent_trials(spec, resources)))} if spec.grid else {}
     platform = {"tracking_uri": uri, "experiment_id": experiment, "parent_run_id": parent,
                 "fault": spec.fault}
     trainable = tune.with_resources(tune.with_parameters(trial, base=spec.base, platform=platform), resources)
     # Tune's console output (a configuration box, a TensorBoard hint, a line per state snapshot) gives
     # way to SweepProgress.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Results go to MLflow; of Tune's own files only result.json stays (the result grid reads it): its
+    # CSV and TensorBoard files cannot hold a pack's per-member metrics.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     logging.getLogger("ray.tune.tune").setLevel(logging.WARNING)
     tracking.quiet()
     if resuming:
@@ -263,24 +308,24 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space={k: tune.grid_search(v) for k, v in spec.grid.items()},
+            param_space=grid,
             tune_config=tune.TuneConfig(search_alg=spec.search_alg, scheduler=spec.scheduler,
                                         num_samples=spec.num_samples,
                                         max_concurrent_trials=spec.max_concurrent or None),
             run_config=tune.RunConfig(name=spec.name, storage_path=spec.results_dir, verbose=0,
-                                      callbacks=[SweepProgress(total)],
+                                      callbacks=[SweepProgress(total), JsonLoggerCallback()],
                                       failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
         )
     try:
-        grid = tuner.fit()
+        results = tuner.fit()
     except BaseException:
         tracking.set_status(uri, parent, "KILLED")
         raise
-    table = trial_table(grid)
+    table = trial_table(results)
     close_orphans(uri, experiment, parent)
-    tracking.set_status(uri, parent, "FINISHED" if grid.num_errors == 0 else "FAILED")
-    return SweepResult(table, experiment, parent, uri, grid.num_errors)
+    tracking.set_status(uri, parent, "FINISHED" if results.num_errors == 0 else "FAILED")
+    return SweepResult(table, experiment, parent, uri, results.num_errors)
 
 
 def _ensure_stage(uri: str, experiment: str, parent: str, name: str, config: dict[str, Any]) -> str:
@@ -308,18 +353,23 @@ def run_stages(spec: SweepSpec, uri: str, experiment: str, parent: str, resource
         raise
 
 
-def trial_table(grid: tune.ResultGrid) -> pd.DataFrame:
-    """One row per trial: its swept values, its last reported metrics, and how it ended."""
+def trial_table(results: tune.ResultGrid) -> pd.DataFrame:
+    """One row per member of every trial: its swept values, its last reported metrics, and how it ended."""
     rows = []
-    for result in grid:
-        metrics = result.metrics or {}
-        # The swept config wins over a metric of the same name (the lr reported is the epoch's lr).
-        row = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-        row.update(result.config or {})
-        row["trial"] = trial_label(result.config or {})
-        row["status"] = "ERROR" if result.error else "DIVERGED" if metrics.get("diverged") else "FINISHED"
-        row["error"] = error_reason(result.error) if result.error else metrics.get("error", "")
-        rows.append(row)
+    for result in results:
+        config, metrics = result.config or {}, result.metrics or {}
+        cells = config.get("members", [config])
+        member_metrics = metrics.get("member_metrics") or [{} for _ in cells]
+        failures = metrics.get("member_failures") or {}
+        for m, cell in enumerate(cells):
+            # The swept config wins over a metric of the same name (the lr reported is the epoch's lr).
+            row = {k: v for k, v in member_metrics[m].items() if isinstance(v, (int, float))}
+            row.update(cell)
+            row["trial"] = trial_label(cell)
+            failure = failures.get(str(m))
+            row["status"] = "ERROR" if result.error else "DIVERGED" if failure else "FINISHED"
+            row["error"] = error_reason(result.error) if result.error else failure or ""
+            rows.append(row)
     return pd.DataFrame(rows)
 
 

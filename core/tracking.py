@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 PARENT_TAG = "mlflow.parentRunId"
 TRIAL_TAG = "ray.trial_id"
+MEMBER_TAG = "member"  # the member's index in its trial's pack
 STAGE_TAG = "stage"
 STAGE_KEY_TAG = "stage_key"
 ARCHIVED_TAG = "archived"  # on a parent run set aside by `--restart`: the folder its sweep moved to
@@ -150,15 +151,17 @@ def _log_batch(c: MlflowClient, run_id: str, metrics: dict[str, float], step: in
 
 
 class TrialRun:
-    """The MLflow child run of one Ray trial: created on the trial's first attempt, found again by its
-    trial id on a retry or a resumed sweep, continued from the last step it already holds."""
+    """The MLflow child run of one member of a Ray trial (a pack trains several): created on the
+    trial's first attempt, found again by its trial id and member index on a retry or a resumed sweep,
+    continued from the last step it already holds."""
 
     def __init__(self, tracking_uri: str, experiment: str, parent_run_id: str, trial_id: str, name: str,
-                 params: dict[str, Any]):
-        self.uri, self.client = tracking_uri, client(tracking_uri)
+                 params: dict[str, Any], member: int = 0):
+        self.uri, self.client, self.finished = tracking_uri, client(tracking_uri), False
         self.pending: list[tuple[int, dict[str, float]]] = []
         found = _retrying(self.client.search_runs, [experiment],
-                          filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'")
+                          filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{TRIAL_TAG}` = '{trial_id}' "
+                                        f"and tags.`{MEMBER_TAG}` = '{member}'")
         if found:
             self.run_id = found[0].info.run_id
             _retrying(self.client.update_run, self.run_id, status="RUNNING")
@@ -167,7 +170,7 @@ class TrialRun:
             log.info("continuing MLflow run %s of trial %s after step %d", self.run_id, trial_id, self.last_step)
         else:
             run = _retrying(self.client.create_run, experiment, run_name=name,
-                            tags={PARENT_TAG: parent_run_id, TRIAL_TAG: trial_id})
+                            tags={PARENT_TAG: parent_run_id, TRIAL_TAG: trial_id, MEMBER_TAG: str(member)})
             self.run_id, self.last_step = run.info.run_id, -1
             _retrying(self.client.log_batch, self.run_id,
                       params=[Param(k, json.dumps(v) if isinstance(v, (list, tuple)) else str(v))
@@ -196,11 +199,17 @@ class TrialRun:
     def set_tag(self, key: str, value: str) -> None:
         _retrying(self.client.set_tag, self.run_id, key, value)
 
-    def finish(self, status: str) -> None:
+    def finish(self, status: str, error: str | None = None) -> None:
+        """End the run (once), with ``error`` as its reason when it failed."""
+        if self.finished:
+            return
+        if error:
+            self.set_tag("error", error[:5000])
         self.flush()
         if self.pending:
             raise RuntimeError(f"MLflow run {self.run_id}: {len(self.pending)} step(s) could not be logged")
         _retrying(self.client.set_terminated, self.run_id, status=status)
+        self.finished = True
 
 
 # ----------------------------------------------------------------------------- stage runs

@@ -1,9 +1,11 @@
-"""The Ray Tune trainable: one ``core.train.train`` call per trial, with checkpoints and MLflow.
+"""The Ray Tune trainable: one ``core.train.train_pack`` call per trial, with checkpoints and MLflow.
 
-Each evaluation becomes one ``tune.report`` carrying a checkpoint (model, optimiser, schedule
-position, generator state, epoch, best accuracy), and one step of the trial's MLflow child run.
-A crashed trial restarts from its last checkpoint (``FailureConfig(max_failures=...)``) and continues
-its MLflow run, which is found again by the Ray trial id. Ray calls live here and in ``core.sweep``.
+A trial trains a pack of members (one or more grid cells that share a fusable key; ``core.sweep``
+forms them). Each evaluation becomes one ``tune.report`` carrying a checkpoint of the whole pack
+(weights, optimiser, schedule position, every member's generator state, epoch, best accuracies), and
+one step of each member's MLflow child run. A crashed trial restarts from its last checkpoint
+(``FailureConfig(max_failures=...)``) and every member continues its MLflow run, found again by the
+Ray trial id and its member index. Ray calls live here and in ``core.sweep``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from core import stage_cache, tracking
 from core.config import TrainConfig
 from core.progress import trial_label
 from core.reporting import margin_bar_chart, per_class_table
-from core.train import DivergenceError, train
+from core.train import train_pack
 
 log = logging.getLogger(__name__)
 
@@ -60,29 +62,38 @@ def load_checkpoint_state(checkpoint: tune.Checkpoint | None) -> dict[str, Any] 
 
 
 def trial(config: dict[str, Any], *, base: dict[str, Any], platform: dict[str, Any]) -> None:
-    """Ray Tune function trainable.
+    """Ray Tune function trainable: one pack of members (``core.train.train_pack``).
 
-    ``config`` holds the swept fields (e.g. omega, seed), ``base`` the rest of the TrainConfig, and
-    ``platform`` the sweep's settings: tracking_uri, experiment_id, parent_run_id and, for drills
-    only, ``fault`` = (kind, epoch): crash once, on the first attempt, after that epoch's report.
+    ``config["members"]`` lists each member's swept fields (e.g. omega, seed); a config without it is
+    one member's fields (a searcher's suggestion). ``base`` holds the rest of the TrainConfig, and
+    ``platform`` the sweep's settings: tracking_uri, experiment_id, parent_run_id and, for drills only,
+    ``fault`` = (kind, epoch): crash once, on the first attempt, after that epoch's report.
 
-    A diverging run (NaN or inf loss) is not retried: retrying from its checkpoint would diverge
-    again. It ends at once, FAILED in MLflow with the reason, and reports ``diverged`` to Ray.
+    Each member has its own MLflow child run. A member that diverges (NaN or inf loss) is frozen and
+    its run ends FAILED with the reason while the others go on; a pack whose members all diverged is
+    not retried (its checkpoint would diverge again) and reports ``diverged`` to Ray.
     """
     # Ray logs every checkpoint it persists, MLflow every run's URL; the driver's SweepProgress
     # reports what matters instead.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     tracking.quiet()
-    cfg = TrainConfig.from_dict({**base, **config})
-    run = tracking.TrialRun(platform["tracking_uri"], platform["experiment_id"], platform["parent_run_id"],
-                            tune.get_context().get_trial_id(), run_name(cfg.method, config), cfg.to_dict())
-    run.set_tag("ray.node_id", ray.get_runtime_context().get_node_id())
-    # Stages the method needs (M2m's g, DeepSMOTE's autoencoder): found in MLflow, trained there once.
-    cfg, stages = stage_cache.with_stages(cfg, platform)
-    for name, stage_run in stages.items():
-        run.set_tag(f"stage.{name}", stage_run.info.run_id)
-    # The cost of a trial: its own wall time (this attempt) and the one-off time of its stages.
-    started, stage_s = time.perf_counter(), sum(r.data.metrics.get("wall_s", 0.0) for r in stages.values())
+    cells = config.get("members", [config])
+    trial_id, node = tune.get_context().get_trial_id(), ray.get_runtime_context().get_node_id()
+    cfgs, runs, stage_s = [], [], 0.0
+    for m, cell in enumerate(cells):
+        cfg = TrainConfig.from_dict({**base, **cell})
+        run = tracking.TrialRun(platform["tracking_uri"], platform["experiment_id"], platform["parent_run_id"],
+                                trial_id, run_name(cfg.method, cell), cfg.to_dict(), member=m)
+        run.set_tag("ray.node_id", node)
+        # Stages the method needs (M2m's g, DeepSMOTE's autoencoder): found in MLflow, trained there once.
+        cfg, stages = stage_cache.with_stages(cfg, platform)
+        for name, stage_run in stages.items():
+            run.set_tag(f"stage.{name}", stage_run.info.run_id)
+        # The cost of a member: the pack's wall time (this attempt) and the one-off time of its stages.
+        stage_s = max(stage_s, sum(r.data.metrics.get("wall_s", 0.0) for r in stages.values()))
+        cfgs.append(cfg)
+        runs.append(run)
+    started = time.perf_counter()
     resume = load_checkpoint_state(tune.get_checkpoint())
     latest: dict[str, Any] = {}
 
@@ -90,30 +101,61 @@ def trial(config: dict[str, Any], *, base: dict[str, Any], platform: dict[str, A
         latest.clear()
         latest.update(state)
 
-    def report(metrics: dict[str, float]) -> None:
-        metrics = {**metrics, "wall_s": time.perf_counter() - started, "stage_s": stage_s}
-        run.log_epoch(metrics)
+    def report(metrics: list[dict[str, float]], failures: dict[int, str]) -> None:
+        # A member's cost: its share of the pack's wall time (this attempt), and its stages' one-off time.
+        timing = {"wall_s": (time.perf_counter() - started) / len(cfgs), "stage_s": stage_s}
+        metrics = [{**m, **timing} if m else m for m in metrics]
+        for m, run in enumerate(runs):
+            if m in failures:
+                run.finish("FAILED", f"DivergenceError: {failures[m]}")
+            else:
+                run.log_epoch(metrics[m])
         with tempfile.TemporaryDirectory() as d:
             torch.save(latest, os.path.join(d, STATE_FILE))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+            tune.report(pack_summary(metrics, failures), checkpoint=tune.Checkpoint.from_directory(d))
         fault = platform.get("fault")
-        if fault and resume is None and metrics["epoch"] == fault[1]:
-            inject_fault(fault[0], metrics["epoch"])
+        epoch = max(int(m.get("epoch", 0)) for m in metrics)
+        if fault and resume is None and epoch == fault[1]:
+            inject_fault(fault[0], epoch)
 
     try:
-        metrics = train(cfg, report, resume=resume, save_state=save_state)
+        result = train_pack(cfgs, report, resume=resume, save_state=save_state)
         state = latest or resume or {}
-        if metrics and state:
-            log_trial_artifacts(run, metrics, state["counts"], state["classes"], cfg)
-        run.finish("FINISHED")
-    except DivergenceError as err:
-        run.set_tag("error", f"DivergenceError: {err}")
-        run.finish("FAILED")
-        tune.report({"diverged": 1.0, "error": str(err)})
+        for m, run in enumerate(runs):
+            if m in result.failures:
+                run.finish("FAILED", f"DivergenceError: {result.failures[m]}")
+                continue
+            if result.metrics[m] and state:
+                log_trial_artifacts(run, result.metrics[m], state["counts"], state["classes"], cfgs[m])
+            run.finish("FINISHED")
+        if len(result.failures) == len(cfgs):
+            tune.report({**pack_summary(result.metrics, result.failures), "diverged": 1.0,
+                         "error": "; ".join(sorted(set(result.failures.values())))})
     except BaseException as err:
-        run.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
-        run.finish("FAILED")
+        for run in runs:
+            run.finish("FAILED", f"{type(err).__name__}: {err}")
         raise
+
+
+# What a pack reports to Ray besides each member's metrics: the mean over its live members, which is
+# the member's own value for a pack of one (what a searcher or scheduler reads).
+HEADLINE = ("test_acc", "test_balanced_acc", "margin_gap", "test_acc_best", "val_acc", "val_acc_best",
+            "test_acc_at_val_best", "train_loss", "wall_s", "stage_s")
+
+
+def pack_summary(metrics: list[dict[str, float]], failures: dict[int, str]) -> dict[str, Any]:
+    """The Ray result of a pack: epoch, members alive, the headline metrics' mean over the live
+    members, every member's metrics (``member_metrics``) and the failures (``member_failures``)."""
+    alive = [m for i, m in enumerate(metrics) if i not in failures and m]
+    summary: dict[str, Any] = {"epoch": max((int(m.get("epoch", 0)) for m in metrics), default=0),
+                               "members_alive": len(alive)}
+    for key in HEADLINE:
+        values = [m[key] for m in alive if key in m]
+        if values:
+            summary[key] = sum(values) / len(values)
+    summary["member_metrics"] = [dict(m) for m in metrics]
+    summary["member_failures"] = {str(k): v for k, v in failures.items()}
+    return summary
 
 
 def run_name(method: str, config: dict[str, Any]) -> str:

@@ -73,11 +73,18 @@ def parser(description: str, presets: dict[str, dict[str, Any]]) -> argparse.Arg
     p.add_argument("--max-concurrent", type=int, default=0, help="0: as many as resources allow")
     p.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial from its checkpoint")
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray instance (ignored on a cluster)")
+    p.add_argument("--fuse", type=_count_or_auto, default="auto",
+                   help="grid cells of one shape train fused, at most K to a trial (core/fused.py); 1: a trial "
+                        "per cell; auto (default): each shape's cells spread evenly over the trials that run at once")
     return p
 
 
 def _gpus(text: str) -> float | str:
     return text if text == "auto" else float(text)
+
+
+def _count_or_auto(text: str) -> int | str:
+    return text if text == "auto" else int(text)
 
 
 def settings(args: argparse.Namespace, presets: dict[str, dict[str, Any]], sweep: str,
@@ -150,7 +157,7 @@ def spec_from(chosen: dict[str, Any], args: argparse.Namespace, base: dict[str, 
                      tracking_uri=args.tracking_uri, preset=args.preset, cpus_per_trial=args.cpus_per_trial,
                      gpus_per_trial=chosen.get("gpus_per_trial", 0.0), cpu_fallback=args.cpu_fallback,
                      max_concurrent=args.max_concurrent, max_failures=args.max_failures, restart=args.restart,
-                     **extra)
+                     **{"fuse": args.fuse, **extra})
 
 
 def start(spec: SweepSpec, num_cpus: int | None) -> None:

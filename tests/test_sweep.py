@@ -11,7 +11,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from core.progress import SweepProgress
-from core.sweep import SweepSpec, grid_configs, run_sweep, trial_resources
+from core.sweep import SweepSpec, grid_configs, packs, run_sweep, trial_resources, trial_table
+from core.tune import pack_summary
 from sweeps import cli, omega_sensitivity, report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -165,7 +166,7 @@ def test_bad_grid_value_fails_before_any_trial(ray_session, tmp_path):
 def test_interrupted_sweep_resumes_without_duplicates(ray_session, tmp_path):
     address = ray_session.get_runtime_context().gcs_address
     args = ["--preset", "demo", "--omegas", "0.25", "1", "4", "--seeds", "1", "--epochs", "3",
-            "--max-concurrent", "1", "--results-dir", str(tmp_path), "--name", "resume"]
+            "--max-concurrent", "1", "--fuse", "1", "--results-dir", str(tmp_path), "--name", "resume"]
     env = dict(os.environ, RAY_ADDRESS=address)
     driver = subprocess.Popen([sys.executable, os.path.join(ROOT, "sweeps", "omega_sensitivity.py"), *args],
                               env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "driver.log", "w"),
@@ -222,3 +223,72 @@ def test_trials_per_gpu_packs_by_measured_memory():
 
 def test_auto_gpus_on_a_cluster_without_gpus_means_cpu(ray_session):
     assert trial_resources(SweepSpec(name="x", base={}, gpus_per_trial="auto"))["gpu"] == 0
+
+
+# ----------------------------------------------------------------------------- fused packs
+
+def test_a_fused_sweep_keeps_a_run_and_a_row_per_member_and_resumes_every_member(ray_session, tmp_path):
+    """--fuse 2: four cells of one shape train as two Ray trials. Each pack crashes once after epoch 1
+    and resumes from its checkpoint: every member keeps one MLflow run with one continuous history, and
+    (per-member executor: bit for bit) the numbers are those of the unfused sweep."""
+    base = dict(dataset="digits", method="mamix_drw", epochs=2, milestones=[1], drw_epoch=1, warmup_epochs=1,
+                device="cpu", fuse_executor="per_member")
+    grid = {"omega": [0.5, 2.0], "seed": [0, 1]}
+    fused = run_sweep(SweepSpec("fused", base, grid, results_dir=str(tmp_path), fuse=2, fault=("raise", 1)))
+    alone = run_sweep(SweepSpec("alone", base, grid, results_dir=str(tmp_path), fuse=1))
+    assert fused.num_errors == 0 and len(fused.trials) == 4 and (fused.trials["status"] == "FINISHED").all()
+    by_cell = ["omega", "seed"]
+    assert fused.trials.set_index(by_cell)["test_acc"].sort_index().equals(
+        alone.trials.set_index(by_cell)["test_acc"].sort_index())
+    client, parents, children = runs_of(tmp_path, "fused")
+    assert len(children) == 4 and len({c.data.tags["ray.trial_id"] for c in children}) == 2
+    assert {c.data.tags["member"] for c in children} == {"0", "1"}
+    assert {c.info.run_name for c in children} == {f"mamix_drw omega={w} seed={s}" for w in ("0.5", "2") for s in (0, 1)}
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert steps(client, child, "test_acc") == [1, 2], "a resumed member logs each epoch once"
+        assert "per_class.json" in {a.path for a in client.list_artifacts(child.info.run_id)}
+
+
+def grid_spec(fuse):
+    base = dict(dataset="digits", epochs=2, milestones=[1], drw_epoch=1, warmup_epochs=1)
+    return SweepSpec("x", base, {"method": ["erm", "mixup_drw", "drw", "mamix_drw"], "seed": [0, 1, 2]}, fuse=fuse)
+
+
+def test_packs_hold_cells_of_one_shape_in_grid_order():
+    sizes = lambda fuse, slots: [[(c["method"], c["seed"]) for c in p] for p in packs(grid_spec(fuse), slots)]
+    four = sizes(4, 2)
+    assert [len(p) for p in four] == [4, 2, 4, 2]
+    assert four[0] == [("erm", 0), ("erm", 1), ("erm", 2), ("drw", 0)]  # erm and drw fuse; mixing methods apart
+    assert all({m for m, _ in p} <= {"erm", "drw"} or {m for m, _ in p} <= {"mixup_drw", "mamix_drw"} for p in four)
+    assert [len(p) for p in sizes("auto", 2)] == [3, 3, 3, 3]  # each shape's 6 cells over 2 concurrent trials
+    assert [len(p) for p in sizes("auto", 100)] == [1] * 12
+    assert [len(p) for p in sizes(1, 2)] == [1] * 12
+    with pytest.raises(ValueError, match="^fuse: got 0"):
+        grid_configs(grid_spec(0))
+
+
+def test_a_packs_result_gives_each_member_its_row_and_status():
+    from types import SimpleNamespace
+
+    metrics = [{"epoch": 2, "test_acc": 0.75, "margin_gap": 1.0}, {"epoch": 1, "test_acc": 0.25, "margin_gap": 3.0}]
+    failures = {1: "train_loss is nan at epoch 2"}
+    summary = pack_summary(metrics, failures)
+    assert summary["epoch"] == 2 and summary["members_alive"] == 1
+    assert summary["test_acc"] == 0.75 and summary["margin_gap"] == 1.0  # the live member's, not a mean with the failed
+    result = SimpleNamespace(config={"members": [{"omega": 0.5}, {"omega": 2.0}]}, metrics=summary, error=None)
+    table = trial_table([result])
+    assert table[["omega", "status", "test_acc"]].values.tolist() == [[0.5, "FINISHED", 0.75], [2.0, "DIVERGED", 0.25]]
+    assert table["error"].tolist() == ["", "train_loss is nan at epoch 2"]
+
+
+def test_progress_names_each_member_of_a_fused_trial(caplog):
+    caplog.set_level(logging.INFO)
+    trial = FakeTrial("TERMINATED", members=[{"omega": 0.5, "seed": 0}, {"omega": 2.0, "seed": 0}])
+    trial.last_result = {"time_total_s": 8.0, "member_failures": {"1": "train_loss is nan at epoch 2"},
+                         "member_metrics": [{"test_acc": 0.5, "margin_gap": 1.25}, {"test_acc": 0.1}]}
+    progress = SweepProgress(total=3, clock=lambda: 0.0)
+    progress.on_trial_complete(1, [trial], trial)
+    assert caplog.messages == ["trial omega=0.5 seed=0 finished: test_acc 0.5000, margin_gap 1.2500, 8 s",
+                               "trial omega=2 seed=0 diverged: train_loss is nan at epoch 2"]
+    assert progress.status([trial]).startswith("status: 2/3 done, 0 running, 1 pending")
