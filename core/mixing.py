@@ -25,12 +25,18 @@ def remix_lambda_y(lam_x: torch.Tensor, n_i: torch.Tensor, n_j: torch.Tensor, ta
     minority label.
 
     lam_y = 0 if n_i/n_j >= kappa and lam_x < tau; 1 if n_i/n_j <= 1/kappa and 1 - lam_x < tau;
-    else ``base`` (lam_x for Remix itself, MAMix's lam_y for MAMix-Remix).
+    else ``base`` (lam_x for Remix itself, MAMix's lam_y for MAMix-Remix). The count ratios are
+    compared as products (n_i >= kappa n_j, kappa n_i <= n_j) in float64, so a ratio exactly at
+    kappa is on the relabelled side as eq. 6 says.
+
+    Both rules can hold at once only when kappa = 1, n_i = n_j and 1 - tau < lam_x < tau (so
+    tau > 0.5); lam_y = 0 then, as in the authors' code (imbalanced-DL's ``remix_data`` tests the
+    lam_y = 0 rule first, in an if/elif).
     """
-    ratio = n_i.to(torch.float32) / n_j.to(torch.float32)
+    n_i, n_j = n_i.to(torch.float64), n_j.to(torch.float64)
     otherwise = mixup_lambda_y(lam_x, n_i, n_j) if base is None else base
-    lam_y = torch.where((ratio >= kappa) & (lam_x < tau), torch.zeros_like(otherwise), otherwise)
-    return torch.where((ratio <= 1.0 / kappa) & (1 - lam_x < tau), torch.ones_like(otherwise), lam_y)
+    lam_y = torch.where((kappa * n_i <= n_j) & (1 - lam_x < tau), torch.ones_like(otherwise), otherwise)
+    return torch.where((n_i >= kappa * n_j) & (lam_x < tau), torch.zeros_like(otherwise), lam_y)
 
 
 def mamix_balance_point(n_i: torch.Tensor, n_j: torch.Tensor, omega: float = 0.25) -> torch.Tensor:

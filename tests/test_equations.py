@@ -145,6 +145,40 @@ def test_remix_three_cases():
     assert got.tolist() == pytest.approx([0.0, 0.8, 0.5, 0.3, 1.0])
 
 
+KEEP = None  # lam_y stays the base rule's value: lam_x for Remix, MAMix's lam_y for MAMix-Remix
+
+
+@pytest.mark.parametrize("lam_x, n_i, n_j, tau, kappa, expected", [
+    (0.3, 30, 10, 0.5, 3.0, 0.0),     # n_i / n_j == kappa exactly: relabelled to y_j
+    (0.3, 29, 10, 0.5, 3.0, KEEP),    # just below kappa
+    (0.8, 10, 30, 0.5, 3.0, 1.0),     # n_i / n_j == 1 / kappa exactly: relabelled to y_i
+    (0.8, 10, 29, 0.5, 3.0, KEEP),    # just above 1 / kappa
+    (0.5, 300, 10, 0.5, 3.0, KEEP),   # lam_x == tau: not < tau
+    (0.375, 300, 10, 0.375, 3.0, KEEP),
+    (0.25, 300, 10, 0.375, 3.0, 0.0),
+    (0.75, 10, 300, 0.25, 3.0, KEEP),  # 1 - lam_x == tau: not < tau
+    (0.7, 10, 300, 0.25, 3.0, KEEP),  # 1 - lam_x > tau
+    (0.875, 10, 300, 0.25, 3.0, 1.0),  # 1 - lam_x < tau
+    (0.3, 300, 300, 0.5, 3.0, KEEP),  # equal counts with kappa > 1: no rule applies
+    # The tie: kappa = 1 and n_i == n_j meet both count conditions; with tau = 0.75 both lam_x
+    # conditions hold for 0.25 < lam_x < 0.75, and the reference's if/elif gives lam_y = 0.
+    (0.5, 40, 40, 0.75, 1.0, 0.0),
+    (0.25, 40, 40, 0.75, 1.0, 0.0),   # only the lam_y = 0 rule (1 - lam_x == tau)
+    (0.75, 40, 40, 0.75, 1.0, 1.0),   # only the lam_y = 1 rule (lam_x == tau)
+    (0.5, 40, 40, 0.5, 1.0, KEEP),    # tau = 0.5: at lam_x = 0.5 neither rule holds
+])
+def test_remix_boundaries_and_tie(lam_x, n_i, n_j, tau, kappa, expected):
+    args = torch.tensor([lam_x]), torch.tensor([n_i]), torch.tensor([n_j])
+    remix = remix_lambda_y(*args, tau=tau, kappa=kappa)
+    combined = mamix_remix_lambda_y(*args, tau=tau, kappa=kappa)
+    assert remix.dtype == torch.float32
+    if expected is KEEP:
+        assert torch.equal(remix, torch.tensor([lam_x]))
+        assert torch.equal(combined, mamix_lambda_y(*args))
+    else:
+        assert remix.tolist() == combined.tolist() == [expected]
+
+
 @settings(max_examples=100, deadline=None)
 @given(lam=lam_st, n_i=counts_st, n_j=counts_st)
 def test_all_rules_in_unit_interval(lam, n_i, n_j):
