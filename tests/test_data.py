@@ -221,6 +221,74 @@ def test_augmentation_follows_the_generator_only():
     assert not torch.equal(a, c)
 
 
+# ----------------------------------------------------------------------------- each dataset's constants
+
+# The authors' training transforms (imbalanced-DL's ImbalancedDataset._get_data_transform, and
+# ../shared/notes/reference-facts.md): (mean, std, pad, flip). RandomCrop(32, padding=4) or (64, 8) and
+# RandomHorizontalFlip for every real dataset, SVHN included.
+CIFAR_NORM = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+REFERENCE_TRANSFORMS = {
+    "cifar10": (*CIFAR_NORM, 4, True),
+    "cifar100": (*CIFAR_NORM, 4, True),
+    "svhn": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 4, True),
+    "cinic10": ((0.47889522, 0.47227842, 0.43047404), (0.24205776, 0.23828046, 0.25874835), 4, True),
+    "tiny_imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 8, True),
+    # the platform's own small datasets: no flip (a mirrored digit is another glyph)
+    "digits": ((0.305,), (0.377,), 1, False),
+    "synthetic": ((0.5,), (0.25,), 0, False),
+}
+# Per-class size of each dataset's full training split (reference-facts.md); SVHN's is fixed at 1000.
+REFERENCE_N_MAX = {"cifar10": 5000, "cifar100": 500, "svhn": 1000, "cinic10": 9000, "tiny_imagenet": 500,
+                   "digits": 120, "synthetic": 100}
+
+
+def test_every_dataset_has_the_reference_transform():
+    assert set(DATASETS) == set(REFERENCE_TRANSFORMS)
+    for name, (mean, std, pad, flip) in REFERENCE_TRANSFORMS.items():
+        spec = DATASETS[name]
+        assert (spec.mean, spec.std, spec.pad, spec.flip) == (mean, std, pad, flip), name
+    assert DATASETS["svhn"].count_order == (1, 2, 3, 4, 5, 6, 7, 8, 9, 0)
+    assert all(DATASETS[n].count_order is None for n in DATASETS if n != "svhn")
+
+
+def _standardised_crops(img, pad, flip, mean, std):
+    """Every pad-crop(-flip) of the zero-padded [0, 1] image ``img`` (C, H, W), standardised."""
+    c, h, w = img.shape
+    padded = np.zeros((c, h + 2 * pad, w + 2 * pad))
+    padded[:, pad:pad + h, pad:pad + w] = img
+    mean, std = np.asarray(mean)[:, None, None], np.asarray(std)[:, None, None]
+    for dy in range(2 * pad + 1):
+        for dx in range(2 * pad + 1):
+            crop = padded[:, dy:dy + h, dx:dx + w]
+            for flipped in ([False, True] if flip else [False]):
+                yield flipped, ((crop[:, :, ::-1] if flipped else crop) - mean) / std
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_training_batches_use_the_dataset_transform(name):
+    """The user's path (DeviceData.train_batch): each image is one pad-crop of the zero-padded image,
+    flipped for about half of them where the dataset flips, standardised with the dataset's mean and std;
+    test images are standardised only."""
+    from core.data import Arrays, to_device
+
+    spec = DATASETS[name]
+    channels = len(spec.mean)
+    x = np.random.default_rng(0).integers(0, 256, (60, 10, 10, channels), dtype=np.uint8)  # > pad: unique crops
+    y = np.zeros(60, dtype=np.int64)
+    data = to_device(x, y, Arrays(x, y, x, y, ["0"]), [60], spec, torch.device("cpu"))
+    out = data.train_batch(torch.arange(60), _gen(0))[0].numpy()
+    flips = []
+    for img, got in zip(x.transpose(0, 3, 1, 2) / 255.0, out):
+        found = [f for f, want in _standardised_crops(img, spec.pad, spec.flip, spec.mean, spec.std)
+                 if np.allclose(got, want, atol=1e-5)]
+        assert len(found) == 1, (name, found)
+        flips.append(found[0])
+    assert (0.2 < np.mean(flips) < 0.8) if spec.flip else not any(flips)
+    mean, std = np.asarray(spec.mean)[:, None, None], np.asarray(spec.std)[:, None, None]
+    want_test = (x.transpose(0, 3, 1, 2) / 255.0 - mean) / std
+    np.testing.assert_allclose(data.test_inputs(slice(0, 60)).numpy(), want_test, atol=1e-5)
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 def _logits_for(preds, k):
