@@ -44,7 +44,8 @@ class DatasetSpec:
     pad: int  # pad-crop augmentation (pixels)
     flip: bool  # horizontal flips (not for digits)
     max_per_class: int | None = None  # None: len(train) / K
-    # Class c of the imbalance profile goes to label count_order[c] (SVHN: digit 0 is the tail).
+    # Class c of the imbalance profile goes to label count_order[c], and the subsets are drawn in this
+    # order (SVHN: digit 0 is the tail and is drawn last, as in the reference code).
     count_order: tuple[int, ...] | None = None
     download_help: str = ""
 
@@ -288,7 +289,7 @@ def imbalanced_arrays(arrays: Arrays, spec: DatasetSpec, imbalance: str, ratio: 
         log.info("training set is already imbalanced (counts %s); imbalance and ratio are not applied", counts)
         return arrays.x_train, arrays.y_train, counts
     counts = training_counts(spec, arrays, imbalance, ratio, mu)
-    idx = imbalanced_indices(arrays.y_train, counts, subset_seed)
+    idx = imbalanced_indices(arrays.y_train, counts, subset_seed, spec.count_order)
     return arrays.x_train[idx], arrays.y_train[idx], counts
 
 

@@ -56,7 +56,9 @@ def mamix_lambda_y(lam_x: torch.Tensor, n_i: torch.Tensor, n_j: torch.Tensor, om
     """
     c = mamix_balance_point(n_i, n_j, omega)
     below = 0.5 * lam_x / c
-    above = 1.0 - 0.5 * (1.0 - lam_x) / (1.0 - c)
+    # c* rounds to 1 when eta_i is negligible (e.g. omega = 8, n_i = 9, n_j = 1); lam_x >= c* then
+    # means lam_x = 1, whose lam_y is 1, not 0 / 0.
+    above = 1.0 - 0.5 * (1.0 - lam_x) / (1.0 - c).clamp_min(torch.finfo(c.dtype).tiny)
     return torch.where(lam_x < c, below, above).clamp(0.0, 1.0)
 
 

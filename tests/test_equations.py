@@ -39,6 +39,35 @@ def test_svhn_counts_put_digit_zero_in_the_tail():
                                                                                 46, 27, 16]
 
 
+def test_svhn_subset_is_drawn_in_the_reference_class_order():
+    """Yang & Xu's IMBALANCESVHN (copied by imbalanced-DL) seeds numpy with the subset seed and shuffles
+    the classes [1..9, 0] in turn, keeping the first n_c of each: the same images must be chosen here."""
+    from core.data import imbalanced_arrays
+
+    rng = np.random.default_rng(5)
+    labels = rng.permutation(np.repeat(np.arange(10), 1100))
+    index = np.arange(len(labels))
+    pixels = np.stack([index // 256, index % 256], 1).astype(np.uint8)[:, None, :, None]  # (N, 1, 2, 1)
+    arrays = Arrays(pixels, labels, pixels[:10], labels[:10], [str(c) for c in range(10)])
+    counts = training_counts(DATASETS["svhn"], arrays, "long_tailed", 100, 0.5)
+    for seed in (0, 3):
+        reference = np.random.RandomState(seed)
+        expected = []
+        for digit, n in zip([1, 2, 3, 4, 5, 6, 7, 8, 9, 0], [1000, 599, 359, 215, 129, 77, 46, 27, 16, 10]):
+            idx = np.where(labels == digit)[0]
+            reference.shuffle(idx)
+            expected.append(idx[:n])
+        x, y, used = imbalanced_arrays(arrays, DATASETS["svhn"], "long_tailed", 100, 0.5, seed)
+        chosen = x[:, 0, 0, 0].astype(np.int64) * 256 + x[:, 0, 1, 0]
+        np.testing.assert_array_equal(chosen, np.concatenate(expected))
+        np.testing.assert_array_equal(y, labels[chosen])
+        assert used == counts
+    # the label-order draw of the other datasets picks other images of the same counts
+    plain = imbalanced_indices(labels, counts, 0)
+    assert np.bincount(labels[plain]).tolist() == counts
+    assert set(plain) != set(np.concatenate(expected))
+
+
 def test_class_counts_rejects_bad_input():
     with pytest.raises(ValueError, match="imbalance"):
         class_counts(10, 3, 2, "zipf")
@@ -113,6 +142,15 @@ lam_st = st.floats(0.0, 1.0)
 def test_mamix_lambda_y_in_unit_interval(lam, n_i, n_j, omega):
     v = mamix_lambda_y(torch.tensor(lam), torch.tensor(n_i), torch.tensor(n_j), omega=omega).item()
     assert 0.0 <= v <= 1.0
+
+
+def test_mamix_endpoints_hold_when_the_balance_point_rounds_to_one_or_zero():
+    # omega = 8: eta_i / eta_j = 9 ** -8 and 5000 ** -8, so c* is 1 (or 0) in float32
+    lam = torch.tensor([0.0, 0.5, 1.0])
+    for n_i, n_j in [(9, 1), (5000, 1), (1, 5000)]:
+        got = mamix_lambda_y(lam, torch.tensor(n_i), torch.tensor(n_j), omega=8.0)
+        assert got[0].item() == 0.0 and got[2].item() == 1.0, (n_i, n_j, got)
+        assert 0.0 <= got[1].item() <= 1.0
 
 
 @settings(max_examples=100, deadline=None)
