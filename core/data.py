@@ -32,7 +32,7 @@ class Arrays:
     y_test: np.ndarray
     classes: list[str]
     # True when the training part is already an imbalanced subset (e.g. to_npz.py --long-tailed 300):
-    # it is then used as it is.
+    # it is then used as it is, if its class counts are the ones the config asks for.
     presubsampled: bool = False
 
 
@@ -43,7 +43,10 @@ class DatasetSpec:
     std: tuple[float, ...]
     pad: int  # pad-crop augmentation (pixels)
     flip: bool  # horizontal flips (not for digits)
-    max_per_class: int | None = None  # None: len(train) / K
+    max_per_class: int | None = None  # n_max of the imbalance profile; None: len(train) / K
+    # Images per class of the full training split: the n_max of a pre-subsampled file, whose own
+    # training part is smaller (None where max_per_class fixes n_max).
+    full_per_class: int | None = None
     # Class c of the imbalance profile goes to label count_order[c], and the subsets are drawn in this
     # order (SVHN: digit 0 is the tail and is drawn last, as in the reference code).
     count_order: tuple[int, ...] | None = None
@@ -155,6 +158,7 @@ def _torchvision(cls_name: str, data_root: str | None, download: bool, **split_k
 # come from: CIFAR-100 reuses CIFAR-10's (as LDAM-DRW does), SVHN uses 0.5 / 0.5 (as Yang & Xu's code
 # does), Tiny-ImageNet ImageNet's. Every real dataset is augmented with pad + crop + horizontal flip.
 @register_dataset("cifar10", mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010), pad=4, flip=True,
+                  full_per_class=5000,
                   download_help="torchvision downloads it with --download; or ../shared/data/cifar10/to_npz.py "
                                 "DATA_ROOT/cifar10.npz")
 def _cifar10(data_root: str | None, download: bool) -> Arrays:
@@ -162,6 +166,7 @@ def _cifar10(data_root: str | None, download: bool) -> Arrays:
 
 
 @register_dataset("cifar100", mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010), pad=4, flip=True,
+                  full_per_class=500,
                   download_help="torchvision downloads it with --download")
 def _cifar100(data_root: str | None, download: bool) -> Arrays:
     return _torchvision("CIFAR100", data_root, download, train=dict(train=True), test=dict(train=False))
@@ -204,7 +209,7 @@ def _image_folders(data_root: str | None, name: str, sub: str, train: str, test:
 
 
 @register_dataset("cinic10", mean=(0.47889522, 0.47227842, 0.43047404), std=(0.24205776, 0.23828046, 0.25874835),
-                  pad=4, flip=True,
+                  pad=4, flip=True, full_per_class=9000,
                   download_help="unpack CINIC-10 so that DATA_ROOT/cinic10/train/<class>/*.png exists")
 def _cinic10(data_root: str | None, download: bool) -> Arrays:
     return _image_folders(data_root, "cinic10", "cinic10", "train", "test")
@@ -222,6 +227,7 @@ def _tiny_val(val_dir: str, classes: list[str]) -> tuple[list[str], np.ndarray]:
 
 
 @register_dataset("tiny_imagenet", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), pad=8, flip=True,
+                  full_per_class=500,
                   download_help="unpack tiny-imagenet-200 so that DATA_ROOT/tiny-imagenet-200/train exists")
 def _tiny_imagenet(data_root: str | None, download: bool) -> Arrays:
     return _image_folders(data_root, "tiny_imagenet", "tiny-imagenet-200", "train", "val", _tiny_val)
@@ -229,11 +235,20 @@ def _tiny_imagenet(data_root: str | None, download: bool) -> Arrays:
 
 # ----------------------------------------------------------------------------- one run's data
 
+def n_max(spec: DatasetSpec, arrays: Arrays) -> int:
+    """The largest class's target count: the dataset's fixed value (SVHN: 1000), else the per-class
+    size of the full training split, len(train) / K (reference-facts.md)."""
+    if spec.max_per_class:
+        return spec.max_per_class
+    if arrays.presubsampled:
+        return spec.full_per_class  # set for every dataset without max_per_class (tests/test_data.py)
+    return len(arrays.y_train) // len(arrays.classes)
+
+
 def training_counts(spec: DatasetSpec, arrays: Arrays, imbalance: str, ratio: float, mu: float) -> list[int]:
     """Per-label target counts: the imbalance profile of section 2.1, placed in label order."""
     num_classes = len(arrays.classes)
-    n_max = spec.max_per_class or len(arrays.y_train) // num_classes
-    profile = class_counts(n_max, num_classes, ratio, imbalance, mu)
+    profile = class_counts(n_max(spec, arrays), num_classes, ratio, imbalance, mu)
     order = spec.count_order or tuple(range(num_classes))
     counts = [0] * num_classes
     for c, label in enumerate(order):
@@ -283,12 +298,23 @@ class DeviceData:
 
 def imbalanced_arrays(arrays: Arrays, spec: DatasetSpec, imbalance: str, ratio: float, mu: float,
                       subset_seed: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """The imbalanced training subset (images, labels) and its per-class counts."""
-    if arrays.presubsampled:
-        counts = np.bincount(arrays.y_train, minlength=len(arrays.classes)).tolist()
-        log.info("training set is already imbalanced (counts %s); imbalance and ratio are not applied", counts)
-        return arrays.x_train, arrays.y_train, counts
+    """The imbalanced training subset (images, labels) and its per-class counts.
+
+    A pre-subsampled training part is used as it is when its class counts are the ones that
+    ``imbalance``, ``ratio`` (and ``mu``) give with the dataset's n_max; otherwise it is refused, so a
+    run is never recorded under a setting its data does not have.
+    """
     counts = training_counts(spec, arrays, imbalance, ratio, mu)
+    if arrays.presubsampled:
+        found = np.bincount(arrays.y_train, minlength=len(arrays.classes)).tolist()
+        if found != counts:
+            setting = f"imbalance={imbalance!r}, ratio={ratio:g}" + (f", mu={mu:g}" if imbalance == "step" else "")
+            raise ValueError(f"imbalance/ratio: the data file's training set is already imbalanced (train_index "
+                             f"present) with class counts {found}, but {setting} with the dataset's "
+                             f"n_max={n_max(spec, arrays)} give {counts}; set imbalance and ratio to the "
+                             f"file's, or point data_root at the full dataset")
+        log.info("training set is already imbalanced as configured (counts %s); used as it is", counts)
+        return arrays.x_train, arrays.y_train, counts
     idx = imbalanced_indices(arrays.y_train, counts, subset_seed, spec.count_order)
     return arrays.x_train[idx], arrays.y_train[idx], counts
 

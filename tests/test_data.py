@@ -92,12 +92,71 @@ def test_an_npz_in_the_data_root_is_used(tmp_path):
     np.testing.assert_array_equal(a.x_train, written["x_train"])
     np.testing.assert_array_equal(a.y_test, written["y_test"])
     assert a.y_train.dtype == np.int64 and a.classes == ["0", "1", "2"] and not a.presubsampled
-    # a pre-subsampled file (train_index present) is used as it is
-    _write_npz(tmp_path / "svhn.npz", train_index=np.arange(30))
-    b = load("svhn", str(tmp_path))
-    assert b.presubsampled
-    x, y, counts = imbalanced_arrays(b, DATASETS["svhn"], "long_tailed", 100, 0.5, 0)
-    assert counts == [10, 10, 10] and len(x) == 30
+
+
+
+def _write_presubsampled(path, counts):
+    """An npz like to_npz.py --long-tailed writes: a training part with ``counts[c]`` images of class c
+    and its original indices in train_index (tiny 2x2 images)."""
+    y_train = np.repeat(np.arange(len(counts)), counts)
+    x_train = (np.arange(len(y_train))[:, None, None, None] % 251).astype(np.uint8).repeat(2, 1).repeat(2, 2)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_train[:20], y_test=np.arange(20) % len(counts),
+             train_index=np.arange(len(y_train)))
+    return x_train, y_train
+
+
+CIFAR10_LT300 = [5000, 2652, 1407, 746, 396, 210, 111, 59, 31, 16]
+
+
+def test_a_presubsampled_file_is_used_as_it_is_when_it_matches_the_config(tmp_path):
+    x_written, y_written = _write_presubsampled(tmp_path / "cifar10.npz", CIFAR10_LT300)
+    a = load("cifar10", str(tmp_path))
+    assert a.presubsampled
+    x, y, counts = imbalanced_arrays(a, DATASETS["cifar10"], "long_tailed", 300, 0.5, subset_seed=0)
+    assert counts == CIFAR10_LT300
+    np.testing.assert_array_equal(x, x_written)  # not subsampled again
+    np.testing.assert_array_equal(y, y_written)
+    # SVHN's n_max is 1000 and its tail is digit 0
+    svhn = [10, 1000, 599, 359, 215, 129, 77, 46, 27, 16]
+    _write_presubsampled(tmp_path / "svhn.npz", svhn)
+    assert imbalanced_arrays(load("svhn", str(tmp_path)), DATASETS["svhn"], "long_tailed", 100, 0.5, 0)[2] == svhn
+
+
+@pytest.mark.parametrize("setting, words", [
+    (dict(imbalance="long_tailed", ratio=100), ["imbalance='long_tailed', ratio=100 ", "2997"]),
+    (dict(imbalance="step", ratio=300, mu=0.5), ["imbalance='step', ratio=300, mu=0.5", "[5000, 5000"]),
+    (dict(imbalance="balanced", ratio=300), ["imbalance='balanced'"]),
+], ids=["other-ratio", "step", "balanced"])
+def test_a_presubsampled_file_that_disagrees_with_the_config_is_refused(tmp_path, setting, words):
+    _write_presubsampled(tmp_path / "cifar10.npz", CIFAR10_LT300)
+    a = load("cifar10", str(tmp_path))
+    with pytest.raises(ValueError) as err:
+        imbalanced_arrays(a, DATASETS["cifar10"], setting["imbalance"], setting["ratio"], setting.get("mu", 0.5), 0)
+    message = str(err.value)
+    assert message.startswith("imbalance/ratio:") and "n_max=5000" in message, message
+    assert str(CIFAR10_LT300) in message and "train_index" in message
+    for word in words:
+        assert word in message, (word, message)
+
+
+def test_a_presubsampled_file_with_another_head_size_is_refused(tmp_path):
+    """Long-tailed 300 in shape, but from 2,500 images per class: not CIFAR-10-LT-300 (n_max 5000)."""
+    from core.imbalance import class_counts
+
+    _write_presubsampled(tmp_path / "cifar10.npz", class_counts(2500, 10, 300))
+    with pytest.raises(ValueError, match=r"n_max=5000 give \[5000, 2652"):
+        imbalanced_arrays(load("cifar10", str(tmp_path)), DATASETS["cifar10"], "long_tailed", 300, 0.5, 0)
+
+
+def test_training_refuses_a_file_that_disagrees_with_the_config(tmp_path):
+    """The user's path: train() stops before any epoch, naming the fields."""
+    from core.train import train
+
+    _write_presubsampled(tmp_path / "cifar10.npz", CIFAR10_LT300)
+    reports = []
+    with pytest.raises(ValueError, match="imbalance/ratio:.*ratio=100"):
+        train(dict(dataset="cifar10", data_root=str(tmp_path), ratio=100.0, epochs=1, device="cpu"), reports.append)
+    assert reports == []
 
 
 @pytest.mark.parametrize("override, words", [
@@ -249,6 +308,10 @@ def test_every_dataset_has_the_reference_transform():
         assert (spec.mean, spec.std, spec.pad, spec.flip) == (mean, std, pad, flip), name
     assert DATASETS["svhn"].count_order == (1, 2, 3, 4, 5, 6, 7, 8, 9, 0)
     assert all(DATASETS[n].count_order is None for n in DATASETS if n != "svhn")
+    for name, n_max in REFERENCE_N_MAX.items():
+        assert (DATASETS[name].max_per_class or DATASETS[name].full_per_class) == n_max, name
+    # fixed n_max only where the reference fixes it; the others take len(train) / K of the full split
+    assert {n for n in DATASETS if DATASETS[n].max_per_class} == {"svhn", "digits", "synthetic"}
 
 
 def _standardised_crops(img, pad, flip, mean, std):
@@ -383,9 +446,11 @@ def test_our_subset_is_the_published_ldam_drw_one(cifar, tmp_path):
     counts = training_counts(DATASETS["cifar10"], cifar, "long_tailed", 300, 0.5)
     assert counts == [5000, 2652, 1407, 746, 396, 210, 111, 59, 31, 16]
     np.testing.assert_array_equal(imbalanced_indices(cifar.y_train, counts, 0), train_index)
-    # and the project loader uses such a file as it is, without subsampling it again
+    # and the project loader uses such a file as it is, without subsampling it again, for ratio 300 only
     assert lt.presubsampled
-    x, y, used = imbalanced_arrays(lt, DATASETS["cifar10"], "long_tailed", 100, 0.5, subset_seed=0)
+    x, y, used = imbalanced_arrays(lt, DATASETS["cifar10"], "long_tailed", 300, 0.5, subset_seed=0)
     assert used == counts
     np.testing.assert_array_equal(x, cifar.x_train[train_index])
     assert len(lt.x_test) == 10000
+    with pytest.raises(ValueError, match="imbalance/ratio:.*ratio=100 with the dataset's n_max=5000"):
+        imbalanced_arrays(lt, DATASETS["cifar10"], "long_tailed", 100, 0.5, subset_seed=0)
