@@ -179,6 +179,76 @@ def test_a_bad_npz_fails_with_a_message_naming_the_data_root(tmp_path, override,
         assert word in message, (word, message)
 
 
+# ----------------------------------------------------------------------------- the evaluation split
+
+def _write_cinic_tree(root, splits=("train", "valid", "test"), per_class=(6, 2, 3), side=8):
+    """A tiny CINIC-10-like tree: root/cinic10/<split>/<class>/<k>.png; pixel value 100 * split index +
+    10 * class + k tells where an image came from."""
+    from PIL import Image
+
+    for s, (split, n) in enumerate(zip(splits, per_class)):
+        for c, cls in enumerate(("airplane", "cat")):
+            folder = root / "cinic10" / split / cls
+            folder.mkdir(parents=True)
+            for k in range(n):
+                Image.fromarray(np.full((side, side, 3), 100 * s + 10 * c + k, dtype=np.uint8)).save(folder / f"{k}.png")
+
+
+def test_cinic10_is_evaluated_on_its_valid_split_by_default(tmp_path):
+    from core.config import ConfigError, TrainConfig
+
+    _write_cinic_tree(tmp_path)
+    a = load("cinic10", str(tmp_path))
+    assert a.classes == ["airplane", "cat"]
+    assert a.x_train[:, 0, 0, 0].tolist() == [0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15]
+    assert a.x_test[:, 0, 0, 0].tolist() == [100, 101, 110, 111] and a.y_test.tolist() == [0, 0, 1, 1]
+    t = load("cinic10", str(tmp_path), eval_split="test")
+    assert t.x_test[:, 0, 0, 0].tolist() == [200, 201, 202, 210, 211, 212]
+    np.testing.assert_array_equal(t.x_train, a.x_train)
+    with pytest.raises(ValueError, match=r"eval_split: got 'val' for cinic10; allowed: \['valid', 'test'\]"):
+        load("cinic10", str(tmp_path), eval_split="val")
+    # the config resolves None to the dataset's choice and names the field on a bad value
+    assert TrainConfig(dataset="cinic10", data_root=str(tmp_path)).eval_split == "valid"
+    assert TrainConfig(dataset="cinic10", eval_split="test").eval_split == "test"
+    assert TrainConfig(dataset="cifar10").eval_split == "test" and TrainConfig(dataset="tiny_imagenet").eval_split == "val"
+    with pytest.raises(ConfigError, match=r"eval_split: got 'valid'; allowed: \['test'\] for cifar10"):
+        TrainConfig(dataset="cifar10", eval_split="valid")
+
+
+def test_a_missing_evaluation_folder_or_npz_key_names_it(tmp_path):
+    _write_cinic_tree(tmp_path, splits=("train", "test"), per_class=(2, 2))
+    with pytest.raises(ValueError, match=r"data_root: cinic10 expects DATA_ROOT/cinic10/valid/<class>"):
+        load("cinic10", str(tmp_path))
+    assert len(load("cinic10", str(tmp_path), eval_split="test").y_test) == 4
+    # an npz holds the evaluation split under x_<split> / y_<split>
+    npz_root = tmp_path / "npz"
+    npz_root.mkdir()
+    _write_npz(npz_root / "cinic10.npz")
+    with pytest.raises(ValueError, match=r"lacks the keys \['x_valid', 'y_valid'\] \(evaluation split 'valid'\)"):
+        load("cinic10", str(npz_root))
+    assert len(load("cinic10", str(npz_root), eval_split="test").y_test) == 10
+    written = _write_npz(npz_root / "cinic10.npz", x_valid=np.zeros((4, 6, 6, 3), np.uint8),
+                         y_valid=np.array([0, 1, 2, 2]))
+    a = load("cinic10", str(npz_root))
+    assert a.y_test.tolist() == [0, 1, 2, 2] and len(a.x_train) == len(written["x_train"])
+
+
+@pytest.mark.xfail(strict=True, reason="core/train.py (reserved for the engine rewrite) does not pass "
+                                       "cfg.eval_split to core.data.load yet; remove this mark when it does")
+def test_training_evaluates_on_the_configured_split(tmp_path):
+    """The test split here holds only class 0, so class 1's accuracy is NaN exactly when training
+    evaluates on it; the default (valid) split holds both classes."""
+    from core.train import train
+
+    _write_cinic_tree(tmp_path, per_class=(6, 2, 3))
+    for image in (tmp_path / "cinic10" / "test" / "cat").iterdir():
+        image.unlink()
+    run = dict(dataset="cinic10", data_root=str(tmp_path), model="small_cnn", imbalance="balanced", epochs=1,
+               batch_size=4, device="cpu")
+    assert math.isfinite(train(run)["class_acc_1"])
+    assert math.isnan(train({**run, "eval_split": "test"})["class_acc_1"])
+
+
 def test_cifar10_without_a_data_root_fails_clearly_and_downloads_nothing(monkeypatch):
     import torchvision
 
