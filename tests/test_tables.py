@@ -46,3 +46,26 @@ def test_mean_and_std_are_over_seeds():
     table = summarise(trials, ["omega"], {"test_acc": "Accuracy"})
     assert table["Accuracy"].tolist() == ["0.3000 ± 0.1414", "0.9000 ± 0.0000"]
     assert table["n"].tolist() == [2, 1]
+
+
+def test_fig3_spearman_is_over_the_long_tailed_trials_with_the_pooled_value_beside_it():
+    import scipy.stats
+
+    from sweeps import margin_study
+
+    settings = dict(margin_study.PRESETS["demo"], name="margin_study-demo", preset="demo")
+    trials = fake_trials(margin_study.SWEEP, settings)
+    long_tailed = trials["imbalance"] == "long_tailed"
+    # long-tailed: accuracy falls exactly as the gap grows (rho = -1); step: it rises with it
+    trials.loc[long_tailed, "margin_gap"] = np.arange(long_tailed.sum())
+    trials.loc[long_tailed, "test_acc"] = -np.arange(long_tailed.sum())
+    trials.loc[~long_tailed, "margin_gap"] = np.arange((~long_tailed).sum())
+    trials.loc[~long_tailed, "test_acc"] = 10.0 + np.arange((~long_tailed).sum())
+    fig3 = next(t for t in margin_study.tables(trials, settings) if t.stem == "fig3_spearman")
+    pooled = scipy.stats.spearmanr(trials["margin_gap"], trials["test_acc"]).statistic
+    assert fig3.frame.to_dict("list") == {
+        "trials": ["long-tailed (the paper's Fig. 3)", "long-tailed and step, pooled"],
+        "n": [int(long_tailed.sum()), len(trials)],
+        "spearman_rho": [-1.0, round(pooled, 4)]}
+    assert -1.0 < pooled < 1.0
+    assert fig3.plots["fig3_margin_gap_vs_accuracy.png"].startswith(b"\x89PNG")
