@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from core.data import DATASETS, Arrays, training_counts
 from core.imbalance import class_counts, imbalanced_indices
 from core.losses import LDAMLoss, class_balanced_weights, ldam_margins, mixed_cross_entropy
-from core.mixing import (mamix_balance_point, mamix_lambda_y, mamix_remix_lambda_y, mix_batch,
-                         remix_lambda_y, sample_beta)
+from core.mixing import (LABEL_RULES, mamix_balance_point, mamix_lambda_y, mamix_remix_lambda_y, mix_batch,
+                         mixup_lambda_y, remix_lambda_y, sample_beta)
 
 CIFAR10_LT100 = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
 
@@ -98,6 +98,9 @@ def test_class_balanced_weights_golden():
 def test_ldam_margins_golden():
     golden = [0.158, 0.180, 0.204, 0.232, 0.264, 0.300, 0.341, 0.387, 0.441, 0.5]
     assert torch.allclose(ldam_margins(CIFAR10_LT100, 0.5), torch.tensor(golden), atol=1e-3)
+    # computed in float64 and rounded once (float32 powers differ in the last bit)
+    n = torch.tensor(CIFAR10_LT100, dtype=torch.float64)
+    assert torch.equal(ldam_margins(CIFAR10_LT100, 0.5), (0.5 * (n.min() / n) ** 0.25).float())
 
 
 def test_mixed_cross_entropy_reduces_to_weighted_cross_entropy():
@@ -266,3 +269,199 @@ def test_mix_batch_mixes_inputs_with_lam_x_as_x_i_share():
     assert torch.allclose(out.lam_y, expected)
     with pytest.raises(ValueError, match="label_rule"):
         mix_batch(x_i, y_i, x_j, y_j, rule="cutmix", counts=torch.tensor([1, 1]), generator=g)
+
+
+# ----------------------------------------------------------------------------- wiring: defaults, exactness
+
+def test_library_defaults_are_the_papers_and_the_configs():
+    """A formula called without its constants uses the paper's values, those TrainConfig defaults to."""
+    from core.config import TrainConfig
+
+    cfg = TrainConfig()
+    assert (cfg.alpha, cfg.omega, cfg.tau, cfg.kappa, cfg.cb_beta, cfg.max_m, cfg.s, cfg.mu) == (
+        1.0, 0.25, 0.5, 3.0, 0.9999, 0.5, 30.0, 0.5)
+    # Remix: a 3.5-majority x_i at lam_x = 0.7 keeps lam_x (tau = 0.5), at 0.3 takes y_j (kappa = 3)
+    lam, n_i, n_j = torch.tensor([0.7, 0.3]), torch.tensor([35, 35]), torch.tensor([10, 10])
+    assert torch.equal(remix_lambda_y(lam, n_i, n_j), remix_lambda_y(lam, n_i, n_j, tau=0.5, kappa=3.0))
+    assert remix_lambda_y(lam, n_i, n_j).tolist() == [pytest.approx(0.7), 0.0]
+    # MAMix: the golden c* of omega = 0.25
+    assert mamix_balance_point(torch.tensor(5000), torch.tensor(50)).item() == pytest.approx(0.7597, abs=1e-4)
+    assert mamix_lambda_y(torch.tensor(0.5), torch.tensor(5000), torch.tensor(50)).item() == pytest.approx(
+        0.5 * 0.5 / 0.7597, abs=1e-4)
+    # mix_batch and MAMix-Remix: one lam_x ~ Beta(1, 1) in (0.5, 1) and pairs where tau, kappa and omega matter
+    counts = torch.tensor([350, 100, 200])
+    y_i, y_j = torch.tensor([0, 1, 2]), torch.tensor([1, 0, 1])  # ratios 3.5, 1 / 3.5, 2
+    x = torch.zeros(3, 1, 1, 1)
+    plain = mix_batch(x, y_i, x, y_j, rule="mamix_remix", counts=counts, generator=torch.Generator().manual_seed(2))
+    paper = mix_batch(x, y_i, x, y_j, rule="mamix_remix", counts=counts, generator=torch.Generator().manual_seed(2),
+                      alpha=1.0, omega=0.25, tau=0.5, kappa=3.0)
+    assert plain.lam_x == paper.lam_x == sample_beta(1.0, torch.Generator().manual_seed(2), "cpu")
+    assert 0.5 < plain.lam_x < 1.0 and torch.equal(plain.lam_y, paper.lam_y)
+    assert torch.equal(mamix_remix_lambda_y(plain.lam_x, counts[y_i], counts[y_j]), paper.lam_y)
+    assert paper.lam_y[1] == 1.0 and 0.0 < paper.lam_y[0] < paper.lam_y[2] < 1.0
+    # class-balanced weights, LDAM margins and scale, step imbalance's mu
+    assert torch.equal(class_balanced_weights(CIFAR10_LT100), class_balanced_weights(CIFAR10_LT100, 0.9999))
+    assert torch.equal(ldam_margins(CIFAR10_LT100), ldam_margins(CIFAR10_LT100, 0.5))
+    cos, y = torch.tensor([[0.2, 0.1]]), torch.tensor([1])
+    assert torch.equal(LDAMLoss([100, 10]).adjusted_logits(cos, y), torch.tensor([[6.0, 30 * (0.1 - 0.5)]]))
+    assert class_counts(5000, 10, 100, "step") == [5000] * 5 + [50] * 5
+
+
+def test_remix_ratio_at_a_decimal_kappa_and_in_float64():
+    one = torch.tensor([0.3])
+    # 11 / 10 == 1.1 exactly as decimals: relabelled (a product 1.1 * 10 = 11.000000000000002 would miss it)
+    assert remix_lambda_y(one, torch.tensor([11]), torch.tensor([10]), kappa=1.1).tolist() == [0.0]
+    assert remix_lambda_y(torch.tensor([0.7]), torch.tensor([10]), torch.tensor([11]), kappa=1.1).tolist() == [1.0]
+    # (3e7 - 1) / 1e7 is below 3, but rounds to 3.0 in float32
+    big, small = torch.tensor([30_000_000 - 1]), torch.tensor([10_000_000])
+    assert remix_lambda_y(one, big, small).tolist() == pytest.approx([0.3])
+    assert remix_lambda_y(torch.tensor([0.7]), small, big).tolist() == pytest.approx([0.7])
+
+
+def test_mamix_uses_its_omega():
+    # omega = 1: eta = 1 / n, c* = (1/50) / (1/5000 + 1/50) = 100 / 101
+    lam, n_i, n_j = torch.tensor(0.5), torch.tensor(5000), torch.tensor(50)
+    expected = 0.5 * 0.5 / (100 / 101)
+    assert mamix_lambda_y(lam, n_i, n_j, omega=1.0).item() == pytest.approx(expected, rel=1e-6)
+    assert mamix_remix_lambda_y(lam, n_i, n_j, omega=1.0).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_mamix_equals_mixup_for_equal_counts_at_any_omega():
+    # 5000 ** -16 underflows to 0 in float32 (0 / 0 = NaN); float64 keeps it
+    lam = torch.tensor([0.0, 0.3, 1.0])
+    n = torch.tensor([5000, 5000, 5000])
+    assert mamix_balance_point(n, n, omega=16.0).tolist() == [0.5] * 3
+    assert torch.equal(mamix_lambda_y(lam, n, n, omega=16.0), lam)
+    # unequal counts at omega = 16 keep both ends
+    assert mamix_lambda_y(lam, torch.tensor(1), torch.tensor(5000), omega=16.0)[[0, 2]].tolist() == [0.0, 1.0]
+
+
+def test_label_rules_broadcast_a_batch_lam_x_over_per_sample_counts_and_back():
+    counts = torch.tensor([5, 7, 9, 11])
+    assert LABEL_RULES["mixup"] is mixup_lambda_y
+    for name, rule in LABEL_RULES.items():
+        per_sample = rule(torch.tensor(0.3, dtype=torch.float64), counts, counts.flip(0))
+        assert per_sample.shape == (4,) and per_sample.dtype == torch.float32, name
+        per_lam = rule(torch.rand(4, dtype=torch.float64), torch.tensor(5), torch.tensor(5))
+        assert per_lam.shape == (4,) and per_lam.dtype == torch.float32, name
+
+
+def test_imbalance_profile_boundaries():
+    assert class_counts(100, 4, 1) == [100] * 4  # ratio 1 is balanced, and allowed
+    assert class_counts(100, 2, 10) == [100, 10]  # two classes: head and tail only
+    assert class_counts(7, 1, 10) == [7]  # one class: no division by K - 1 = 0
+    assert class_counts(100, 4, 10, "step", 0.25) == [100, 100, 100, 10]  # mu is used
+    labels = np.repeat(np.arange(3), 20)
+    taken = imbalanced_indices(labels, [20, 5, 0], seed=0)  # a class taken whole, one not at all
+    assert np.bincount(labels[taken], minlength=3).tolist() == [20, 5, 0]
+    with pytest.raises(ValueError, match="counts: class 1 needs 21 samples but the data has 20"):
+        imbalanced_indices(labels, [1, 21, 1], seed=0)
+    empty = imbalanced_indices(labels, [], seed=0)
+    assert empty.dtype == np.int64 and empty.shape == (0,)
+
+
+# ----------------------------------------------------------------------------- wiring: losses
+
+def test_mixed_cross_entropy_weighs_each_term_by_its_own_label():
+    """The weighted mixed loss, computed independently: lam_y * w[y_i] * CE_i + (1 - lam_y) * w[y_j] * CE_j,
+    over the batch size (batch_mean, the authors' DRW trainers) or over the summed weights
+    sum(lam_y w[y_i] + (1 - lam_y) w[y_j]) (weighted_mean)."""
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(12, 5, generator=g)
+    y_i, y_j = torch.randint(0, 5, (12,), generator=g), torch.randint(0, 5, (12,), generator=g)
+    lam = torch.rand(12, generator=g)
+    w = torch.tensor([0.2, 0.5, 1.0, 2.0, 4.0])
+    ce = torch.nn.CrossEntropyLoss(weight=w, reduction="none")  # w[y] * CE, as imbalanced-DL
+    terms = lam * ce(logits, y_i) + (1 - lam) * ce(logits, y_j)
+    assert mixed_cross_entropy(logits, y_i, y_j, lam, w, "batch_mean").item() == pytest.approx(
+        terms.mean().item(), rel=1e-6)
+    normaliser = (lam * w[y_i] + (1 - lam) * w[y_j]).sum()
+    assert mixed_cross_entropy(logits, y_i, y_j, lam, w, "weighted_mean").item() == pytest.approx(
+        (terms.sum() / normaliser).item(), rel=1e-6)
+    with pytest.raises(ValueError, match=r"reduction: got 'sum'; allowed: \['weighted_mean', 'batch_mean'\]"):
+        mixed_cross_entropy(logits, y_i, y_j, lam, w, "sum")
+
+
+@pytest.mark.parametrize("reduction", ["weighted_mean", "batch_mean"])
+def test_ldam_loss_is_weighted_cross_entropy_on_margin_adjusted_scaled_logits(reduction):
+    counts = [400, 100, 25]
+    g = torch.Generator().manual_seed(2)
+    cos = torch.rand(9, 3, generator=g) * 2 - 1
+    y = torch.tensor([0, 1, 2] * 3)
+    w = torch.tensor([0.5, 1.0, 2.0])  # sum over the batch 10.5, not the batch size 9
+    margins = 0.3 * torch.tensor([400.0, 100.0, 25.0]) ** -0.25 / 25 ** -0.25  # max_m = 0.3 on the tail
+    adjusted = 20.0 * (cos - torch.nn.functional.one_hot(y, 3) * margins[y][:, None])
+    loss = LDAMLoss(counts, max_m=0.3, s=20.0)
+    torch.testing.assert_close(loss.margins, margins.float())
+    per_sample = torch.nn.functional.cross_entropy(adjusted, y, weight=w, reduction="none")
+    expected = per_sample.sum() / (w[y].sum() if reduction == "weighted_mean" else len(y))
+    assert loss(cos, y, w, reduction).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert loss(cos, y).item() == pytest.approx(torch.nn.functional.cross_entropy(adjusted, y).item(), rel=1e-6)
+    weighted_mean = torch.nn.functional.cross_entropy(adjusted, y, weight=w)  # LDAM-DRW's default reduction
+    assert loss(cos, y, w).item() == pytest.approx(weighted_mean.item(), rel=1e-6)
+    # bf16 cosine logits (autocast) are adjusted in float32
+    bf16 = loss.adjusted_logits(cos.bfloat16(), y)
+    assert bf16.dtype == torch.float32
+    torch.testing.assert_close(bf16, loss.adjusted_logits(cos.bfloat16().float(), y))
+
+
+def test_class_weights_switch_on_at_their_epoch():
+    from core.losses import ClassWeights
+
+    counts = [5000, 500, 50]
+    weights = class_balanced_weights(counts, 0.999)
+    never, cb, drw = (ClassWeights(kind, counts, 0.999, drw_epoch=3) for kind in ("none", "cb", "drw"))
+    assert [never.at(e, "cpu") for e in (0, 3, 9)] == [None, None, None]
+    assert all(torch.equal(cb.at(e, "cpu"), weights) for e in (0, 1, 9))
+    assert drw.at(0, "cpu") is None and drw.at(2, "cpu") is None
+    assert torch.equal(drw.at(3, "cpu"), weights) and torch.equal(drw.at(9, "cpu"), weights)
+    assert drw.at(3, "meta").device.type == "meta"  # moved to the device asked for
+
+
+def test_class_balanced_weights_in_float64_before_rounding():
+    """(1 - beta) / (1 - beta ** n_c), rescaled to sum to K, computed in float64 (beta in float32 would
+    shift the weights by 4e-5 relative); matches numpy to float32 rounding."""
+    beta = 0.9999
+    n = np.array(CIFAR10_LT100, dtype=np.float64)
+    w = (1 - beta) / (1 - beta ** n)
+    w = w / w.sum() * len(n)
+    np.testing.assert_allclose(class_balanced_weights(CIFAR10_LT100, beta).numpy(), w, rtol=2e-7)
+
+
+# ----------------------------------------------------------------------------- wiring: mixing a batch
+
+@pytest.mark.parametrize("rule", ["mixup", "remix", "mamix", "mamix_remix"])
+def test_mix_batch_passes_every_hyperparameter_to_the_label_rule(rule):
+    g = torch.Generator().manual_seed(9)  # lam_x = 0.67: between Remix's default tau and the 0.8 used here
+    counts = torch.tensor([500, 100, 40, 10])
+    y_i, y_j = torch.tensor([0, 3, 1, 2, 0, 3]), torch.tensor([3, 0, 2, 1, 1, 2])
+    x_i, x_j = torch.rand(6, 1, 2, 2, dtype=torch.float64), torch.rand(6, 1, 2, 2, dtype=torch.float64)
+    hyper = dict(omega=0.7, tau=0.8, kappa=2.0)
+    out = mix_batch(x_i, y_i, x_j, y_j, rule=rule, counts=counts, generator=g, alpha=0.4, **hyper)
+    assert out.y_i is y_i and out.y_j is y_j
+    expected = LABEL_RULES[rule](out.lam_x, counts[y_i], counts[y_j], **hyper)
+    assert torch.equal(out.lam_y, expected)
+    assert out.x.dtype == torch.float64
+    torch.testing.assert_close(out.x, out.lam_x.double() * x_i + (1 - out.lam_x.double()) * x_j)
+    # lam_x is the trial generator's Beta(alpha, alpha) draw, whatever the global seed
+    torch.manual_seed(123)
+    again = mix_batch(x_i, y_i, x_j, y_j, rule=rule, counts=counts, generator=torch.Generator().manual_seed(9),
+                      alpha=0.4, **hyper)
+    assert again.lam_x == out.lam_x == sample_beta(0.4, torch.Generator().manual_seed(9), "cpu")
+    assert 0.5 < out.lam_x < 0.8
+    if "remix" in rule:  # (0 -> 3) is a 50-majority pair: relabelled under tau = 0.8, not under 0.5
+        assert out.lam_y[0] == 0.0
+
+
+def test_permuted_partners_pair_each_sample_with_one_other_of_the_batch():
+    from core.mixing import permuted_partners
+
+    x = torch.arange(8.0)[:, None] * torch.ones(8, 3)
+    y = torch.arange(8) * 10
+    x_j, y_j = permuted_partners(x, y, torch.Generator().manual_seed(0))
+    perm = x_j[:, 0].long()
+    assert sorted(perm.tolist()) == list(range(8)) and perm.tolist() != list(range(8))
+    assert torch.equal(y_j, y[perm]) and torch.equal(x_j, x[perm])
+    torch.manual_seed(5)
+    assert torch.equal(permuted_partners(x, y, torch.Generator().manual_seed(0))[1], y_j)
+    assert not torch.equal(permuted_partners(x, y, torch.Generator().manual_seed(1))[1], y_j)
