@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean mutation
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,5 +22,16 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
+# Mutation testing on demand, never in `make test` or CI (docs/MUTATION.md): a fresh mutmut run over
+# core/'s equations, losses, margins, imbalance and accuracy report, then its score.
+mutation: install
+	rm -rf mutants
+	$(VENV)/bin/mutmut run --max-children 2
+	$(VENV)/bin/mutmut export-cicd-stats
+	$(PY) -c "import json; s = json.load(open('mutants/mutmut-cicd-stats.json')); \
+	caught = s['killed'] + s['timeout']; judged = caught + s['survived'] + s['no_tests'] + s['suspicious']; \
+	print(f'mutation score: {caught}/{judged} = {100 * caught / judged:.1f} %', s)"
+	$(VENV)/bin/mutmut results
+
 clean:
-	rm -rf $(VENV) results .pytest_cache
+	rm -rf $(VENV) results .pytest_cache mutants

@@ -25,7 +25,8 @@ if __package__ in (None, ""):
 
 import torch  # noqa: E402
 
-from bench.throughput import Setup, build, cpu_accounting, device_batches, make_config, synchronize  # noqa: E402
+from bench.throughput import (RATIO_HELP, Setup, build, cpu_accounting, device_batches, make_config,  # noqa: E402
+                              synchronize)
 from core.train import draw_epoch, make_batch, member_images, train_step  # noqa: E402
 
 METHODS = ("erm", "drw", "mixup_drw", "remix_drw", "mamix_drw")
@@ -130,8 +131,8 @@ def profile(s: Setup, batch: int, steps: int, rows: int) -> str:
 
 
 def run(dataset: str, data_root: str | None, device: str, batch: int, methods: list[str], rounds: int,
-        reps: int) -> list[dict[str, Any]]:
-    setups = {m: build(make_config(dataset, m, data_root, device, batch)) for m in methods}
+        reps: int, ratio: float | None = None) -> list[dict[str, Any]]:
+    setups = {m: build(make_config(dataset, m, data_root, device, batch, ratio=ratio)) for m in methods}
     for s in setups.values():  # warm-up
         time_parts(s, batch, 2)
     samples: dict[str, list[tuple[float, float]]] = {m: [] for m in methods}
@@ -162,6 +163,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="cifar10")
     p.add_argument("--data-root")
+    p.add_argument("--ratio", type=float, help=RATIO_HELP)
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--methods", nargs="+", default=list(METHODS))
@@ -176,7 +178,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--count-ops", action="store_true", help="also count the ATen operators per batch maker and step")
     p.add_argument("--json", help="append one JSON line per method to this file")
     args = p.parse_args(argv)
-    rows = run(args.dataset, args.data_root, args.device, args.batch, args.methods, args.rounds, args.reps)
+    rows = run(args.dataset, args.data_root, args.device, args.batch, args.methods, args.rounds, args.reps,
+               args.ratio)
     print(f"{'method':<12} {'batch maker ms':>15} {'step ms':>9} {'mixing overhead %':>18} {'step vs erm %':>14}")
     for r in rows:
         print(f"{r['method']:<12} {r['batch_maker_ms']:>15.3f} {r['step_ms']:>9.2f} "
@@ -189,18 +192,19 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             f.writelines(json.dumps(r) + "\n" for r in rows)
     if args.count_ops:
         print(f"\n{'method':<12} {'ops in batch maker':>19} {'ops per step':>13} {'extra ops vs erm':>17}")
-        counts = {m: count_ops(build(make_config(args.dataset, m, args.data_root, args.device, args.batch)),
+        counts = {m: count_ops(build(make_config(args.dataset, m, args.data_root, args.device, args.batch, ratio=args.ratio)),
                                args.batch) for m in args.methods}
         base = counts.get("erm", (0, 0))
         for m, (maker, step) in counts.items():
             print(f"{m:<12} {maker:>19} {step:>13} {step - base[1]:>+17}")
     if args.ab:
-        s = build(make_config(args.dataset, args.ab, args.data_root, args.device, args.batch))
+        s = build(make_config(args.dataset, args.ab, args.data_root, args.device, args.batch, ratio=args.ratio))
         print(f"\nsame weights, plain vs mixed batch ({args.ab}), alternating, {args.ab_reps} pairs per block:")
         for i, (plain, mixed) in enumerate(same_weights_ab(s, args.batch, args.ab_blocks, args.ab_reps)):
             print(f"  block {i + 1}: plain {plain:.1f} ms, mixed {mixed:.1f} ms, mixed/plain {mixed / plain:.3f}")
     if args.profile:
-        s = build(make_config(args.dataset, args.profile, args.data_root, args.device, args.batch))
+        s = build(make_config(args.dataset, args.profile, args.data_root, args.device, args.batch,
+                                  ratio=args.ratio))
         print(profile(s, args.batch, args.profile_steps, 25))
     return rows
 

@@ -56,7 +56,7 @@ fi
 throughput() {  # throughput JSONL PIPELINE METHOD [extra flags]
     local out=$1 pipeline=$2 method=$3
     shift 3
-    timeout 45 "$PY" bench/throughput.py --method "$method" --pipeline "$pipeline" --dataset cifar10 --data-root "$DATA" \
+    timeout 45 "$PY" bench/throughput.py --method "$method" --pipeline "$pipeline" --dataset cifar10 --data-root "$DATA" --ratio 300 \
         --device "$DEVICE" --steps "$STEPS" --warmup "$WARMUP" --workers "$WORKERS" --json "$out" "$@" \
         || echo "throughput $pipeline $method $* failed (exit $?)"
 }
@@ -85,7 +85,7 @@ main() {
     fi
 
     echo "== (3) components (batch maker alone vs whole step)"
-    timeout 90 "$PY" bench/components.py --dataset cifar10 --data-root "$DATA" --device "$DEVICE" --rounds 3 \
+    timeout 90 "$PY" bench/components.py --dataset cifar10 --data-root "$DATA" --ratio 300 --device "$DEVICE" --rounds 3 \
         --reps "$COMPONENT_REPS" --count-ops --json "$DEST/components.jsonl" || echo "components failed (exit $?)"
 
     echo "== (4) variants of the mamix_drw device step"
@@ -94,7 +94,7 @@ main() {
     else
         throughput "$DEST/variants.jsonl" device mamix_drw --no-amp
         for mode in default reduce-overhead; do
-            timeout 150 "$PY" bench/throughput.py --method mamix_drw --dataset cifar10 --data-root "$DATA" \
+            timeout 150 "$PY" bench/throughput.py --method mamix_drw --dataset cifar10 --data-root "$DATA" --ratio 300 \
                 --device "$DEVICE" --steps "$STEPS" --warmup $((WARMUP + 30)) --compile "$mode" \
                 --json "$DEST/variants.jsonl" || echo "throughput --compile $mode failed (exit $?)"
         done

@@ -58,6 +58,10 @@ class Setup:
         return self.pack.device
 
 
+RATIO_HELP = ("imbalance ratio (default: the dataset's, 100 for CIFAR-10); the compact file of to_npz.py "
+              "--long-tailed 300 needs 300")
+
+
 def make_config(dataset: str, method: str, data_root: str | None, device: str, batch: int,
                 **overrides: Any) -> TrainConfig:
     """The run's TrainConfig: the dataset's paper defaults (ResNet-32 and ratio 100 for CIFAR-10)."""
@@ -235,14 +239,14 @@ def device_name(device: torch.device) -> str:
 def run(method: str = "mamix_drw", dataset: str = "cifar10", data_root: str | None = None, steps: int = 20,
         warmup: int = 3, device: str = "cpu", pipeline: str = "device", batch: int = 128, workers: int = 2,
         epoch: int | None = None, seed: int = 0, amp: bool | None = None, channels_last: bool | None = None,
-        compile: str | None = None) -> dict[str, Any]:
+        compile: str | None = None, ratio: float | None = None) -> dict[str, Any]:
     """Build, time, and return the result row (see the module docstring)."""
     if pipeline not in PIPELINES:
         raise ValueError(f"pipeline: got {pipeline!r}; allowed: {list(PIPELINES)}")
     if steps < 1 or warmup < 0:
         raise ValueError("steps: need steps >= 1 and warmup >= 0")
     cfg = make_config(dataset, method, data_root, device, batch, seed=seed, amp=amp, channels_last=channels_last,
-                      compile=compile is not None, compile_mode=compile)
+                      compile=compile is not None, compile_mode=compile, ratio=ratio)
     torch.manual_seed(seed)  # the DataLoader's shuffling and worker seeds
     load_before = os.getloadavg()[0]
     s = build(cfg, epoch)
@@ -266,6 +270,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="mamix_drw")
     p.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS))
     p.add_argument("--data-root", help="directory holding <dataset>.npz (not needed for digits)")
+    p.add_argument("--ratio", type=float, help=RATIO_HELP)
     p.add_argument("--steps", type=int, default=20, help="timed steps")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps before timing")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -291,7 +296,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     row = run(method=args.method, dataset=args.dataset, data_root=args.data_root, steps=args.steps,
               warmup=args.warmup, device=args.device, pipeline=args.pipeline, batch=args.batch,
               workers=args.workers, epoch=args.epoch, seed=args.seed, amp=args.amp,
-              channels_last=args.channels_last, compile=args.compile)
+              channels_last=args.channels_last, compile=args.compile, ratio=args.ratio)
     emit(row, args.json)
     return row
 

@@ -56,6 +56,8 @@ class TrainConfig:
     ratio: float | None = None  # rho = n_max / n_min; paper: 100 (and 10, 50, 200, 250, 300)
     mu: float = 0.5  # fraction of minority classes in step imbalance (paper fixes 0.5)
     subset_seed: int = 0  # seed of the imbalanced subset; fixed across trial seeds as in the paper
+    # split evaluated on; None: the dataset's own (CINIC-10: "valid", as imbalanced-DL; else "test"/"val")
+    eval_split: str | None = None
     # model and method
     model: str | None = None
     method: str = "erm"
@@ -141,6 +143,7 @@ class TrainConfig:
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
         # Imported here: the registries live next to what they register, and they import this module.
+        from core.data import DATASETS
         from core.methods import METHODS, REDUCTIONS
         from core.models import MODELS
 
@@ -154,6 +157,11 @@ class TrainConfig:
         if self.reduction is None:
             self.reduction = METHODS[self.method].reduction
         need(_choice(self.reduction, REDUCTIONS), "reduction", str(list(REDUCTIONS)))
+        splits = DATASETS[self.dataset].eval_splits
+        if self.eval_split is None:
+            self.eval_split = splits[0]
+        need(_choice(self.eval_split, splits), "eval_split", f"{list(splits)} for {self.dataset}, or null "
+                                                            f"(its default, {splits[0]!r})")
         need(_choice(self.device, DEVICES) or (isinstance(self.device, str) and re.fullmatch(r"cuda:\d+", self.device)),
              "device", f"{list(DEVICES)} or 'cuda:N'")
         need(_number(self.ratio) and self.ratio >= 1, "ratio", "a number >= 1")

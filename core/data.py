@@ -1,9 +1,12 @@
 """Datasets by name, and the device-resident training data of one run.
 
-``load(name, data_root)`` returns the full dataset as numpy arrays (images NHWC uint8). A file
-``<data_root>/<name>.npz`` with keys x_train, y_train, x_test, y_test is used when present (the form
-that ``python -m core.prepare_data`` writes from a downloaded copy); otherwise each dataset's own loader reads its usual
-files (torchvision for CIFAR and SVHN, image folders for CINIC-10 and Tiny-ImageNet).
+``load(name, data_root)`` returns the training split and the evaluation split of a dataset as numpy
+arrays (images NHWC uint8). The evaluation split is the one the authors' code evaluates on (``test``;
+CINIC-10: ``valid``, Tiny-ImageNet: ``val``), or another one the dataset has (``eval_split``). A file
+``<data_root>/<name>.npz`` with keys x_train, y_train, x_<split>, y_<split> is used when present (the
+form that ``python -m core.prepare_data`` writes from a downloaded copy, with x_test and y_test);
+otherwise each dataset's own loader reads its usual files (torchvision for CIFAR and SVHN, image
+folders for CINIC-10 and Tiny-ImageNet).
 ``DeviceData`` then keeps the imbalanced training subset and the test set on the training device as
 uint8 tensors, so batching and augmentation never leave it.
 """
@@ -28,24 +31,33 @@ log = logging.getLogger(__name__)
 class Arrays:
     x_train: np.ndarray  # (N, H, W, C) uint8
     y_train: np.ndarray  # (N,) int64
-    x_test: np.ndarray
+    x_test: np.ndarray  # the evaluation split (see DatasetSpec.eval_splits)
     y_test: np.ndarray
     classes: list[str]
     # True when the training part is already an imbalanced subset (e.g. to_npz.py --long-tailed 300):
-    # it is then used as it is.
+    # it is then used as it is, if its class counts are the ones the config asks for.
     presubsampled: bool = False
+
+
+Loader = Callable[[str | None, bool, str], Arrays]  # (data_root, download, eval_split) -> Arrays
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    loader: Callable[[str | None, bool], Arrays]
+    loader: Loader
     mean: tuple[float, ...]
     std: tuple[float, ...]
     pad: int  # pad-crop augmentation (pixels)
     flip: bool  # horizontal flips (not for digits)
-    max_per_class: int | None = None  # None: len(train) / K
-    # Class c of the imbalance profile goes to label count_order[c] (SVHN: digit 0 is the tail).
+    max_per_class: int | None = None  # n_max of the imbalance profile; None: len(train) / K
+    # Images per class of the full training split: the n_max of a pre-subsampled file, whose own
+    # training part is smaller (None where max_per_class fixes n_max).
+    full_per_class: int | None = None
+    # Class c of the imbalance profile goes to label count_order[c], and the subsets are drawn in this
+    # order (SVHN: digit 0 is the tail and is drawn last, as in the reference code).
     count_order: tuple[int, ...] | None = None
+    # Splits a model can be evaluated on; the first is the default, the one the authors' code uses.
+    eval_splits: tuple[str, ...] = ("test",)
     download_help: str = ""
 
 
@@ -53,21 +65,23 @@ DATASETS: dict[str, DatasetSpec] = {}
 
 
 def register_dataset(name: str, **spec) -> Callable:
-    def wrap(loader: Callable[[str | None, bool], Arrays]) -> Callable:
+    def wrap(loader: Loader) -> Loader:
         DATASETS[name] = DatasetSpec(loader=loader, **spec)
         return loader
     return wrap
 
 
-def load(name: str, data_root: str | None = None, download: bool = False) -> Arrays:
-    """The whole dataset ``name`` as numpy arrays, from ``<data_root>/<name>.npz`` if it exists."""
+def load(name: str, data_root: str | None = None, download: bool = False, eval_split: str | None = None) -> Arrays:
+    """Dataset ``name`` as numpy arrays, from ``<data_root>/<name>.npz`` if it exists: its training
+    split, and ``eval_split`` (None: the dataset's default) as the evaluation part."""
     if name not in DATASETS:
         raise ValueError(f"dataset: unknown dataset {name!r}; allowed: {sorted(DATASETS)}")
+    eval_split = resolve_eval_split(name, eval_split)
     if data_root is not None:
         npz = os.path.join(data_root, f"{name}.npz")
         if os.path.exists(npz):
-            return _load_npz(npz)
-    arrays = DATASETS[name].loader(data_root, download)
+            return _load_npz(npz, eval_split)
+    arrays = DATASETS[name].loader(data_root, download, eval_split)
     check_arrays(arrays, name)
     return arrays
 
@@ -84,15 +98,27 @@ def check_arrays(a: Arrays, name: str) -> None:
                              f"got [{y.min()}, {y.max()}]")
 
 
-def _load_npz(path: str) -> Arrays:
+def resolve_eval_split(name: str, eval_split: str | None) -> str:
+    """``eval_split``, or the dataset's default for None; an unknown split names the allowed ones."""
+    allowed = DATASETS[name].eval_splits
+    if eval_split is None:
+        return allowed[0]
+    if eval_split not in allowed:
+        raise ValueError(f"eval_split: got {eval_split!r} for {name}; allowed: {list(allowed)} or None "
+                         f"(the dataset's default, {allowed[0]!r})")
+    return eval_split
+
+
+def _load_npz(path: str, eval_split: str) -> Arrays:
+    x_key, y_key = f"x_{eval_split}", f"y_{eval_split}"
     with np.load(path) as f:
-        missing = {"x_train", "y_train", "x_test", "y_test"} - set(f.files)
+        missing = {"x_train", "y_train", x_key, y_key} - set(f.files)
         if missing:
-            raise ValueError(f"data_root: {path} lacks the keys {sorted(missing)}")
-        y_train = f["y_train"].astype(np.int64)
-        num_classes = int(max(y_train.max(initial=-1), f["y_test"].max(initial=-1))) + 1  # empty: check_arrays
-        arrays = Arrays(f["x_train"], y_train, f["x_test"], f["y_test"].astype(np.int64),
-                        [str(c) for c in range(num_classes)], presubsampled="train_index" in f.files)
+            raise ValueError(f"data_root: {path} lacks the keys {sorted(missing)} (evaluation split {eval_split!r})")
+        y_train, y_eval = f["y_train"].astype(np.int64), f[y_key].astype(np.int64)
+        num_classes = int(max(y_train.max(initial=-1), y_eval.max(initial=-1))) + 1  # empty: check_arrays
+        arrays = Arrays(f["x_train"], y_train, f[x_key], y_eval, [str(c) for c in range(num_classes)],
+                        presubsampled="train_index" in f.files)
     check_arrays(arrays, path)
     return arrays
 
@@ -100,7 +126,7 @@ def _load_npz(path: str) -> Arrays:
 # ----------------------------------------------------------------------------- the datasets
 
 @register_dataset("digits", mean=(0.305,), std=(0.377,), pad=1, flip=False, max_per_class=120)
-def _digits(data_root: str | None, download: bool) -> Arrays:
+def _digits(data_root: str | None, download: bool, eval_split: str) -> Arrays:
     """scikit-learn's 8x8 handwritten digits (1,797 images, shipped with the package): a fixed balanced
     test part of 50 images per class is held out, the rest is the pool for the imbalanced training set."""
     from sklearn.datasets import load_digits
@@ -115,7 +141,7 @@ def _digits(data_root: str | None, download: bool) -> Arrays:
 
 
 @register_dataset("synthetic", mean=(0.5,), std=(0.25,), pad=0, flip=False, max_per_class=100)
-def _synthetic(data_root: str | None, download: bool) -> Arrays:
+def _synthetic(data_root: str | None, download: bool, eval_split: str) -> Arrays:
     """Ten Gaussian blobs drawn as 8x8 images (100 train and 20 test per class): learnable in seconds."""
     rng = np.random.RandomState(1234)
     protos = rng.uniform(40, 215, size=(10, 8, 8, 1))
@@ -150,38 +176,45 @@ def _torchvision(cls_name: str, data_root: str | None, download: bool, **split_k
     return Arrays(xs[0], ys[0], xs[1], ys[1], classes)
 
 
+# Normalisation constants are those of the authors' code (imbalanced-DL), which the paper's numbers
+# come from: CIFAR-100 reuses CIFAR-10's (as LDAM-DRW does), SVHN uses 0.5 / 0.5 (as Yang & Xu's code
+# does), Tiny-ImageNet ImageNet's. Every real dataset is augmented with pad + crop + horizontal flip.
 @register_dataset("cifar10", mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010), pad=4, flip=True,
+                  full_per_class=5000,
                   download_help="torchvision downloads it with --download; or, from a downloaded "
                                 "cifar-10-python.tar.gz: python -m core.prepare_data cifar10 --from FILE "
                                 "--out DATA_ROOT/cifar10.npz")
-def _cifar10(data_root: str | None, download: bool) -> Arrays:
+def _cifar10(data_root: str | None, download: bool, eval_split: str) -> Arrays:
     return _torchvision("CIFAR10", data_root, download, train=dict(train=True), test=dict(train=False))
 
 
-@register_dataset("cifar100", mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762), pad=4, flip=True,
+@register_dataset("cifar100", mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010), pad=4, flip=True,
+                  full_per_class=500,
                   download_help="torchvision downloads it with --download; or, from a downloaded "
                                 "cifar-100-python.tar.gz: python -m core.prepare_data cifar100 --from FILE "
                                 "--out DATA_ROOT/cifar100.npz")
-def _cifar100(data_root: str | None, download: bool) -> Arrays:
+def _cifar100(data_root: str | None, download: bool, eval_split: str) -> Arrays:
     return _torchvision("CIFAR100", data_root, download, train=dict(train=True), test=dict(train=False))
 
 
-@register_dataset("svhn", mean=(0.4377, 0.4438, 0.4728), std=(0.1980, 0.2010, 0.1970), pad=4, flip=False,
+@register_dataset("svhn", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), pad=4, flip=True,
                   max_per_class=1000, count_order=(1, 2, 3, 4, 5, 6, 7, 8, 9, 0),
                   download_help="torchvision downloads it with --download")
-def _svhn(data_root: str | None, download: bool) -> Arrays:
+def _svhn(data_root: str | None, download: bool, eval_split: str) -> Arrays:
     return _torchvision("SVHN", data_root, download, train=dict(split="train"), test=dict(split="test"))
 
 
 def _image_folders(data_root: str | None, name: str, sub: str, train: str, test: str,
                    test_labels: Callable[[str, list[str]], tuple[list[str], np.ndarray]] | None = None) -> Arrays:
-    """Read class-per-folder images into memory (done once per run; write an .npz to skip it)."""
+    """Read class-per-folder images of the ``train`` and ``test`` (evaluation) folders into memory (done
+    once per run; write an .npz to skip it)."""
     from PIL import Image
 
     root = os.path.join(data_root or "", sub)
-    if data_root is None or not os.path.isdir(os.path.join(root, train)):
-        raise ValueError(f"data_root: {name} expects {os.path.join('DATA_ROOT', sub, train)}/<class>/... ; "
-                         f"not found under {data_root!r}")
+    for split in (train, test):
+        if data_root is None or not os.path.isdir(os.path.join(root, split)):
+            raise ValueError(f"data_root: {name} expects {os.path.join('DATA_ROOT', sub, split)}/<class>/... ; "
+                             f"not found under {data_root!r}")
     classes = sorted(os.listdir(os.path.join(root, train)))
 
     def read(paths: list[str]) -> np.ndarray:
@@ -202,10 +235,11 @@ def _image_folders(data_root: str | None, name: str, sub: str, train: str, test:
     return Arrays(read(train_paths), y_train, read(test_paths), y_test, classes)
 
 
-@register_dataset("cinic10", mean=(0.4789, 0.4723, 0.4305), std=(0.2421, 0.2383, 0.2587), pad=4, flip=True,
-                  download_help="unpack CINIC-10 so that DATA_ROOT/cinic10/train/<class>/*.png exists")
-def _cinic10(data_root: str | None, download: bool) -> Arrays:
-    return _image_folders(data_root, "cinic10", "cinic10", "train", "test")
+@register_dataset("cinic10", mean=(0.47889522, 0.47227842, 0.43047404), std=(0.24205776, 0.23828046, 0.25874835),
+                  pad=4, flip=True, full_per_class=9000, eval_splits=("valid", "test"),
+                  download_help="unpack CINIC-10 so that DATA_ROOT/cinic10/{train,valid,test}/<class>/*.png exist")
+def _cinic10(data_root: str | None, download: bool, eval_split: str) -> Arrays:
+    return _image_folders(data_root, "cinic10", "cinic10", "train", eval_split)
 
 
 def _tiny_val(val_dir: str, classes: list[str]) -> tuple[list[str], np.ndarray]:
@@ -219,19 +253,29 @@ def _tiny_val(val_dir: str, classes: list[str]) -> tuple[list[str], np.ndarray]:
     return paths, np.asarray(labels, dtype=np.int64)
 
 
-@register_dataset("tiny_imagenet", mean=(0.4802, 0.4481, 0.3975), std=(0.2302, 0.2265, 0.2262), pad=8, flip=True,
+@register_dataset("tiny_imagenet", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), pad=8, flip=True,
+                  full_per_class=500, eval_splits=("val",),
                   download_help="unpack tiny-imagenet-200 so that DATA_ROOT/tiny-imagenet-200/train exists")
-def _tiny_imagenet(data_root: str | None, download: bool) -> Arrays:
+def _tiny_imagenet(data_root: str | None, download: bool, eval_split: str) -> Arrays:
     return _image_folders(data_root, "tiny_imagenet", "tiny-imagenet-200", "train", "val", _tiny_val)
 
 
 # ----------------------------------------------------------------------------- one run's data
 
+def n_max(spec: DatasetSpec, arrays: Arrays) -> int:
+    """The largest class's target count: the dataset's fixed value (SVHN: 1000), else the per-class
+    size of the full training split, len(train) / K (reference-facts.md)."""
+    if spec.max_per_class:
+        return spec.max_per_class
+    if arrays.presubsampled:
+        return spec.full_per_class  # set for every dataset without max_per_class (tests/test_data.py)
+    return len(arrays.y_train) // len(arrays.classes)
+
+
 def training_counts(spec: DatasetSpec, arrays: Arrays, imbalance: str, ratio: float, mu: float) -> list[int]:
     """Per-label target counts: the imbalance profile of section 2.1, placed in label order."""
     num_classes = len(arrays.classes)
-    n_max = spec.max_per_class or len(arrays.y_train) // num_classes
-    profile = class_counts(n_max, num_classes, ratio, imbalance, mu)
+    profile = class_counts(n_max(spec, arrays), num_classes, ratio, imbalance, mu)
     order = spec.count_order or tuple(range(num_classes))
     counts = [0] * num_classes
     for c, label in enumerate(order):
@@ -287,13 +331,24 @@ class DeviceData:
 
 def imbalanced_arrays(arrays: Arrays, spec: DatasetSpec, imbalance: str, ratio: float, mu: float,
                       subset_seed: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """The imbalanced training subset (images, labels) and its per-class counts."""
-    if arrays.presubsampled:
-        counts = np.bincount(arrays.y_train, minlength=len(arrays.classes)).tolist()
-        log.info("training set is already imbalanced (counts %s); imbalance and ratio are not applied", counts)
-        return arrays.x_train, arrays.y_train, counts
+    """The imbalanced training subset (images, labels) and its per-class counts.
+
+    A pre-subsampled training part is used as it is when its class counts are the ones that
+    ``imbalance``, ``ratio`` (and ``mu``) give with the dataset's n_max; otherwise it is refused, so a
+    run is never recorded under a setting its data does not have.
+    """
     counts = training_counts(spec, arrays, imbalance, ratio, mu)
-    idx = imbalanced_indices(arrays.y_train, counts, subset_seed)
+    if arrays.presubsampled:
+        found = np.bincount(arrays.y_train, minlength=len(arrays.classes)).tolist()
+        if found != counts:
+            setting = f"imbalance={imbalance!r}, ratio={ratio:g}" + (f", mu={mu:g}" if imbalance == "step" else "")
+            raise ValueError(f"imbalance/ratio: the data file's training set is already imbalanced (train_index "
+                             f"present) with class counts {found}, but {setting} with the dataset's "
+                             f"n_max={n_max(spec, arrays)} give {counts}; set imbalance and ratio to the "
+                             f"file's, or point data_root at the full dataset")
+        log.info("training set is already imbalanced as configured (counts %s); used as it is", counts)
+        return arrays.x_train, arrays.y_train, counts
+    idx = imbalanced_indices(arrays.y_train, counts, subset_seed, spec.count_order)
     return arrays.x_train[idx], arrays.y_train[idx], counts
 
 

@@ -33,19 +33,22 @@ def class_counts(max_per_class: int, num_classes: int, ratio: float, kind: str =
     return [int(max_per_class)] * num_major + [int(math.floor(max_per_class / ratio))] * (num_classes - num_major)
 
 
-def imbalanced_indices(labels: np.ndarray, counts: Sequence[int], seed: int) -> np.ndarray:
+def imbalanced_indices(labels: np.ndarray, counts: Sequence[int], seed: int,
+                       order: Sequence[int] | None = None) -> np.ndarray:
     """Indices of a subset with ``counts[c]`` samples of class c, drawn as in LDAM-DRW.
 
-    Each class's indices (in dataset order) are shuffled by one local generator, class after class,
-    and the first n_c are kept, so the same seed gives the same subset; global RNGs are untouched.
+    Class by class in ``order`` (default 0..K-1), each class's indices (in dataset order) are shuffled
+    by one local generator and the first n_c are kept, so the same seed gives the same subset; global
+    RNGs are untouched. The order matters because the classes share the generator: SVHN's subsets
+    are drawn in the order [1..9, 0], as in Yang & Xu's code that imbalanced-DL copies.
     """
     labels = np.asarray(labels)
     rng = np.random.RandomState(seed)  # LDAM-DRW's generator, so subsets match the published ones
     chosen = []
-    for c, n_c in enumerate(counts):
+    for c in range(len(counts)) if order is None else order:
         idx = np.flatnonzero(labels == c)
-        if n_c > len(idx):
-            raise ValueError(f"counts: class {c} needs {n_c} samples but the data has {len(idx)}")
+        if counts[c] > len(idx):
+            raise ValueError(f"counts: class {c} needs {counts[c]} samples but the data has {len(idx)}")
         rng.shuffle(idx)
-        chosen.append(idx[:n_c])
+        chosen.append(idx[:counts[c]])
     return np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)

@@ -146,8 +146,7 @@ def class_margins(margins: torch.Tensor, targets: torch.Tensor, num_classes: int
     sums = torch.zeros(num_classes, dtype=torch.float64, device=values.device)
     sums.index_add_(0, targets, values)
     sizes = torch.bincount(targets, minlength=num_classes).to(torch.float64)
-    means = sums / sizes  # 0 / 0 gives NaN for empty classes, which is the missing marker
-    return torch.where(sizes > 0, means, torch.full_like(means, float("nan"))).cpu()
+    return (sums / sizes).cpu()  # 0 / 0 gives NaN for empty classes, which is the missing marker
 
 
 def majority_mask(counts: CountsLike) -> torch.Tensor:
@@ -175,10 +174,13 @@ def majority_mask(counts: CountsLike) -> torch.Tensor:
 
 
 def _weighted_group_mean(margins: torch.Tensor, weights: torch.Tensor, members: torch.Tensor) -> float:
-    """Weighted mean of ``margins`` over ``members`` that have a margin; NaN if none weigh anything."""
+    """Weighted mean of ``margins`` over ``members`` that have a margin; NaN if none weigh anything.
+
+    The NaN is ``math.nan`` itself, so that two reports of the same run compare equal as dicts.
+    """
     keep = members & ~torch.isnan(margins)
     total = weights[keep].sum()
-    if not keep.any() or total <= 0:
+    if total <= 0:  # no member with a margin, or only classes without training images
         return math.nan
     return float((weights[keep] * margins[keep]).sum() / total)
 
@@ -229,11 +231,11 @@ def _part_stats(group: torch.Tensor) -> tuple[float, float, float, float]:
     positive = ~negative  # the paper's "gamma >= 0" part, ties at 0 included
     size = group.numel()
 
-    def mean(values: torch.Tensor) -> float:
-        return float(values.mean()) if values.numel() else math.nan
-
     def share(mask: torch.Tensor) -> float:
         return int(mask.sum()) / size if size else math.nan
+
+    def mean(values: torch.Tensor) -> float:
+        return float(values.mean()) if values.numel() else math.nan  # math.nan: see _weighted_group_mean
 
     return mean(group[negative]), mean(group[positive]), share(negative), share(positive)
 

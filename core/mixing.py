@@ -25,20 +25,31 @@ def remix_lambda_y(lam_x: torch.Tensor, n_i: torch.Tensor, n_j: torch.Tensor, ta
     minority label.
 
     lam_y = 0 if n_i/n_j >= kappa and lam_x < tau; 1 if n_i/n_j <= 1/kappa and 1 - lam_x < tau;
-    else ``base`` (lam_x for Remix itself, MAMix's lam_y for MAMix-Remix).
+    else ``base`` (lam_x for Remix itself, MAMix's lam_y for MAMix-Remix). The second count condition
+    is tested as n_j/n_i >= kappa: both quotients are correctly rounded in float64 and compared with
+    kappa itself, so a ratio exactly at kappa (30/10 with kappa = 3, 11/10 with kappa = 1.1) is on the
+    relabelled side as eq. 6 says, with no rounding of 1/kappa.
+
+    Both rules can hold at once only when kappa = 1, n_i = n_j and 1 - tau < lam_x < tau (so
+    tau > 0.5); lam_y = 0 then, as in the authors' code (imbalanced-DL's ``remix_data`` tests the
+    lam_y = 0 rule first, in an if/elif).
     """
-    ratio = n_i.to(torch.float32) / n_j.to(torch.float32)
+    n_i, n_j = n_i.to(torch.float64), n_j.to(torch.float64)
     otherwise = mixup_lambda_y(lam_x, n_i, n_j) if base is None else base
-    lam_y = torch.where((ratio >= kappa) & (lam_x < tau), torch.zeros_like(otherwise), otherwise)
-    return torch.where((ratio <= 1.0 / kappa) & (1 - lam_x < tau), torch.ones_like(otherwise), lam_y)
+    lam_y = torch.where((n_j / n_i >= kappa) & (1 - lam_x < tau), torch.ones_like(otherwise), otherwise)
+    return torch.where((n_i / n_j >= kappa) & (lam_x < tau), torch.zeros_like(otherwise), lam_y)
 
 
 def mamix_balance_point(n_i: torch.Tensor, n_j: torch.Tensor, omega: float = 0.25) -> torch.Tensor:
     """c* = eta_j / (eta_i + eta_j) with eta_c = n_c ** -omega (eq. 13): the lam_x at which the mixed
-    sample is labelled half i, half j. A majority x_i (n_i > n_j) needs a larger share to keep its label."""
+    sample is labelled half i, half j. A majority x_i (n_i > n_j) needs a larger share to keep its label.
+
+    In float64, where eta_c stays far from underflow for the paper's counts and omegas (5000 ** -8 is
+    2.6e-30; in float32, 5000 ** -13 is 0 and equal counts would give 0 / 0).
+    """
     eta_i = n_i.to(torch.float64).pow(-omega)
     eta_j = n_j.to(torch.float64).pow(-omega)
-    return (eta_j / (eta_i + eta_j)).to(torch.float32)
+    return eta_j / (eta_i + eta_j)
 
 
 def mamix_lambda_y(lam_x: torch.Tensor, n_i: torch.Tensor, n_j: torch.Tensor, omega: float = 0.25,
@@ -46,12 +57,16 @@ def mamix_lambda_y(lam_x: torch.Tensor, n_i: torch.Tensor, n_j: torch.Tensor, om
     """Margin-aware Mixup (eq. 16): lam_y is piecewise linear in lam_x through (0, 0), (c*, 0.5), (1, 1).
 
     lam_y = 0.5 * lam_x / c* if lam_x < c*, else 1 - 0.5 * (1 - lam_x) / (1 - c*). Equal counts give
-    c* = 0.5 and lam_y = lam_x (Mixup). At lam_x == c* both branches give 0.5.
+    c* = 0.5 and lam_y = lam_x (Mixup). At lam_x == c* both branches give 0.5. Computed in float64,
+    returned as float32.
     """
     c = mamix_balance_point(n_i, n_j, omega)
-    below = 0.5 * lam_x / c
-    above = 1.0 - 0.5 * (1.0 - lam_x) / (1.0 - c)
-    return torch.where(lam_x < c, below, above).clamp(0.0, 1.0)
+    lam = lam_x.to(torch.float64)
+    below = 0.5 * lam / c
+    # c* rounds to 1 when eta_i is negligible (omega = 8, n_i / n_j = 312 at CIFAR-10-LT-300); lam_x >= c*
+    # then means lam_x = 1, whose lam_y is 1, not 0 / 0.
+    above = 1.0 - 0.5 * (1.0 - lam) / (1.0 - c).clamp_min(torch.finfo(c.dtype).tiny)
+    return torch.where(lam < c, below, above).to(torch.float32)
 
 
 def mamix_remix_lambda_y(lam_x: torch.Tensor, n_i: torch.Tensor, n_j: torch.Tensor, omega: float = 0.25,

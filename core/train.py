@@ -165,7 +165,7 @@ def prepare_data(cfgs: Sequence[TrainConfig], method: Method, device: torch.devi
     of the real images and its own DeepSMOTE images (from the switch epoch)."""
     cfg = cfgs[0]
     spec = DATASETS[cfg.dataset]
-    arrays = load(cfg.dataset, cfg.data_root, cfg.download)
+    arrays = load(cfg.dataset, cfg.data_root, cfg.download, cfg.eval_split)
     x, y, counts = imbalanced_arrays(arrays, spec, cfg.imbalance, cfg.ratio, cfg.mu, cfg.subset_seed)
     stage_models = {name: load_stage(name, cfg, counts, arrays.classes, device) for name in method.stages}
     pool_x, pool_y = [x], [y]

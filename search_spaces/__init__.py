@@ -6,6 +6,9 @@ Nothing here imports Ray, Optuna or MLflow or does work at import time; sweeps p
 
 from search_spaces.grids import (
     COMPARISON_METHODS,
+    EXTREME_CINIC10_METHODS,
+    EXTREME_KINDS_METHODS,
+    EXTREME_KINDS_RATIO,
     EXTREME_METHODS,
     EXTREME_RATIO_GRID,
     IMBALANCE_KINDS,
@@ -14,6 +17,7 @@ from search_spaces.grids import (
     PAPER_SEEDS,
     RATIO_GRID,
     TABLE1_METHODS,
+    TABLE6_METHODS,
     TABLE_METHODS,
     TINY_RATIO_GRID,
 )
@@ -37,6 +41,7 @@ __all__ = [
     "ALPHA_RANGE", "KAPPA_RANGE", "OMEGA_RANGE", "TAU_RANGE",
     "drw_epoch_bounds", "drw_epoch_space", "joint_space", "mamix_space", "method_params",
     "method_space", "mixup_alpha_space", "paper_params", "remix_space",
-    "COMPARISON_METHODS", "EXTREME_METHODS", "EXTREME_RATIO_GRID", "IMBALANCE_KINDS", "MARGIN_METHODS",
-    "OMEGA_GRID", "PAPER_SEEDS", "RATIO_GRID", "TABLE1_METHODS", "TABLE_METHODS", "TINY_RATIO_GRID",
+    "COMPARISON_METHODS", "EXTREME_CINIC10_METHODS", "EXTREME_KINDS_METHODS", "EXTREME_KINDS_RATIO",
+    "EXTREME_METHODS", "EXTREME_RATIO_GRID", "IMBALANCE_KINDS", "MARGIN_METHODS",
+    "OMEGA_GRID", "PAPER_SEEDS", "RATIO_GRID", "TABLE1_METHODS", "TABLE6_METHODS", "TABLE_METHODS", "TINY_RATIO_GRID",
 ]

@@ -25,8 +25,18 @@ PAPER_SEEDS = [0, 1, 2, 3, 4]
 # Table 1: SMOTE and its two mixing variants, long-tailed CIFAR-10, rho = 100.
 TABLE1_METHODS = ["erm", "smote", "drw", "smote_mix_drw", "neighbor_mix_drw", "mixup_drw"]
 
-# Table 2 (CIFAR-10); Table 3 (CINIC-10) has the first three only.
+# Table 2 (CIFAR-10, long-tailed 200/250/300).
 EXTREME_METHODS = ["mixup_drw", "remix_drw", "mamix_drw", "mamix_remix_drw"]
+
+# Table 3 (CINIC-10, long-tailed 200/250/300): Table 2's methods without MAMix-Remix.
+EXTREME_CINIC10_METHODS = ["mixup_drw", "remix_drw", "mamix_drw"]
+
+# Table 4 (CINIC-10, ratio 200, long-tailed and step): the baselines and the three mixing DRW methods.
+EXTREME_KINDS_METHODS = ["erm", "drw", "ldam_drw", "mixup_drw", "remix_drw", "mamix_drw"]
+EXTREME_KINDS_RATIO = 200
+
+# Table 6 (CIFAR-10, long-tailed 300): margin gap of the two label-adjusting mixing methods.
+TABLE6_METHODS = ["remix_drw", "mamix_drw"]
 
 # Tables 9 (CIFAR-10), 10 (CIFAR-100) and 13 (SVHN), in Table 9's row order.
 COMPARISON_METHODS = ["erm", "mixup", "remix", "mamix", "ldam", "drw", "m2m", "deepsmote", "ldam_drw",

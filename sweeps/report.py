@@ -18,10 +18,11 @@ import pandas as pd
 
 from core import tracking
 from core.sweep import PROJECT_DIR
-from sweeps import cli, extreme_imbalance, margin_study, method_comparison, omega_sensitivity, smote_study
+from sweeps import (cli, extreme_cinic10, extreme_imbalance, extreme_kinds, margin_study, method_comparison,
+                    omega_sensitivity, smote_study)
 
 SWEEPS = {s.name: s for s in (omega_sensitivity.SWEEP, method_comparison.SWEEP, extreme_imbalance.SWEEP,
-                              smote_study.SWEEP, margin_study.SWEEP)}
+                              extreme_cinic10.SWEEP, extreme_kinds.SWEEP, smote_study.SWEEP, margin_study.SWEEP)}
 
 
 def _value(text: str) -> Any:

@@ -1,4 +1,4 @@
-"""Datasets by name, .npz data roots, the batched augmentation, the accuracy report, and the real CIFAR-10."""
+"""Datasets by name, .npz data roots, the evaluation split, the batched augmentation, and the real CIFAR-10."""
 
 import math
 import os
@@ -12,7 +12,6 @@ import torch
 from conftest import SHARED
 from core.augment import draw_crops, pad_crop_flip
 from core.data import DATASETS, imbalanced_arrays, load
-from core.evaluation import accuracy_report
 
 CIFAR_DIR = os.path.join(SHARED, "data", "cifar10")
 TO_NPZ = os.path.join(CIFAR_DIR, "to_npz.py")
@@ -60,10 +59,10 @@ def test_synthetic_dataset():
     assert a.x_train.dtype == np.uint8
     assert np.bincount(a.y_train).tolist() == [100] * 10 and np.bincount(a.y_test).tolist() == [20] * 10
     np.testing.assert_array_equal(a.x_train, load("synthetic").x_train)  # seeded
-    # learnable: the nearest class mean of the training part classifies most test images
+    # learnable: the nearest class mean of the training part classifies every test image
     means = np.stack([a.x_train[a.y_train == c].reshape(-1, 64).mean(0) for c in range(10)])
     pred = ((a.x_test.reshape(-1, 1, 64) - means[None]) ** 2).sum(-1).argmin(1)
-    assert (pred == a.y_test).mean() > 0.9
+    np.testing.assert_array_equal(pred, a.y_test)
 
 
 def test_unknown_dataset_lists_the_known_ones():
@@ -92,12 +91,71 @@ def test_an_npz_in_the_data_root_is_used(tmp_path):
     np.testing.assert_array_equal(a.x_train, written["x_train"])
     np.testing.assert_array_equal(a.y_test, written["y_test"])
     assert a.y_train.dtype == np.int64 and a.classes == ["0", "1", "2"] and not a.presubsampled
-    # a pre-subsampled file (train_index present) is used as it is
-    _write_npz(tmp_path / "svhn.npz", train_index=np.arange(30))
-    b = load("svhn", str(tmp_path))
-    assert b.presubsampled
-    x, y, counts = imbalanced_arrays(b, DATASETS["svhn"], "long_tailed", 100, 0.5, 0)
-    assert counts == [10, 10, 10] and len(x) == 30
+
+
+
+def _write_presubsampled(path, counts):
+    """An npz like to_npz.py --long-tailed writes: a training part with ``counts[c]`` images of class c
+    and its original indices in train_index (tiny 2x2 images)."""
+    y_train = np.repeat(np.arange(len(counts)), counts)
+    x_train = (np.arange(len(y_train))[:, None, None, None] % 251).astype(np.uint8).repeat(2, 1).repeat(2, 2)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_train[:20], y_test=np.arange(20) % len(counts),
+             train_index=np.arange(len(y_train)))
+    return x_train, y_train
+
+
+CIFAR10_LT300 = [5000, 2652, 1407, 746, 396, 210, 111, 59, 31, 16]
+
+
+def test_a_presubsampled_file_is_used_as_it_is_when_it_matches_the_config(tmp_path):
+    x_written, y_written = _write_presubsampled(tmp_path / "cifar10.npz", CIFAR10_LT300)
+    a = load("cifar10", str(tmp_path))
+    assert a.presubsampled
+    x, y, counts = imbalanced_arrays(a, DATASETS["cifar10"], "long_tailed", 300, 0.5, subset_seed=0)
+    assert counts == CIFAR10_LT300
+    np.testing.assert_array_equal(x, x_written)  # not subsampled again
+    np.testing.assert_array_equal(y, y_written)
+    # SVHN's n_max is 1000 and its tail is digit 0
+    svhn = [10, 1000, 599, 359, 215, 129, 77, 46, 27, 16]
+    _write_presubsampled(tmp_path / "svhn.npz", svhn)
+    assert imbalanced_arrays(load("svhn", str(tmp_path)), DATASETS["svhn"], "long_tailed", 100, 0.5, 0)[2] == svhn
+
+
+@pytest.mark.parametrize("setting, words", [
+    (dict(imbalance="long_tailed", ratio=100), ["imbalance='long_tailed', ratio=100 ", "2997"]),
+    (dict(imbalance="step", ratio=300, mu=0.5), ["imbalance='step', ratio=300, mu=0.5", "[5000, 5000"]),
+    (dict(imbalance="balanced", ratio=300), ["imbalance='balanced'"]),
+], ids=["other-ratio", "step", "balanced"])
+def test_a_presubsampled_file_that_disagrees_with_the_config_is_refused(tmp_path, setting, words):
+    _write_presubsampled(tmp_path / "cifar10.npz", CIFAR10_LT300)
+    a = load("cifar10", str(tmp_path))
+    with pytest.raises(ValueError) as err:
+        imbalanced_arrays(a, DATASETS["cifar10"], setting["imbalance"], setting["ratio"], setting.get("mu", 0.5), 0)
+    message = str(err.value)
+    assert message.startswith("imbalance/ratio:") and "n_max=5000" in message, message
+    assert str(CIFAR10_LT300) in message and "train_index" in message
+    for word in words:
+        assert word in message, (word, message)
+
+
+def test_a_presubsampled_file_with_another_head_size_is_refused(tmp_path):
+    """Long-tailed 300 in shape, but from 2,500 images per class: not CIFAR-10-LT-300 (n_max 5000)."""
+    from core.imbalance import class_counts
+
+    _write_presubsampled(tmp_path / "cifar10.npz", class_counts(2500, 10, 300))
+    with pytest.raises(ValueError, match=r"n_max=5000 give \[5000, 2652"):
+        imbalanced_arrays(load("cifar10", str(tmp_path)), DATASETS["cifar10"], "long_tailed", 300, 0.5, 0)
+
+
+def test_training_refuses_a_file_that_disagrees_with_the_config(tmp_path):
+    """The user's path: train() stops before any epoch, naming the fields."""
+    from core.train import train
+
+    _write_presubsampled(tmp_path / "cifar10.npz", CIFAR10_LT300)
+    reports = []
+    with pytest.raises(ValueError, match="imbalance/ratio:.*ratio=100"):
+        train(dict(dataset="cifar10", data_root=str(tmp_path), ratio=100.0, epochs=1, device="cpu"), reports.append)
+    assert reports == []
 
 
 @pytest.mark.parametrize("override, words", [
@@ -118,6 +176,74 @@ def test_a_bad_npz_fails_with_a_message_naming_the_data_root(tmp_path, override,
     assert message.startswith("data_root:") and str(tmp_path) in message, message
     for word in words:
         assert word in message, (word, message)
+
+
+# ----------------------------------------------------------------------------- the evaluation split
+
+def _write_cinic_tree(root, splits=("train", "valid", "test"), per_class=(6, 2, 3), side=8):
+    """A tiny CINIC-10-like tree: root/cinic10/<split>/<class>/<k>.png; pixel value 100 * split index +
+    10 * class + k tells where an image came from."""
+    from PIL import Image
+
+    for s, (split, n) in enumerate(zip(splits, per_class)):
+        for c, cls in enumerate(("airplane", "cat")):
+            folder = root / "cinic10" / split / cls
+            folder.mkdir(parents=True)
+            for k in range(n):
+                Image.fromarray(np.full((side, side, 3), 100 * s + 10 * c + k, dtype=np.uint8)).save(folder / f"{k}.png")
+
+
+def test_cinic10_is_evaluated_on_its_valid_split_by_default(tmp_path):
+    from core.config import ConfigError, TrainConfig
+
+    _write_cinic_tree(tmp_path)
+    a = load("cinic10", str(tmp_path))
+    assert a.classes == ["airplane", "cat"]
+    assert a.x_train[:, 0, 0, 0].tolist() == [0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15]
+    assert a.x_test[:, 0, 0, 0].tolist() == [100, 101, 110, 111] and a.y_test.tolist() == [0, 0, 1, 1]
+    t = load("cinic10", str(tmp_path), eval_split="test")
+    assert t.x_test[:, 0, 0, 0].tolist() == [200, 201, 202, 210, 211, 212]
+    np.testing.assert_array_equal(t.x_train, a.x_train)
+    with pytest.raises(ValueError, match=r"eval_split: got 'val' for cinic10; allowed: \['valid', 'test'\]"):
+        load("cinic10", str(tmp_path), eval_split="val")
+    # the config resolves None to the dataset's choice and names the field on a bad value
+    assert TrainConfig(dataset="cinic10", data_root=str(tmp_path)).eval_split == "valid"
+    assert TrainConfig(dataset="cinic10", eval_split="test").eval_split == "test"
+    assert TrainConfig(dataset="cifar10").eval_split == "test" and TrainConfig(dataset="tiny_imagenet").eval_split == "val"
+    with pytest.raises(ConfigError, match=r"eval_split: got 'valid'; allowed: \['test'\] for cifar10"):
+        TrainConfig(dataset="cifar10", eval_split="valid")
+
+
+def test_a_missing_evaluation_folder_or_npz_key_names_it(tmp_path):
+    _write_cinic_tree(tmp_path, splits=("train", "test"), per_class=(2, 2))
+    with pytest.raises(ValueError, match=r"data_root: cinic10 expects DATA_ROOT/cinic10/valid/<class>"):
+        load("cinic10", str(tmp_path))
+    assert len(load("cinic10", str(tmp_path), eval_split="test").y_test) == 4
+    # an npz holds the evaluation split under x_<split> / y_<split>
+    npz_root = tmp_path / "npz"
+    npz_root.mkdir()
+    _write_npz(npz_root / "cinic10.npz")
+    with pytest.raises(ValueError, match=r"lacks the keys \['x_valid', 'y_valid'\] \(evaluation split 'valid'\)"):
+        load("cinic10", str(npz_root))
+    assert len(load("cinic10", str(npz_root), eval_split="test").y_test) == 10
+    written = _write_npz(npz_root / "cinic10.npz", x_valid=np.zeros((4, 6, 6, 3), np.uint8),
+                         y_valid=np.array([0, 1, 2, 2]))
+    a = load("cinic10", str(npz_root))
+    assert a.y_test.tolist() == [0, 1, 2, 2] and len(a.x_train) == len(written["x_train"])
+
+
+def test_training_evaluates_on_the_configured_split(tmp_path):
+    """The test split here holds only class 0, so class 1's accuracy is NaN exactly when training
+    evaluates on it; the default (valid) split holds both classes."""
+    from core.train import train
+
+    _write_cinic_tree(tmp_path, per_class=(6, 2, 3))
+    for image in (tmp_path / "cinic10" / "test" / "cat").iterdir():
+        image.unlink()
+    run = dict(dataset="cinic10", data_root=str(tmp_path), model="small_cnn", imbalance="balanced", epochs=1,
+               batch_size=4, device="cpu")
+    assert math.isfinite(train(run)["class_acc_1"])
+    assert math.isnan(train({**run, "eval_split": "test"})["class_acc_1"])
 
 
 def test_cifar10_without_a_data_root_fails_clearly_and_downloads_nothing(monkeypatch):
@@ -226,39 +352,76 @@ def test_augmentation_follows_the_generator_only():
     assert not torch.equal(a, c)
 
 
-# ----------------------------------------------------------------------------- evaluation
+# ----------------------------------------------------------------------------- each dataset's constants
 
-def _logits_for(preds, k):
-    return torch.nn.functional.one_hot(torch.tensor(preds), k).float() * 5 + 0.1 * torch.randn(len(preds), k)
+# The authors' training transforms (imbalanced-DL's ImbalancedDataset._get_data_transform, and
+# ../shared/notes/reference-facts.md): (mean, std, pad, flip). RandomCrop(32, padding=4) or (64, 8) and
+# RandomHorizontalFlip for every real dataset, SVHN included.
+CIFAR_NORM = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+REFERENCE_TRANSFORMS = {
+    "cifar10": (*CIFAR_NORM, 4, True),
+    "cifar100": (*CIFAR_NORM, 4, True),
+    "svhn": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 4, True),
+    "cinic10": ((0.47889522, 0.47227842, 0.43047404), (0.24205776, 0.23828046, 0.25874835), 4, True),
+    "tiny_imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 8, True),
+    # the platform's own small datasets: no flip (a mirrored digit is another glyph)
+    "digits": ((0.305,), (0.377,), 1, False),
+    "synthetic": ((0.5,), (0.25,), 0, False),
+}
+# Per-class size of each dataset's full training split (reference-facts.md); SVHN's is fixed at 1000.
+REFERENCE_N_MAX = {"cifar10": 5000, "cifar100": 500, "svhn": 1000, "cinic10": 9000, "tiny_imagenet": 500,
+                   "digits": 120, "synthetic": 100}
 
 
-def test_accuracy_report_by_hand():
-    torch.manual_seed(0)
-    # training counts: class 0 many-shot (> 100), classes 1 and 2 medium (20..100), class 3 few-shot (< 20)
-    counts = [200, 100, 20, 19]
-    targets = [0, 0, 0, 0, 1, 1, 2, 2, 3, 3]
-    preds = [0, 0, 0, 1, 1, 0, 2, 2, 0, 2]  # class 0: 3/4, class 1: 1/2, class 2: 2/2, class 3: 0/2
-    report = accuracy_report(_logits_for(preds, 4), torch.tensor(targets), counts, many_shot=100, few_shot=20)
-    expected = {"test_acc": 6 / 10, "test_balanced_acc": (0.75 + 0.5 + 1.0 + 0.0) / 4,
-                "many_shot_acc": 0.75, "medium_shot_acc": (0.5 + 1.0) / 2, "few_shot_acc": 0.0,
-                "class_acc_0": 0.75, "class_acc_1": 0.5, "class_acc_2": 1.0, "class_acc_3": 0.0}
-    assert set(report) == set(expected)
-    for key, value in expected.items():
-        assert report[key] == pytest.approx(value), key
-    assert all(isinstance(v, float) for v in report.values())
+def test_every_dataset_has_the_reference_transform():
+    assert set(DATASETS) == set(REFERENCE_TRANSFORMS)
+    for name, (mean, std, pad, flip) in REFERENCE_TRANSFORMS.items():
+        spec = DATASETS[name]
+        assert (spec.mean, spec.std, spec.pad, spec.flip) == (mean, std, pad, flip), name
+    assert DATASETS["svhn"].count_order == (1, 2, 3, 4, 5, 6, 7, 8, 9, 0)
+    assert all(DATASETS[n].count_order is None for n in DATASETS if n != "svhn")
+    for name, n_max in REFERENCE_N_MAX.items():
+        assert (DATASETS[name].max_per_class or DATASETS[name].full_per_class) == n_max, name
+    # fixed n_max only where the reference fixes it; the others take len(train) / K of the full split
+    assert {n for n in DATASETS if DATASETS[n].max_per_class} == {"svhn", "digits", "synthetic"}
 
 
-def test_accuracy_report_leaves_out_empty_groups_and_absent_classes():
-    torch.manual_seed(0)
-    counts = [500, 300, 150]  # all many-shot
-    targets = [0, 0, 1, 1, 1]  # class 2 has no test samples
-    preds = [0, 1, 1, 1, 0]
-    report = accuracy_report(_logits_for(preds, 3), torch.tensor(targets), counts, many_shot=100, few_shot=20)
-    assert "medium_shot_acc" not in report and "few_shot_acc" not in report
-    assert math.isnan(report["class_acc_2"])
-    assert report["test_acc"] == pytest.approx(3 / 5)
-    assert report["test_balanced_acc"] == pytest.approx((0.5 + 2 / 3) / 2)
-    assert report["many_shot_acc"] == pytest.approx((0.5 + 2 / 3) / 2)
+def _standardised_crops(img, pad, flip, mean, std):
+    """Every pad-crop(-flip) of the zero-padded [0, 1] image ``img`` (C, H, W), standardised."""
+    c, h, w = img.shape
+    padded = np.zeros((c, h + 2 * pad, w + 2 * pad))
+    padded[:, pad:pad + h, pad:pad + w] = img
+    mean, std = np.asarray(mean)[:, None, None], np.asarray(std)[:, None, None]
+    for dy in range(2 * pad + 1):
+        for dx in range(2 * pad + 1):
+            crop = padded[:, dy:dy + h, dx:dx + w]
+            for flipped in ([False, True] if flip else [False]):
+                yield flipped, ((crop[:, :, ::-1] if flipped else crop) - mean) / std
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_training_batches_use_the_dataset_transform(name):
+    """The user's path (DeviceData.train_images): each image is one pad-crop of the zero-padded image,
+    flipped for about half of them where the dataset flips, standardised with the dataset's mean and std;
+    test images are standardised only."""
+    from core.data import Arrays, to_device
+
+    spec = DATASETS[name]
+    channels = len(spec.mean)
+    x = np.random.default_rng(0).integers(0, 256, (60, 10, 10, channels), dtype=np.uint8)  # > pad: unique crops
+    y = np.zeros(60, dtype=np.int64)
+    data = to_device(x, y, Arrays(x, y, x, y, ["0"]), [60], spec, torch.device("cpu"))
+    out = data.train_images(torch.arange(60), *draw_crops(60, spec.pad, spec.flip, _gen(0), "cpu")).numpy()
+    flips = []
+    for img, got in zip(x.transpose(0, 3, 1, 2) / 255.0, out):
+        found = [f for f, want in _standardised_crops(img, spec.pad, spec.flip, spec.mean, spec.std)
+                 if np.allclose(got, want, atol=1e-5)]
+        assert len(found) == 1, (name, found)
+        flips.append(found[0])
+    assert (0.2 < np.mean(flips) < 0.8) if spec.flip else not any(flips)
+    mean, std = np.asarray(spec.mean)[:, None, None], np.asarray(spec.std)[:, None, None]
+    want_test = (x.transpose(0, 3, 1, 2) / 255.0 - mean) / std
+    np.testing.assert_allclose(data.eval_inputs("test", slice(0, 60)).numpy(), want_test, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- the real CIFAR-10
@@ -320,9 +483,11 @@ def test_our_subset_is_the_published_ldam_drw_one(cifar, tmp_path):
     counts = training_counts(DATASETS["cifar10"], cifar, "long_tailed", 300, 0.5)
     assert counts == [5000, 2652, 1407, 746, 396, 210, 111, 59, 31, 16]
     np.testing.assert_array_equal(imbalanced_indices(cifar.y_train, counts, 0), train_index)
-    # and the project loader uses such a file as it is, without subsampling it again
+    # and the project loader uses such a file as it is, without subsampling it again, for ratio 300 only
     assert lt.presubsampled
-    x, y, used = imbalanced_arrays(lt, DATASETS["cifar10"], "long_tailed", 100, 0.5, subset_seed=0)
+    x, y, used = imbalanced_arrays(lt, DATASETS["cifar10"], "long_tailed", 300, 0.5, subset_seed=0)
     assert used == counts
     np.testing.assert_array_equal(x, cifar.x_train[train_index])
     assert len(lt.x_test) == 10000
+    with pytest.raises(ValueError, match="imbalance/ratio:.*ratio=100 with the dataset's n_max=5000"):
+        imbalanced_arrays(lt, DATASETS["cifar10"], "long_tailed", 100, 0.5, subset_seed=0)

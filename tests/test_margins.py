@@ -204,3 +204,131 @@ def test_margin_report_missing_class_is_nan():
 def test_margin_report_rejects_counts_of_wrong_length():
     with pytest.raises(ValueError, match="counts"):
         margin_report(LOGITS, TARGETS, [100, 10])
+
+
+# ----------------------------------------------------------------------------- exact boundaries and bad input
+
+def test_majority_threshold_is_strict_at_n_over_k():
+    # N = 60, K = 3, N / K = 20: the class at exactly 20 is minority, 21 would be majority
+    assert majority_mask([30, 20, 10]).tolist() == [True, False, False]
+    assert majority_mask([29, 21, 10]).tolist() == [True, True, False]
+    # a class with no training images is a valid (minority) class
+    assert majority_mask([10, 0]).tolist() == [True, False]
+    assert majority_mask([5]).tolist() == [False]
+    # in float64: N / K = 2^24 + 1/3, which float32 rounds to 2^24 (and 2^24 + 1 with it)
+    assert majority_mask([2 ** 24, 2 ** 24, 2 ** 24 + 1]).tolist() == [False, False, True]
+
+
+def test_margin_gap_side_with_a_single_image():
+    # counts [10, 1]: N / K = 5.5, the minority side is one class of weight 1
+    assert margin_gap([2.0, 0.5], [10, 1]) == 1.5
+
+
+def test_class_margin_of_a_class_with_one_sample():
+    assert class_margins(torch.tensor([0.25, 1.0, 3.0]), torch.tensor([0, 1, 1]), 2).tolist() == [0.25, 2.0]
+
+
+def test_two_classes_are_enough_for_sample_margins():
+    assert sample_margins(torch.tensor([[1.0, 3.0]]), torch.tensor([1])).tolist() == [2.0]
+
+
+def test_statistics_are_float64_whatever_the_input_dtype():
+    # float32 inputs whose float32 mean rounds: 1 + 2^-24 is 1 in float32
+    gamma = torch.tensor([1.0, 2.0 ** -24, 2.0 ** -24, -1.0], dtype=torch.float32)
+    targets = torch.tensor([0, 0, 0, 1])
+    assert class_margins(gamma, targets, 2)[0].item() == (1.0 + 2.0 ** -23) / 3
+    parts = margin_decomposition(gamma, targets, [10, 1])
+    assert parts["pos_majority"] == (1.0 + 2.0 ** -23) / 3
+
+
+def test_l2_error_leaves_out_classes_without_training_images_and_fits_small_margins():
+    # a class with n_c = 0 has an infinite tau and no place in the fit
+    assert theoretical_margin_l2([1.0, 0.5, 0.3], [1, 16, 0]) == pytest.approx(0.0, abs=1e-30)
+    # margins below 1 (sum of squares < 1): the slope is still fitted, tau = [1, 1/2] = 10 * m
+    assert theoretical_margin_l2([0.1, 0.05], [1, 16]) == pytest.approx(0.0, abs=1e-30)
+
+
+def test_average_ranks_are_scipys():
+    from core.margins import _average_ranks
+
+    x = np.array([3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0, 5.0, 3.0])
+    assert _average_ranks(x).tolist() == scipy.stats.rankdata(x).tolist()
+
+
+def test_spearman_of_tensors_that_require_grad_and_of_empty_input():
+    x = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    assert spearman(x, torch.tensor([3.0, 1.0, 2.0], requires_grad=True)) == pytest.approx(-0.5)
+    assert margin_gap(torch.tensor([1.0, 2.0], requires_grad=True), [10, 1]) == -1.0
+    assert math.isnan(spearman([], []))
+    assert math.isnan(spearman([1.0, math.nan, 3.0], [1.0, 2.0, 3.0]))
+    assert math.isnan(spearman([1.0, 2.0, 3.0], [1.0, math.nan, 3.0]))
+
+
+# id: (call, the message it must raise)
+BAD_INPUT = {
+    "logits-one-class": (lambda: sample_margins(torch.zeros(2, 1), torch.tensor([0, 0])),
+                         r"logits: got shape \(2, 1\); allowed: \(B, K\) with K >= 2"),
+    "logits-3d": (lambda: sample_margins(torch.zeros(2, 3, 4), torch.tensor([0, 0])),
+                  r"logits: got shape \(2, 3, 4\)"),
+    "targets-length": (lambda: sample_margins(torch.zeros(3, 4), torch.tensor([0, 0])),
+                       r"targets: got shape \(2,\); allowed: \(3,\)"),
+    "targets-k": (lambda: sample_margins(torch.zeros(2, 4), torch.tensor([0, 4])),
+                  r"targets: labels must lie in \[0, 4\)"),
+    "targets-negative": (lambda: sample_margins(torch.zeros(2, 4), torch.tensor([-1, 0])),
+                         r"targets: labels must lie in \[0, 4\)"),
+    "class-margins-length": (lambda: class_margins(torch.zeros(3), torch.tensor([0, 1]), 2),
+                             r"margins/targets: got shapes \(3,\) and \(2,\); allowed: equal 1-D shapes"),
+    "class-margins-2d": (lambda: class_margins(torch.zeros(2, 2), torch.zeros(2, 2, dtype=torch.long), 2),
+                         r"margins/targets: got shapes \(2, 2\) and \(2, 2\)"),
+    "class-margins-k": (lambda: class_margins(torch.zeros(2), torch.tensor([0, 2]), 2),
+                        r"targets: labels must lie in \[0, 2\)"),
+    "class-margins-negative": (lambda: class_margins(torch.zeros(2), torch.tensor([-1, 0]), 2),
+                               r"targets: labels must lie in \[0, 2\)"),
+    "decomposition-length": (lambda: margin_decomposition(torch.zeros(3), torch.tensor([0, 1]), COUNTS),
+                             r"margins/targets: got shapes \(3,\) and \(2,\); allowed: equal 1-D shapes"),
+    "decomposition-2d": (lambda: margin_decomposition(torch.zeros(2, 2), torch.zeros(2, 2, dtype=torch.long), COUNTS),
+                         r"margins/targets: got shapes \(2, 2\) and \(2, 2\)"),
+    "decomposition-k": (lambda: margin_decomposition(torch.zeros(2), torch.tensor([0, 3]), COUNTS),
+                        r"targets: labels must lie in \[0, 3\)"),
+    "decomposition-negative": (lambda: margin_decomposition(torch.zeros(2), torch.tensor([-1, 0]), COUNTS),
+                               r"targets: labels must lie in \[0, 3\)"),
+    "counts-empty": (lambda: majority_mask([]),
+                     "counts: got an empty sequence; allowed: one training count per class"),
+    "counts-2d": (lambda: majority_mask([[1, 2]]), r"counts: got shape \(1, 2\); allowed: a 1-D sequence"),
+    "counts-negative": (lambda: majority_mask([3.0, -1.0]),
+                        r"counts: got \[3.0, -1.0\]; allowed: finite numbers >= 0"),
+    "counts-infinite": (lambda: majority_mask([3.0, math.inf]),
+                        r"counts: got \[3.0, inf\]; allowed: finite numbers >= 0"),
+    "gap-2d": (lambda: margin_gap([[1.0]], [1]), r"class_margins: got shape \(1, 1\); allowed: a 1-D sequence"),
+    "gap-length": (lambda: margin_gap([1.0], [1, 2]), "class_margins/counts: got lengths 1 and 2; allowed: equal"),
+    "l2-2d": (lambda: theoretical_margin_l2([[1.0]], [1]),
+              r"class_margins: got shape \(1, 1\); allowed: a 1-D sequence"),
+    "l2-length": (lambda: theoretical_margin_l2([1.0], [1, 2]),
+                  "class_margins/counts: got lengths 1 and 2; allowed: equal"),
+    "spearman-2d": (lambda: spearman([[1.0, 2.0]], [[1.0, 2.0]]),
+                    r"x/y: got shapes \(1, 2\) and \(1, 2\); allowed: equal 1-D shapes"),
+    "spearman-length": (lambda: spearman([1.0, 2.0], [1.0, 2.0, 3.0]), r"x/y: got shapes \(2,\) and \(3,\)"),
+    "report-counts": (lambda: margin_report(LOGITS, TARGETS, [100, 10]),
+                      r"counts: got 2 classes for logits of shape \(6, 3\)"),
+    "report-1d-logits": (lambda: margin_report(LOGITS[0], TARGETS, COUNTS),
+                         r"counts: got 3 classes for logits of shape \(3,\)"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_names_the_argument_and_what_is_allowed(case):
+    call, message = BAD_INPUT[case]
+    with pytest.raises(ValueError, match="^" + message):  # the message starts with the argument's name
+        call()
+
+
+def test_missing_statistics_are_math_nan_so_reports_of_one_run_compare_equal():
+    """Same inputs, equal report dicts (the training tests compare whole reports): a NaN that a report
+    stores directly is the one ``math.nan`` object, since NaN != NaN for two distinct float objects."""
+    logits = torch.tensor([[3.0, 0.0, 0.0], [0.0, 0.0, 3.0], [0.0, 0.0, 1.0]])
+    targets = torch.tensor([0, 1, 2])  # gamma = 3 (majority), -3 and 1 (minority)
+    first, second = margin_report(logits, targets, COUNTS), margin_report(logits, targets, COUNTS)
+    assert first["margin_neg_majority"] is math.nan  # the majority (class 0) has no gamma < 0 part
+    assert first == second
+    # a side whose classes have no training images weighs nothing
+    assert margin_report(logits, targets, [100, 0, 0])["margin_minority"] is math.nan

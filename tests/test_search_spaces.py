@@ -17,6 +17,9 @@ from core.methods import METHODS
 from search_spaces import (
     ALPHA_RANGE,
     COMPARISON_METHODS,
+    EXTREME_CINIC10_METHODS,
+    EXTREME_KINDS_METHODS,
+    EXTREME_KINDS_RATIO,
     EXTREME_METHODS,
     EXTREME_RATIO_GRID,
     IMBALANCE_KINDS,
@@ -26,6 +29,7 @@ from search_spaces import (
     OMEGA_RANGE,
     RATIO_GRID,
     TABLE1_METHODS,
+    TABLE6_METHODS,
     TABLE_METHODS,
     TAU_RANGE,
     drw_epoch_bounds,
@@ -237,11 +241,16 @@ def test_grids_equal_the_papers():
     assert TABLE_METHODS["tiny_imagenet"] == ["erm", "drw", "m2m", "ldam", "ldam_drw", "mixup_drw", "remix_drw",
                                               "mamix_drw"]
     assert MARGIN_METHODS == ["erm", "drw", "ldam_drw", "mixup_drw", "remix_drw", "mamix_drw"]
+    assert EXTREME_CINIC10_METHODS == ["mixup_drw", "remix_drw", "mamix_drw"]  # Table 3
+    assert EXTREME_KINDS_METHODS == ["erm", "drw", "ldam_drw", "mixup_drw", "remix_drw", "mamix_drw"]  # Table 4
+    assert EXTREME_KINDS_RATIO == 200
+    assert TABLE6_METHODS == ["remix_drw", "mamix_drw"]
 
 
 def test_grid_values_are_accepted_by_the_config():
     for method in set(TABLE1_METHODS + EXTREME_METHODS + COMPARISON_METHODS + MARGIN_METHODS
-                      + sum(TABLE_METHODS.values(), [])):
+                      + sum(TABLE_METHODS.values(), [])
+                      + EXTREME_CINIC10_METHODS + EXTREME_KINDS_METHODS + TABLE6_METHODS):
         assert method in METHODS
     assert set(IMBALANCE_KINDS) <= set(CONFIG_IMBALANCE_KINDS)
     for ratio in RATIO_GRID + EXTREME_RATIO_GRID:

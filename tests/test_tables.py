@@ -62,3 +62,111 @@ def test_method_comparison_reports_each_methods_cost_beside_mamix_drw():
     assert cost.loc["deepsmote", "img/s"] == "400" and cost.loc["mamix_drw", "img/s"] == "267"
     ratio = [c for c in cost.columns if c.startswith("(trial + stages)")][0]
     assert cost[ratio].tolist() == ["3.00", "3.00", "1.00"]  # (50 + 10) / 20, (20 + 40) / 20
+
+
+def test_fig3_spearman_is_over_the_long_tailed_trials_with_the_pooled_value_beside_it():
+    import scipy.stats
+
+    from sweeps import margin_study
+
+    settings = dict(margin_study.PRESETS["demo"], name="margin_study-demo", preset="demo")
+    trials = fake_trials(margin_study.SWEEP, settings)
+    long_tailed = trials["imbalance"] == "long_tailed"
+    # long-tailed: accuracy falls exactly as the gap grows (rho = -1); step: it rises with it
+    trials.loc[long_tailed, "margin_gap"] = np.arange(long_tailed.sum())
+    trials.loc[long_tailed, "test_acc"] = -np.arange(long_tailed.sum())
+    trials.loc[~long_tailed, "margin_gap"] = np.arange((~long_tailed).sum())
+    trials.loc[~long_tailed, "test_acc"] = 10.0 + np.arange((~long_tailed).sum())
+    fig3 = next(t for t in margin_study.tables(trials, settings) if t.stem == "fig3_spearman")
+    pooled = scipy.stats.spearmanr(trials["margin_gap"], trials["test_acc"]).statistic
+    assert fig3.frame.to_dict("list") == {
+        "trials": ["long-tailed (the paper's Fig. 3)", "long-tailed and step, pooled"],
+        "n": [int(long_tailed.sum()), len(trials)],
+        "spearman_rho": [-1.0, round(pooled, 4)]}
+    assert -1.0 < pooled < 1.0
+    assert fig3.plots["fig3_margin_gap_vs_accuracy.png"].startswith(b"\x89PNG")
+
+
+# ----------------------------------------------------------------------------- Tables 2, 3, 4 and 6
+
+def _cells(settings, **axes):
+    """A finished-trial table with one row per grid cell and seed, like Ray's (swept fields + metrics)."""
+    frame = pd.MultiIndex.from_product([*axes.values(), [0, 1]], names=[*axes, "seed"]).to_frame(index=False)
+    frame["status"] = "FINISHED"
+    return frame
+
+
+def test_table2_and_table6_layout_and_values():
+    from sweeps import extreme_imbalance
+
+    settings = dict(extreme_imbalance.PRESETS["demo"], name="x", preset="demo")
+    trials = _cells(settings, method=settings["methods"], ratio=settings["ratios"])
+    # accuracy encodes (method, ratio, seed); the margin gap at ratio 40 is 1, 2 (remix) and 5, 9 (mamix)
+    index = {m: i for i, m in enumerate(settings["methods"])}
+    trials["test_acc"] = [index[m] + r / 100 + s / 1000 for m, r, s in zip(trials["method"], trials["ratio"],
+                                                                           trials["seed"])]
+    gaps = {("remix_drw", 40.0): [1.0, 2.0], ("mamix_drw", 40.0): [5.0, 9.0]}
+    trials["margin_gap"] = [gaps.get((m, r), [100.0, 100.0])[s] for m, r, s in zip(trials["method"], trials["ratio"],
+                                                                                   trials["seed"])]
+    table2, table6 = extreme_imbalance.tables(trials, settings)
+    assert table2.stem == "table2" and table2.title.startswith("Table 2:")
+    assert list(table2.frame.columns) == ["method", "20.0", "40.0"]
+    assert table2.frame["method"].tolist() == ["mixup_drw", "remix_drw", "mamix_drw", "mamix_remix_drw"]
+    assert table2.frame.iloc[2].tolist() == ["mamix_drw", "2.2005 ± 0.0007", "2.4005 ± 0.0007"]
+    # Table 6: Remix-DRW and MAMix-DRW only, at the largest ratio of the grid
+    assert table6.stem == "table6_margin_gap" and "ratio 40" in table6.title
+    assert table6.frame.to_dict("list") == {"method": ["remix_drw", "mamix_drw"],
+                                            "Margin gap": ["1.5000 ± 0.7071", "7.0000 ± 2.8284"]}
+
+
+def test_table3_layout():
+    from sweeps import extreme_cinic10
+
+    settings = dict(extreme_cinic10.PRESETS["demo"], name="x", preset="demo")
+    trials = _cells(settings, method=settings["methods"], ratio=settings["ratios"])
+    trials["test_acc"] = np.where(trials["ratio"] == 20.0, 0.5, 0.25) + 0.01 * trials["seed"]
+    (table3,) = extreme_cinic10.tables(trials, settings)
+    assert table3.title.startswith("Table 3:") and list(table3.frame.columns) == ["method", "20.0", "40.0"]
+    assert table3.frame.to_dict("list") == {"method": ["mixup_drw", "remix_drw", "mamix_drw"],
+                                            "20.0": ["0.5050 ± 0.0071"] * 3, "40.0": ["0.2550 ± 0.0071"] * 3}
+
+
+def test_table4_layout():
+    from sweeps import extreme_kinds
+
+    settings = dict(extreme_kinds.PRESETS["demo"], name="x", preset="demo")
+    trials = _cells(settings, method=settings["methods"], imbalance=settings["kinds"])
+    trials["test_acc"] = np.where(trials["imbalance"] == "step", 0.25, 0.75) + 0.01 * trials["seed"]
+    (table4,) = extreme_kinds.tables(trials, settings)
+    assert table4.title.startswith("Table 4:") and "ratio 20" in table4.title
+    assert list(table4.frame.columns) == ["method", "long_tailed 20", "step 20"]
+    assert table4.frame["method"].tolist() == ["erm", "drw", "ldam_drw", "mixup_drw", "remix_drw", "mamix_drw"]
+    assert set(table4.frame["long_tailed 20"]) == {"0.7550 ± 0.0071"} and set(table4.frame["step 20"]) == {
+        "0.2550 ± 0.0071"}
+
+
+@pytest.mark.parametrize("name, dataset, grid", [
+    ("extreme_imbalance", "cifar10", dict(imbalance=["long_tailed"], ratio=[200.0, 250.0, 300.0],
+                                          method=["mixup_drw", "remix_drw", "mamix_drw", "mamix_remix_drw"])),
+    ("extreme_cinic10", "cinic10", dict(imbalance=["long_tailed"], ratio=[200.0, 250.0, 300.0],
+                                        method=["mixup_drw", "remix_drw", "mamix_drw"])),
+    ("extreme_kinds", "cinic10", dict(imbalance=["long_tailed", "step"], ratio=[200.0],
+                                      method=["erm", "drw", "ldam_drw", "mixup_drw", "remix_drw", "mamix_drw"])),
+])
+def test_paper_presets_are_the_papers_settings(name, dataset, grid):
+    """Each paper preset's grid is the paper's table, 5 seeds, with the dataset's appendix-A schedule."""
+    from core.config import TrainConfig
+
+    sweep = report.SWEEPS[name]
+    preset = sweep.presets["paper"]
+    assert preset["dataset"] == dataset and preset["seeds"] == 5
+    cells = {field: preset[axis] for axis, field in sweep.axes.items()}
+    scalars = {field: [preset[field]] for field in ("imbalance", "ratio") if field in preset}
+    assert {**scalars, **cells} == grid
+    for method in grid["method"]:
+        for kind in grid["imbalance"]:
+            for ratio in grid["ratio"]:
+                cfg = TrainConfig.from_dict(dict(dataset=dataset, method=method, imbalance=kind, ratio=ratio))
+                assert (cfg.model, cfg.epochs, cfg.milestones, cfg.drw_epoch) == (
+                    {"cifar10": "resnet32", "cinic10": "resnet18"}[dataset], 200, (160, 180), 160)
+                assert cfg.eval_split == {"cifar10": "test", "cinic10": "valid"}[dataset]
