@@ -26,8 +26,13 @@ def trial_label(config: dict[str, Any]) -> str:
 
 
 def members(trial) -> list[dict[str, Any]]:
-    """The swept values of each member a Ray trial trains (one, unless the sweep fuses cells)."""
-    return trial.config.get("members", [trial.config])
+    """The swept values of each member a Ray trial trains (one, unless the sweep fuses cells): as the
+    trial reported them (a fused search asks its members once it runs), else from its config."""
+    return member_cells(trial.config or {}, trial.last_result or {})
+
+
+def member_cells(config: dict[str, Any], result: dict[str, Any]) -> list[dict[str, Any]]:
+    return result.get("member_cells") or config.get("members", [config])
 
 
 def error_reason(error: BaseException | str | None) -> str:

@@ -64,6 +64,12 @@ def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
 
 
+def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Trials with a result: completed, or stopped early with one. A trial of an interrupted search
+    stays RUNNING (its round may resume it) and one that failed may be asked again, so neither counts."""
+    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
+
+
 def importances(study: optuna.Study, seed: int = 0) -> pd.DataFrame:
     """Each parameter's importance for the objective by fANOVA (Hutter et al. 2014) and by a random
     forest's mean decrease in impurity, and their ranks; most important first. Parameters that only

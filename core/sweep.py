@@ -33,8 +33,8 @@ from ray.tune.logger import JsonLoggerCallback
 
 from core import stage_cache, stages, tracking
 from core.config import TrainConfig
-from core.progress import SweepProgress, error_reason, trial_label
-from core.tune import trial
+from core.progress import SweepProgress, error_reason, member_cells, trial_label
+from core.tune import search_trial, trial
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,10 @@ class SweepSpec:
     # many members; 1: a trial per cell; "auto": each key's cells spread evenly over the trials the
     # cluster runs at once.
     fuse: int | str = 1
+    experiment: str | None = None  # MLflow experiment (default: name); rounds of one search share one
+    # A fused search (core.tune.search_trial): study path and name, space, objective, sampler seed;
+    # num_samples members are asked, ``fuse`` to a Ray trial.
+    study: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.results_dir = os.path.abspath(self.results_dir)
@@ -285,15 +289,24 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
     claim_folder(spec)
     resources = trial_resources(spec)
     os.makedirs(spec.results_dir, exist_ok=True)
-    experiment = tracking.experiment_id(uri, spec.name, os.path.join(spec.results_dir, "mlartifacts"))
+    experiment = tracking.experiment_id(uri, spec.experiment or spec.name, os.path.join(spec.results_dir, "mlartifacts"))
     resuming = tune.Tuner.can_restore(spec.path)
     parent = _parent_run(spec, uri, experiment, resuming)
 
     run_stages(spec, uri, experiment, parent, resources)
-    grid = {"members": tune.grid_search(packs(spec, concurrent_trials(spec, resources)))} if spec.grid else {}
     platform = {"tracking_uri": uri, "experiment_id": experiment, "parent_run_id": parent,
                 "fault": spec.fault}
-    trainable = tune.with_resources(tune.with_parameters(trial, base=spec.base, platform=platform), resources)
+    if spec.study:
+        members = spec.fuse if spec.fuse != "auto" else -(-spec.num_samples // concurrent_trials(spec, resources))
+        slots = list(range(-(-spec.num_samples // members)))
+        search = {**spec.study, "members": members, "total": spec.num_samples}
+        grid, num_samples = {"slot": tune.grid_search(slots)}, 1
+        function = tune.with_parameters(search_trial, base=spec.base, platform=platform, search=search)
+    else:
+        grid = {"members": tune.grid_search(packs(spec, concurrent_trials(spec, resources)))} if spec.grid else {}
+        num_samples = spec.num_samples
+        function = tune.with_parameters(trial, base=spec.base, platform=platform)
+    trainable = tune.with_resources(function, resources)
     # Tune's console output (a configuration box, a TensorBoard hint, a line per state snapshot) gives
     # way to SweepProgress.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -310,7 +323,7 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
             trainable,
             param_space=grid,
             tune_config=tune.TuneConfig(search_alg=spec.search_alg, scheduler=spec.scheduler,
-                                        num_samples=spec.num_samples,
+                                        num_samples=num_samples,
                                         max_concurrent_trials=spec.max_concurrent or None),
             run_config=tune.RunConfig(name=spec.name, storage_path=spec.results_dir, verbose=0,
                                       callbacks=[SweepProgress(total), JsonLoggerCallback()],
@@ -358,7 +371,7 @@ def trial_table(results: tune.ResultGrid) -> pd.DataFrame:
     rows = []
     for result in results:
         config, metrics = result.config or {}, result.metrics or {}
-        cells = config.get("members", [config])
+        cells = member_cells(config, metrics)
         member_metrics = metrics.get("member_metrics") or [{} for _ in cells]
         failures = metrics.get("member_failures") or {}
         for m, cell in enumerate(cells):

@@ -113,15 +113,20 @@ def child_runs(tracking_uri: str, experiment: str, parent_run_id: str) -> list:
                                                                 f"tags.`{STAGE_TAG}` IS NULL", max_results=10000)
 
 
-def latest_parent_run(tracking_uri: str, experiment_name: str):
-    """The most recent parent (sweep) run of an experiment that was not archived by ``--restart``."""
+def parent_runs(tracking_uri: str, experiment_name: str, most: int = 10000) -> list:
+    """The parent (sweep) runs of an experiment that were not archived by ``--restart``, newest first."""
     c = client(tracking_uri)
     exp = _retrying(c.get_experiment_by_name, experiment_name)
     if exp is None:
         raise ValueError(f"experiment: no MLflow experiment named {experiment_name!r} at {tracking_uri}")
     sweeps = f"tags.`{PARENT_TAG}` IS NULL and tags.`{ARCHIVED_TAG}` IS NULL"
-    runs = _retrying(c.search_runs, [exp.experiment_id], filter_string=sweeps,
-                     order_by=["attributes.start_time DESC"], max_results=1)
+    return _retrying(c.search_runs, [exp.experiment_id], filter_string=sweeps,
+                     order_by=["attributes.start_time DESC"], max_results=most)
+
+
+def latest_parent_run(tracking_uri: str, experiment_name: str):
+    """The most recent parent (sweep) run of an experiment that was not archived by ``--restart``."""
+    runs = parent_runs(tracking_uri, experiment_name, most=1)
     if not runs:
         raise ValueError(f"experiment: {experiment_name!r} holds no sweep run")
     return runs[0]

@@ -17,7 +17,7 @@ import signal
 import tempfile
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import ray
 import torch
@@ -27,7 +27,7 @@ from core import stage_cache, tracking
 from core.config import TrainConfig
 from core.progress import trial_label
 from core.reporting import margin_bar_chart, per_class_table
-from core.train import train_pack
+from core.train import PackResult, train_pack
 
 log = logging.getLogger(__name__)
 
@@ -62,22 +62,62 @@ def load_checkpoint_state(checkpoint: tune.Checkpoint | None) -> dict[str, Any] 
 
 
 def trial(config: dict[str, Any], *, base: dict[str, Any], platform: dict[str, Any]) -> None:
-    """Ray Tune function trainable: one pack of members (``core.train.train_pack``).
+    """Ray Tune function trainable of a grid or searcher sweep: one pack of members.
 
     ``config["members"]`` lists each member's swept fields (e.g. omega, seed); a config without it is
     one member's fields (a searcher's suggestion). ``base`` holds the rest of the TrainConfig, and
     ``platform`` the sweep's settings: tracking_uri, experiment_id, parent_run_id and, for drills only,
     ``fault`` = (kind, epoch): crash once, on the first attempt, after that epoch's report.
+    """
+    train_members(config.get("members", [config]), base, platform, load_checkpoint_state(tune.get_checkpoint()))
 
-    Each member has its own MLflow child run. A member that diverges (NaN or inf loss) is frozen and
-    its run ends FAILED with the reason while the others go on; a pack whose members all diverged is
-    not retried (its checkpoint would diverge again) and reports ``diverged`` to Ray.
+
+def search_trial(config: dict[str, Any], *, base: dict[str, Any], platform: dict[str, Any],
+                 search: dict[str, Any]) -> None:
+    """Ray Tune function trainable of a fused search: asks the stored Optuna study (``core.study``)
+    for ``search["members"]`` configurations, trains them as one pack, and tells the study each
+    member's objective (``FAIL`` for a member that diverged). A retried trial continues the members it
+    asked (they are in its checkpoint); one that crashed before its first checkpoint fails them.
+
+    ``search``: the study's ``path`` and ``name``, the define-by-run ``space``, ``members`` per slot
+    and ``total``, the ``objective`` metric and the sampler's ``seed`` (each slot seeds its own sampler).
+    """
+    from core import study as studies
+
+    opened = studies.open_study(search["path"], search["name"], search["seed"] * 100_003 + config["slot"])
+    resume = load_checkpoint_state(tune.get_checkpoint())
+    count = min(search["members"], search["total"] - config["slot"] * search["members"])  # the last slot: the rest
+    asked = resume["asked"] if resume else [(t.number, cell) for t, cell in
+                                            studies.ask(opened, search["space"], count)]
+    checkpoints: list[int] = []
+    try:
+        result = train_members([cell for _, cell in asked], base, platform, resume, {"asked": asked},
+                               on_checkpoint=lambda: checkpoints.append(1))
+    except BaseException:
+        if resume is None and not checkpoints:  # no checkpoint holds them: nobody will finish these trials
+            for number, _ in asked:
+                studies.tell(opened, number, None, finished=True)
+        raise
+    for m, (number, _) in enumerate(asked):
+        value = None if m in result.failures else result.metrics[m].get(search["objective"])
+        studies.tell(opened, number, value, finished=True)
+
+
+def train_members(cells: list[dict[str, Any]], base: dict[str, Any], platform: dict[str, Any],
+                  resume: dict[str, Any] | None, extra: dict[str, Any] | None = None,
+                  on_checkpoint: Callable[[], None] | None = None) -> PackResult:
+    """Train the members ``cells`` (swept fields over ``base``) as one pack, from ``resume`` if given,
+    with an MLflow child run per member, and a Ray report and checkpoint (holding ``extra`` too) per
+    evaluation, after which ``on_checkpoint()`` is called.
+
+    A member that diverges (NaN or inf loss) is frozen and its run ends FAILED with the reason while the
+    others go on; a pack whose members all diverged is not retried (its checkpoint would diverge again)
+    and reports ``diverged`` to Ray.
     """
     # Ray logs every checkpoint it persists, MLflow every run's URL; the driver's SweepProgress
     # reports what matters instead.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     tracking.quiet()
-    cells = config.get("members", [config])
     trial_id, node = tune.get_context().get_trial_id(), ray.get_runtime_context().get_node_id()
     cfgs, runs, stage_s = [], [], 0.0
     for m, cell in enumerate(cells):
@@ -94,7 +134,6 @@ def trial(config: dict[str, Any], *, base: dict[str, Any], platform: dict[str, A
         cfgs.append(cfg)
         runs.append(run)
     started = time.perf_counter()
-    resume = load_checkpoint_state(tune.get_checkpoint())
     latest: dict[str, Any] = {}
 
     def save_state(state: dict[str, Any]) -> None:
@@ -111,8 +150,11 @@ def trial(config: dict[str, Any], *, base: dict[str, Any], platform: dict[str, A
             else:
                 run.log_epoch(metrics[m])
         with tempfile.TemporaryDirectory() as d:
-            torch.save(latest, os.path.join(d, STATE_FILE))
-            tune.report(pack_summary(metrics, failures), checkpoint=tune.Checkpoint.from_directory(d))
+            torch.save({**latest, **(extra or {})}, os.path.join(d, STATE_FILE))
+            tune.report({**pack_summary(metrics, failures), "member_cells": cells},
+                        checkpoint=tune.Checkpoint.from_directory(d))
+        if on_checkpoint is not None:
+            on_checkpoint()
         fault = platform.get("fault")
         epoch = max(int(m.get("epoch", 0)) for m in metrics)
         if fault and resume is None and epoch == fault[1]:
@@ -129,8 +171,9 @@ def trial(config: dict[str, Any], *, base: dict[str, Any], platform: dict[str, A
                 log_trial_artifacts(run, result.metrics[m], state["counts"], state["classes"], cfgs[m])
             run.finish("FINISHED")
         if len(result.failures) == len(cfgs):
-            tune.report({**pack_summary(result.metrics, result.failures), "diverged": 1.0,
+            tune.report({**pack_summary(result.metrics, result.failures), "member_cells": cells, "diverged": 1.0,
                          "error": "; ".join(sorted(set(result.failures.values())))})
+        return result
     except BaseException as err:
         for run in runs:
             run.finish("FAILED", f"{type(err).__name__}: {err}")

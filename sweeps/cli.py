@@ -188,7 +188,7 @@ def run(sweep: Sweep, argv: list[str] | None = None) -> list[Table]:
     tracking.set_tags(result.tracking_uri, result.parent_run_id,
                       {"sweep_script": sweep.name, "settings": json.dumps(chosen, sort_keys=True)})
     tables = sweep.tables(finished_or_exit(result, spec), chosen)
-    publish(result, spec, tables)
+    publish(result, spec.path, tables)
     return tables
 
 
@@ -214,7 +214,7 @@ def finished_or_exit(result: SweepResult, spec: SweepSpec) -> pd.DataFrame:
     """The finished trials; when none finished, the sweep ends here with one line and the reasons."""
     done = finished(result.trials)
     if done.empty:
-        publish(result, spec, [])
+        publish(result, spec.path, [])
         raise SystemExit(f"error: all {len(result.trials)} trials of {spec.name} failed; there is no table to "
                          f"make.\n\n{failures(result.trials)}")
     return done
@@ -226,7 +226,7 @@ def failures(trials: pd.DataFrame) -> str:
     return failed[["trial", "status", "error"]].to_markdown(index=False)
 
 
-def publish(result: SweepResult, spec: SweepSpec, tables: list[Table]) -> None:
+def publish(result: SweepResult, folder: str, tables: list[Table]) -> None:
     """Print each table, save it as CSV, Markdown and LaTeX in the sweep's results folder with its
     plots and the trial table, and log all of them to the parent MLflow run. Trials that did not
     finish are listed under each table with their reasons."""
@@ -239,12 +239,12 @@ def publish(result: SweepResult, spec: SweepSpec, tables: list[Table]) -> None:
                     + failures(result.trials)
         print(text + "\n")
         files.update(table_files(table, text))
-    os.makedirs(spec.path, exist_ok=True)
+    os.makedirs(folder, exist_ok=True)
     for name, content in files.items():
-        with open(os.path.join(spec.path, name), "wb") as f:
+        with open(os.path.join(folder, name), "wb") as f:
             f.write(content)
     tracking.log_artifacts(result.tracking_uri, result.parent_run_id, files)
-    log.info("saved %s in %s", ", ".join(files), spec.path)
+    log.info("saved %s in %s", ", ".join(files), folder)
 
 
 def table_files(table: Table, markdown: str | None = None) -> dict[str, bytes]:

@@ -202,14 +202,43 @@ def test_interrupted_sweep_resumes_without_duplicates(ray_session, tmp_path):
         assert steps(client, child, "test_acc") == [1, 2, 3]
 
 
-def test_optuna_search_suggests_only_the_methods_parameters(ray_session, tmp_path):
+def test_search_selects_on_validation_logs_importances_and_extends_its_study(ray_session, tmp_path):
+    """A fused search (2 configurations per Ray trial) ranks on validation accuracy with the test
+    accuracy beside, logs the importances and plots to its parent run; a re-run with more samples adds
+    trials to the same study (through Ray's OptunaSearch with --fuse 1) without re-running the old ones."""
+    import optuna
+
     from sweeps import tune_hparams
 
-    table = tune_hparams.main(["--preset", "demo", "--method", "mamix_drw", "--num-samples", "2", "--epochs", "2",
-                               "--results-dir", str(tmp_path), "--name", "search"])
-    assert len(table) == 2 and (table["status"] == "FINISHED").all()
-    assert {"omega", "alpha", "drw_epoch"} <= set(table.columns) and "tau" not in table.columns
-    assert table["test_acc"].is_monotonic_decreasing
+    args = ["--preset", "demo", "--method", "mamix_drw", "--epochs", "2", "--results-dir", str(tmp_path),
+            "--name", "search", "--num-cpus", "2"]
+    table = tune_hparams.main(args + ["--num-samples", "4", "--fuse", "2"])
+    assert len(table) == 4 and table["val_acc"].is_monotonic_decreasing
+    assert {"omega", "alpha", "drw_epoch", "val_acc", "test_acc"} <= set(table.columns) and "tau" not in table.columns
+    client, parents, children = runs_of(tmp_path, "search")
+    assert len(parents) == 1 and len(children) == 4
+    assert len({c.data.tags["ray.trial_id"] for c in children}) == 2  # two packs of two
+    assert all(c.data.params["val_split"] == "20" for c in children)
+    logged = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"importances.png", "history.png", "importances.csv", "trials_ranked.md"} <= logged
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{tmp_path}/search.optuna.db")
+    first = sorted((t.number, t.params["omega"]) for t in study.trials)
+    assert len(first) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    # the study was told each member's final validation accuracy; the table's first row has the best
+    assert sorted(t.value for t in study.trials) == pytest.approx(sorted(table["val_acc"]))
+    assert table.iloc[0]["val_acc"] == max(t.value for t in study.trials)
+
+    more = tune_hparams.main(args + ["--num-samples", "6", "--fuse", "1"])
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{tmp_path}/search.optuna.db")
+    assert len(study.trials) == 6 and sorted((t.number, t.params["omega"]) for t in study.trials)[:4] == first
+    assert len(more) == 6 and len(runs_of(tmp_path, "search")[1]) == 2  # a second round, same experiment
+
+
+def test_search_on_validation_needs_a_split():
+    from sweeps import tune_hparams
+
+    with pytest.raises(ValueError, match="^objective: val_acc needs a validation split"):
+        tune_hparams.main(["--preset", "demo", "--val-split", "none", "--objective", "val_acc"])
 
 
 def test_trials_per_gpu_packs_by_measured_memory():
