@@ -34,7 +34,8 @@ import torch  # noqa: E402
 from bench.throughput import device_name, emit, make_config, synchronize  # noqa: E402
 from core.config import COMPILE_MODES, FUSE_EXECUTORS, TrainConfig  # noqa: E402
 from core.data import DATASETS  # noqa: E402
-from core.train import Pack, batch_bounds, draw_epoch, epoch_weights, learning_rate, make_batch, set_up, train_step  # noqa: E402
+from core.schedule import learning_rate  # noqa: E402
+from core.train import Pack, batch_bounds, draw_epoch, epoch_weights, make_batch, set_up, train_step  # noqa: E402
 from search_spaces import OMEGA_GRID  # noqa: E402
 
 MODES = ("fused", "sequential", "processes")

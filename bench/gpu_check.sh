@@ -9,7 +9,13 @@
 # OUT_DIR (default: $OUT, else ./bench_out) receives env.txt, throughput.jsonl, summary.md, sweep.jsonl,
 # components.jsonl, variants.jsonl and log.txt.
 #
+# The real-data Table 12 run is its own command and comes first in a GPU session (one 9-minute window):
+#   python bench/table12_fused.py --data-root DATA_DIR --out OUT_DIR/table12
+# This script holds the measurements that come after it.
+#
 # Steps:
+# (0) bench/fused_throughput.py on cuda: K fused members against K one after another (1 ... 35) and K packed
+#     processes (1 ... 8), ResNet-32 on the compact file;
 # (1) bench/throughput.py on cuda: the device pipeline for erm, mixup_drw, remix_drw, mamix_drw and the loader
 #     pipeline for mamix_drw, REPS rounds, then bench/summarise.py;
 # (2) bench/sweep_throughput.py, a Table 12 slice (7 omegas x 1 seed x SWEEP_EPOCHS epochs) packed 1, 2, 4, 8
@@ -39,6 +45,7 @@ SWEEP_TIMEOUT=${SWEEP_TIMEOUT:-240}
 COMPONENT_REPS=${COMPONENT_REPS:-20}
 VARIANTS=${VARIANTS:-1}
 DEVICE=${DEVICE:-cuda}
+FUSED_STEPS=${FUSED_STEPS:-50}
 export PYTHONUNBUFFERED=1 RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}
 
 cd "$(dirname "$0")/.." || exit 1
@@ -66,6 +73,14 @@ main() {
     { date -u; nvidia-smi -L; nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv
       "$PY" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
       echo "cpus $(nproc)"; grep -m1 'model name' /proc/cpuinfo; git rev-parse HEAD 2>/dev/null; } 2>&1 | tee "$DEST/env.txt"
+
+    echo "== (0) fused throughput"
+    timeout 240 "$PY" bench/fused_throughput.py --device "$DEVICE" --dataset cifar10 --data-root "$DATA" --ratio 300 \
+        --members 1 2 4 8 16 35 --modes fused sequential --steps "$FUSED_STEPS" --warmup 10 --json "$DEST/fused.jsonl" \
+        || echo "fused_throughput (fused, sequential) stopped (exit $?); finished lines are in fused.jsonl"
+    timeout 120 "$PY" bench/fused_throughput.py --device "$DEVICE" --dataset cifar10 --data-root "$DATA" --ratio 300 \
+        --members 1 2 4 8 --modes processes --steps "$FUSED_STEPS" --warmup 10 --json "$DEST/fused.jsonl" \
+        || echo "fused_throughput (processes) stopped (exit $?)"
 
     echo "== (1) throughput (steps $STEPS, warm-up $WARMUP, $REPS round(s))"
     for rep in $(seq "$REPS"); do

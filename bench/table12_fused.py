@@ -13,7 +13,7 @@ test accuracy, margin statistics), ``final.json`` (every member's last metrics),
 reproduced table beside the paper's numbers) and ``run.json`` (device, plan, probes, wall time).
 
     python bench/table12_fused.py --data-root DIR --out OUT                  # DIR/cifar10.npz, on CUDA
-    python bench/table12_fused.py --data-root DIR --out OUT --device cpu --epochs 1 --seeds 1 \\
+    python bench/table12_fused.py --data-root DIR --out OUT --device cpu --epochs 1 --seeds 2 \\
         --omegas 0.25 4 --probe-steps 2                                      # CPU dry run of the flow
 """
 
@@ -32,26 +32,27 @@ if __package__ in (None, ""):  # run as a file: make the project importable
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+import yaml  # noqa: E402
 
 from bench.throughput import device_name, synchronize  # noqa: E402
 from core.config import TrainConfig  # noqa: E402
 from core.reporting import summarise  # noqa: E402
-from core.train import (batch_bounds, draw_epoch, epoch_weights, evaluate, learning_rate, make_batch, set_up,  # noqa: E402
+from core.schedule import learning_rate  # noqa: E402
+from core.train import (batch_bounds, draw_epoch, epoch_weights, evaluate, make_batch, set_up,  # noqa: E402
                         train_pack, train_step)
 from search_spaces import OMEGA_GRID  # noqa: E402
-from sweeps.paper_tables import TABLE12  # noqa: E402
+from sweeps.paper_tables import TABLE12, TABLE12_SETTING  # noqa: E402
 
 EVAL_EVERY_CHOICES = (1, 2, 5, 10, 20)
-# The paper preset's training fields (sweeps/omega_sensitivity.py, --preset paper).
-PRESET = dict(dataset="cifar10", imbalance="long_tailed", ratio=300.0, model="resnet32", method="mamix_drw",
-              epochs=200, milestones=[160, 180], drw_epoch=160)
 
 
 def member_configs(args: argparse.Namespace, seeds: int, eval_every: int) -> list[TrainConfig]:
-    base = {**PRESET, "data_root": os.path.abspath(args.data_root), "device": args.device, "eval_every": eval_every}
+    base = {**TABLE12_SETTING, **args.set, "device": args.device, "eval_every": eval_every}
+    if args.data_root:
+        base["data_root"] = os.path.abspath(args.data_root)
     if args.epochs is not None:
-        base.update(epochs=args.epochs, milestones=[m for m in PRESET["milestones"] if m < args.epochs],
-                    drw_epoch=min(PRESET["drw_epoch"], args.epochs - 1), warmup_epochs=min(5, args.epochs))
+        base.update(epochs=args.epochs, milestones=[m for m in base["milestones"] if m < args.epochs],
+                    drw_epoch=min(base["drw_epoch"], args.epochs - 1), warmup_epochs=min(5, args.epochs))
     if args.compile:
         base.update(compile=True, compile_mode=args.compile)
     return [TrainConfig.from_dict({**base, "omega": omega, "seed": seed}) for seed in range(seeds)
@@ -82,7 +83,7 @@ def probe(cfgs: list[TrainConfig], steps: int) -> dict[str, float]:
 def plan(args: argparse.Namespace, probes: list[dict[str, float]], budget: float) -> dict[str, Any]:
     """The most seeds, then the most frequent evaluation, whose estimated duration fits ``budget``."""
     small, large = probes[0], probes[-1]
-    epochs = args.epochs or PRESET["epochs"]
+    epochs = args.epochs or TABLE12_SETTING["epochs"]
 
     def per_member(p: str) -> float:  # linear in the pack size between the two probes
         span = large["members"] - small["members"]
@@ -104,22 +105,27 @@ def table(final: list[dict[str, Any]]) -> str:
     trials = pd.DataFrame(final)
     trials["test_acc"] *= 100
     summary = summarise(trials, ["omega"], {"test_acc": "Reproduced (%)", "margin_gap": "Margin gap"})
-    summary["Paper (%)"] = [f"{TABLE12[w][0]:.2f} ± {TABLE12[w][1]:.2f}" for w in summary["omega"]]
+    summary["Paper (%)"] = [f"{TABLE12[w][0]:.2f} ± {TABLE12[w][1]:.2f}" if w in TABLE12 else "-"
+                            for w in summary["omega"]]
     return summary[["omega", "n", "Reproduced (%)", "Paper (%)", "Margin gap"]].to_markdown(index=False)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-root", required=True, help="directory holding cifar10.npz (the compact ratio-300 file)")
+    p.add_argument("--data-root", help="directory holding cifar10.npz (the compact ratio-300 file)")
     p.add_argument("--out", required=True, help="folder for members.jsonl, final.json, table12.md, run.json")
     p.add_argument("--device", default="cuda")
     p.add_argument("--seeds", type=int, default=5, help="at most this many seeds (0..N-1)")
     p.add_argument("--omegas", type=float, nargs="+", default=OMEGA_GRID)
     p.add_argument("--epochs", type=int, help="shorter runs for a dry run (default: the paper's 200)")
-    p.add_argument("--budget-s", type=float, default=480, help="seconds the training may take after the probes")
+    p.add_argument("--budget-s", type=float, default=420,
+                   help="seconds the training may take (default: a 9-minute window less set-up and probes)")
     p.add_argument("--probe-steps", type=int, default=10)
     p.add_argument("--compile", help="torch.compile mode (e.g. reduce-overhead); default: eager")
+    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                   help="TrainConfig fields over the paper's setting (YAML values), e.g. for a dry run on digits")
     args = p.parse_args(argv)
+    args.set = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
     os.makedirs(args.out, exist_ok=True)
     started = time.time()
 
@@ -148,9 +154,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with open(os.path.join(args.out, "final.json"), "w") as f:
         json.dump(final, f, indent=1)
     finished = [row for row in final if row["failure"] is None]
-    markdown = (f"Table 12 (MAMix-DRW, CIFAR-10-LT-300, ResNet-32, {cfgs[0].epochs} epochs, {chosen['seeds']} seed(s), "
-                f"final-epoch test accuracy) on {device_name(torch.device(args.device))}, training {wall:.0f} s\n\n"
-                + table(finished))
+    c = cfgs[0]
+    markdown = (f"Table 12 ({c.method}, {c.dataset} {c.imbalance} ratio {c.ratio:g}, {c.model}, {c.epochs} epochs, "
+                f"{chosen['seeds']} seed(s), final-epoch test accuracy) on {device_name(torch.device(args.device))}, "
+                f"training {wall:.0f} s\n\n" + table(finished))
     with open(os.path.join(args.out, "table12.md"), "w") as f:
         f.write(markdown + "\n")
     run = {"device": device_name(torch.device(args.device)), "torch": torch.__version__, "plan": chosen,

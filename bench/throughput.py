@@ -40,7 +40,8 @@ import torch  # noqa: E402
 from core.config import COMPILE_MODES, TrainConfig  # noqa: E402
 from core.data import DATASETS, DatasetSpec  # noqa: E402
 from core.mixing import MixedBatch, mix_batch, sample_beta  # noqa: E402
-from core.train import (Pack, batch_bounds, draw_epoch, epoch_weights, learning_rate, make_batch, set_up,  # noqa: E402
+from core.schedule import learning_rate  # noqa: E402
+from core.train import (Pack, batch_bounds, draw_epoch, epoch_weights, make_batch, set_up,  # noqa: E402
                         train_step)
 
 PIPELINES = ("device", "loader")

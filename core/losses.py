@@ -1,5 +1,5 @@
-"""Losses and class weights: class-balanced weights with deferred re-weighting, LDAM, and the mixed
-cross-entropy of the Mixup framework (paper Algorithm 1).
+"""Losses and class weights: class-balanced weights (used from the DRW epoch on, ``core.schedule``),
+LDAM, and the mixed cross-entropy of the Mixup framework (paper Algorithm 1).
 """
 
 from __future__ import annotations
@@ -25,22 +25,6 @@ def ldam_margins(counts: Sequence[int], max_m: float = 0.5) -> torch.Tensor:
     n = torch.as_tensor(list(counts), dtype=torch.float64)
     m = n.pow(-0.25)
     return (m * (max_m / m.max())).float()
-
-
-class ClassWeights:
-    """When class-balanced weights apply: never (``none``), from epoch 0 (``cb``) or from ``drw_epoch`` (DRW).
-
-    One schedule serves every loss, so the switch epoch lives in one place.
-    """
-
-    def __init__(self, weighting: str, counts: Sequence[int], beta: float, drw_epoch: int):
-        self.start = {"none": None, "cb": 0, "drw": drw_epoch}[weighting]
-        self.weights = class_balanced_weights(counts, beta)
-
-    def at(self, epoch: int, device: torch.device | str) -> torch.Tensor | None:
-        if self.start is None or epoch < self.start:
-            return None
-        return self.weights.to(device)
 
 
 def mixed_cross_entropy(logits: torch.Tensor, y_i: torch.Tensor, y_j: torch.Tensor, lam_y: torch.Tensor,

@@ -44,12 +44,13 @@ from core.data import DATASETS, DeviceData, imbalanced_arrays, load, to_device
 from core.deepsmote import deepsmote_oversample
 from core.evaluation import accuracy_report, eval_logits
 from core.fused import FusedNetwork, choose_executor
-from core.losses import ClassWeights, ldam_logits, ldam_margins, mixed_cross_entropy
+from core.losses import ldam_logits, ldam_margins, mixed_cross_entropy
 from core.m2m import TRANSLATIONS, draw_translation
 from core.margins import margin_report
 from core.methods import Method, get_method
 from core.mixing import MixedBatch, mix_batch, sample_beta
 from core.models import create_model
+from core.schedule import ClassWeights, learning_rate
 from core.smote import neighbour_table, smote_oversample
 from core.stages import load_stage
 
@@ -72,13 +73,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device: {name!r} requested but CUDA is not available; allowed here: 'cpu', 'auto'")
     return torch.device(name)
-
-
-def learning_rate(cfg: TrainConfig, epoch: int) -> float:
-    """Linear warm-up over the first ``warmup_epochs`` (Goyal et al.), then ``lr_factor`` at each milestone."""
-    if epoch < cfg.warmup_epochs:
-        return cfg.lr * (epoch + 1) / cfg.warmup_epochs
-    return cfg.lr * cfg.lr_factor ** sum(epoch >= m for m in cfg.milestones)
 
 
 # ----------------------------------------------------------------------------- packs
@@ -105,7 +99,7 @@ def check_pack(cfgs: Sequence[TrainConfig]) -> None:
     for m, cfg in enumerate(cfgs[1:], 1):
         for name, value in pack_key(cfg).items():
             if value != first[name]:
-                raise ConfigError(name if name in first and not name.startswith("method's") else "method",
+                raise ConfigError("method" if name.startswith("method's") else name,
                                   f"member {m} has {name} = {value!r} but member 0 has {first[name]!r}; members "
                                   f"of a pack differ only in {list(MEMBER_FIELDS)} (and methods of one pairing, "
                                   f"loss and oversampling)")

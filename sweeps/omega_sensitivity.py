@@ -24,10 +24,10 @@ if __package__ in (None, ""):  # run as a file (ray submit uploads the script al
 from core.reporting import sensitivity_plot, summarise  # noqa: E402
 from search_spaces import OMEGA_GRID  # noqa: E402
 from sweeps import cli  # noqa: E402
+from sweeps.paper_tables import TABLE12_SETTING  # noqa: E402
 
 PRESETS = {
-    "paper": dict(dataset="cifar10", imbalance="long_tailed", ratio=300.0, model="resnet32", method="mamix_drw",
-                  epochs=200, milestones=[160, 180], drw_epoch=160, seeds=5, omegas=OMEGA_GRID, gpus_per_trial=0.25),
+    "paper": dict(TABLE12_SETTING, seeds=5, omegas=OMEGA_GRID, gpus_per_trial=0.25),
     "demo": dict(dataset="digits", imbalance="long_tailed", ratio=10.0, model="small_cnn", method="mamix_drw",
                  epochs=10, milestones=[8], drw_epoch=8, warmup_epochs=1, seeds=2, omegas=OMEGA_GRID,
                  gpus_per_trial=0.0),

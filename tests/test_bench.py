@@ -130,3 +130,40 @@ def test_fused_throughput_measures_each_mode_and_member_count(tmp_path):
     assert all(r["img_per_s"] > 0 and r["model"] == "small_cnn" and r["device"] == "cpu" for r in rows)
     assert rows[2]["executor"] in ("grouped", "per_member") and rows[3]["executor"] is None
     assert [json.loads(line) for line in out.read_text().splitlines()] == rows
+
+
+def test_table12_gpu_script_plans_trains_and_writes_its_outputs(tmp_path):
+    """The prepared GPU run, dry-run on digits: it probes, plans the seeds that fit its budget, trains them
+    fused, and writes every member's evaluations, the final metrics and the table beside the paper's."""
+    from bench import table12_fused
+
+    run = table12_fused.main(["--out", str(tmp_path), "--device", "cpu", "--epochs", "2", "--seeds", "2",
+                              "--omegas", "0.25", "4", "--probe-steps", "1", "--budget-s", "600", "--set",
+                              "dataset=digits", "model=small_cnn", "ratio=10", "batch_size=64"])
+    assert run["plan"]["seeds"] == 2 and run["members"] == 4 and run["failures"] == {}
+    lines = [json.loads(line) for line in (tmp_path / "members.jsonl").read_text().splitlines()]
+    evaluations = 2 // run["plan"]["eval_every"]
+    assert len(lines) == 4 * evaluations and {(r["omega"], r["seed"]) for r in lines} == {
+        (w, s) for w in (0.25, 4.0) for s in (0, 1)}
+    assert all("margin_gap" in r and "test_acc" in r for r in lines)
+    final = json.loads((tmp_path / "final.json").read_text())
+    assert len(final) == 4 and all(r["epoch"] == 2 for r in final)
+    table = (tmp_path / "table12.md").read_text()
+    assert "74.85 ± 0.28" in table and "Paper (%)" in table  # omega 0.25's paper number beside ours
+
+
+def test_table12_plan_keeps_the_most_seeds_that_fit():
+    from types import SimpleNamespace
+
+    from bench.table12_fused import plan
+
+    args = SimpleNamespace(seeds=5, omegas=[1.0] * 7, epochs=10)
+    probes = [{"members": 7, "step_s": 0.1, "eval_s": 1.0, "steps_per_epoch": 10},
+              {"members": 35, "step_s": 0.3, "eval_s": 3.0, "steps_per_epoch": 10}]
+    # 35 members: 10 epochs x 10 steps x 0.3 s = 30 s, + 10 evaluations x 3 s = 60 s
+    assert plan(args, probes, 60) == {"seeds": 5, "members": 35, "eval_every": 1, "estimated_s": 60.0}
+    # 30 s of steps fit, the evaluations only every 5 epochs (2 x 3 s)
+    assert plan(args, probes, 40)["eval_every"] == 5 and plan(args, probes, 40)["seeds"] == 5
+    # 14 members: 10 x 10 x (0.1 + 0.2 / 28 * 7) = 15 s + 20 x (1 + 2 / 28 * 7)/... fewer seeds
+    fewer = plan(args, probes, 25)
+    assert fewer["seeds"] < 5 and fewer["estimated_s"] <= 25

@@ -421,7 +421,7 @@ def test_ldam_loss_is_weighted_cross_entropy_on_margin_adjusted_scaled_logits(re
 
 
 def test_class_weights_switch_on_at_their_epoch():
-    from core.losses import ClassWeights
+    from core.schedule import ClassWeights
 
     counts = [5000, 500, 50]
     weights = class_balanced_weights(counts, 0.999)

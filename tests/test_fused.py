@@ -10,7 +10,8 @@ from conftest import tiny_config
 from core.config import ConfigError, TrainConfig
 from core.fused import FusedNetwork
 from core.models import create_model
-from core.train import (batch_bounds, draw_epoch, epoch_weights, learning_rate, make_batch, set_up, train,
+from core.schedule import learning_rate
+from core.train import (batch_bounds, draw_epoch, epoch_weights, make_batch, set_up, train,
                         train_pack, train_step)
 
 # A pack of each fusable family the issue names; batch 16 gives ~30 steps per digits epoch.

@@ -14,7 +14,7 @@ from core.methods import METHODS
 from core.config import TrainConfig
 from core.evaluation import eval_logits
 from core.models import create_model
-from core.train import (draw_epoch, epoch_weights, learning_rate, main, make_batch, member_losses, run_epoch,
+from core.train import (draw_epoch, epoch_weights, main, make_batch, member_losses, run_epoch,
                         set_up, train)
 
 
@@ -48,12 +48,6 @@ def test_resume_from_a_saved_state_continues_the_same_run():
     full = train(tiny_config(method="remix_drw", epochs=3, milestones=[2], drw_epoch=2), save_state=states.append)
     resumed = train(tiny_config(method="remix_drw", epochs=3, milestones=[2], drw_epoch=2), resume=states[0])
     assert resumed == full
-
-
-def test_learning_rate_schedule_follows_the_paper():
-    cfg = TrainConfig(dataset="cifar10")  # 0.1, 5 warm-up epochs, x0.01 at 160 and 180
-    assert [round(learning_rate(cfg, e), 6) for e in (0, 4, 5, 159, 160, 179, 180)] == \
-        [0.02, 0.1, 0.1, 0.1, 0.001, 0.001, 0.00001]
 
 
 def test_ldam_uses_a_cosine_head_and_reports_finite_margins():
