@@ -34,6 +34,7 @@ from ray.tune.logger import JsonLoggerCallback
 from core import stage_cache, stages, tracking
 from core.config import TrainConfig
 from core.progress import SweepProgress, error_reason, member_cells, trial_label
+from core.train import pack_key
 from core.tune import search_trial, trial
 
 log = logging.getLogger(__name__)
@@ -127,8 +128,6 @@ def concurrent_trials(spec: SweepSpec, resources: dict[str, float]) -> int:
 def packs(spec: SweepSpec, slots: int) -> list[list[dict[str, Any]]]:
     """The grid's cells (swept values) grouped into Ray trials: cells of one fusable key, in grid order,
     at most ``spec.fuse`` to a trial; with ``auto``, each key's cells split evenly over ``slots`` trials."""
-    from core.train import pack_key  # the engine, imported when a sweep runs rather than with this module
-
     keys = list(spec.grid)
     cells = [dict(zip(keys, values)) for values in itertools.product(*spec.grid.values())] or [{}]
     groups: dict[str, list[dict[str, Any]]] = {}

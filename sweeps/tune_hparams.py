@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     uri = args.tracking_uri or tracking.default_tracking_uri(results_dir)
     if todo > 0:
         log.info("search %s: the study holds %d finished trial(s); %d more in round %s", name, done, todo, round_name)
-        spec = search_spec({**chosen, "name": round_name}, args, base, space, objective, path, todo)
+        spec = search_spec({**chosen, "name": round_name}, args, base, space, objective, path, name, todo)
         cli.start(spec, args.num_cpus)
         result = run_sweep(spec)
         parent, folder = result.parent_run_id, spec.path
@@ -116,11 +116,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     return report(study, name, uri, parent, folder, args.method, base, objective)
 
 
-def search_spec(chosen: dict, args, base: dict, space, objective: str, path: str, todo: int):
-    """The round's sweep: Ray's OptunaSearch on the stored study with ``--fuse 1`` (ASHA possible),
-    else fused packs that ask the study themselves (``core.tune.search_trial``)."""
-    study = {"path": path, "name": chosen["name"].split("-more")[0], "space": space, "objective": objective,
-             "seed": args.search_seed}
+def search_spec(chosen: dict, args, base: dict, space, objective: str, path: str, name: str, todo: int):
+    """The round's sweep (``todo`` more trials of the study ``name`` stored at ``path``, in the MLflow
+    experiment ``name``): Ray's OptunaSearch on the stored study with ``--fuse 1`` (ASHA possible), else
+    fused packs that ask the study themselves (``core.tune.search_trial``)."""
+    study = {"path": path, "name": name, "space": space, "objective": objective, "seed": args.search_seed}
     extra = dict(experiment=study["name"], num_samples=todo)
     if args.fuse != 1:
         return cli.spec_from(chosen, args, base, {}, study=study, **extra)
