@@ -461,3 +461,29 @@ def test_mix_batch_passes_every_hyperparameter_to_the_label_rule(rule):
     torch.testing.assert_close(out.x, 0.67 * x_i + (1 - 0.67) * x_j)
     if "remix" in rule:  # (0 -> 3) is a 50-majority pair: relabelled under tau = 0.8, not under 0.5
         assert out.lam_y[0, 0] == 0.0
+
+
+def test_loss_defaults_and_pack_shapes_without_weights():
+    g = torch.Generator().manual_seed(4)
+    logits, y = torch.randn(2, 6, 3, generator=g), torch.randint(0, 3, (2, 6), generator=g)
+    y2, lam, w = (y + 1) % 3, torch.rand(2, 6, generator=g), torch.tensor([0.5, 1.0, 2.0])
+    # the default reduction is the batch mean (Algorithm 1's 1/M)
+    torch.testing.assert_close(mixed_cross_entropy(logits[0], y[0], y2[0], lam[0], w),
+                               mixed_cross_entropy(logits[0], y[0], y2[0], lam[0], w, "batch_mean"))
+    # unweighted, a pack keeps one loss per member
+    packed = mixed_cross_entropy(logits, y, y2, lam)
+    assert packed.shape == (2,)
+    torch.testing.assert_close(packed, torch.stack([mixed_cross_entropy(logits[k], y[k], y2[k], lam[k]) for k in range(2)]))
+    # LDAM's scale of any dtype gives float32 logits
+    out = ldam_logits(torch.rand(2, 6, 3, generator=g), y, ldam_margins([9, 3, 1]).expand(2, 3),
+                      torch.tensor([30.0, 10.0], dtype=torch.float64))
+    assert out.dtype == torch.float32
+
+
+def test_mix_batch_returns_the_lam_x_it_mixed_with():
+    x = torch.zeros(1, 2, 1, 1, 1)
+    y = torch.tensor([[0, 1]])
+    lam_x = torch.tensor([0.25])
+    out = mix_batch(x, y, x, y, lam_x, counts=torch.tensor([4, 2]), rules={"mixup": torch.tensor([[True]])},
+                    omega=torch.ones(1, 1), tau=torch.ones(1, 1), kappa=torch.ones(1, 1))
+    assert out.lam_x is lam_x and out.lam_y.tolist() == [[0.25, 0.25]]
