@@ -34,12 +34,11 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+from bench.fused_throughput import ready, steps, timed  # noqa: E402
 from bench.throughput import device_name, synchronize  # noqa: E402
 from core.config import TrainConfig  # noqa: E402
 from core.reporting import summarise  # noqa: E402
-from core.schedule import learning_rate  # noqa: E402
-from core.train import (batch_bounds, draw_epoch, epoch_weights, evaluate, make_batch, set_up,  # noqa: E402
-                        train_pack, train_step)
+from core.train import batch_bounds, evaluate, train_pack  # noqa: E402
 from search_spaces import OMEGA_GRID  # noqa: E402
 from sweeps.paper_tables import TABLE12, TABLE12_SETTING  # noqa: E402
 
@@ -59,25 +58,15 @@ def member_configs(args: argparse.Namespace, seeds: int, eval_every: int) -> lis
             for omega in args.omegas]
 
 
-def probe(cfgs: list[TrainConfig], steps: int) -> dict[str, float]:
+def probe(cfgs: list[TrainConfig], count: int) -> dict[str, float]:
     """Seconds per training step (after two warm-up steps) and per evaluation of a pack of ``cfgs``."""
-    pack = set_up(cfgs)
-    for group in pack.optimizer.param_groups:
-        group["lr"] = learning_rate(pack.cfg, pack.cfg.drw_epoch)
-    draws, weights = draw_epoch(pack), epoch_weights(pack, pack.cfg.drw_epoch)
-    bounds = batch_bounds(pack.index.shape[1], pack.cfg.batch_size)
-    timings = []
-    for step in range(steps + 2):
-        start, end = bounds[step % len(bounds)]
-        synchronize(pack.device)
-        t = time.perf_counter()
-        train_step(pack, make_batch(pack, draws, step % len(bounds), start, end), weights)
-        synchronize(pack.device)
-        timings.append(time.perf_counter() - t)
+    pack = ready(cfgs)
+    *_, seconds = timed([steps(pack)], pack.device, count, warmup=2)
     t = time.perf_counter()
     evaluate(pack, list(range(pack.size)))
-    return {"members": len(cfgs), "step_s": sum(timings[2:]) / steps, "eval_s": time.perf_counter() - t,
-            "steps_per_epoch": len(bounds)}
+    synchronize(pack.device)
+    return {"members": len(cfgs), "step_s": seconds / count, "eval_s": time.perf_counter() - t,
+            "steps_per_epoch": len(batch_bounds(pack.index.shape[1], pack.cfg.batch_size))}
 
 
 def plan(args: argparse.Namespace, probes: list[dict[str, float]], budget: float) -> dict[str, Any]:

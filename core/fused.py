@@ -17,13 +17,14 @@ read the same tensors:
 * ``per_member``: member k's layers called on views ``t[k]`` (``torch.func.functional_call``), one
   member after another: K times the launches, but each member's activations stay small.
 
-Why not ``torch.vmap`` over ``functional_call``: measured on this project's 2-core CPU machine, one
-SGD step on 4 x 128 CIFAR images with ResNet-32 ran 76 img/s under vmap (its batching rules keep
-activations in permuted, strided layouts), 296 img/s grouped, 533 img/s one member after another; on
-the digits small CNN (14 members x 64 images of 8x8) vmap ran 1,380 img/s, grouped 24,700 and one after
-another 19,800. ``auto`` therefore takes ``grouped`` where launches dominate (any CUDA device, and CPU
-packs whose activations are small) and ``per_member`` for large CPU activations, which exceed the
-cache when K members are stacked. bench/fused_throughput.py measures both.
+Chosen by measurement on this project's 2-core CPU machine (docs/PERFORMANCE.md, "Fused trials"; raw
+lines in docs/results/cpu-fused/): for ResNet-32, 4 members x 128 CIFAR images, ``grouped`` ran 318
+img/s and ``per_member`` 454 (four members' stacked activations leave the cache); for the digits small
+CNN, 8 members x 64 images, the fused pack (grouped) ran 25,046 img/s against 20,047 one member after
+another. A throwaway probe of ``torch.vmap`` over ``functional_call`` (not kept in the repository) ran
+ResNet-32 at 76 img/s, its batching rules keeping activations in permuted, strided layouts; hence
+explicit fused layers. ``auto`` takes ``grouped`` where launches dominate (any CUDA device, and CPU
+packs whose activations are small) and ``per_member`` for large CPU activations.
 """
 
 from __future__ import annotations

@@ -104,9 +104,13 @@ def grid_configs(spec: SweepSpec) -> list[dict[str, Any]]:
     if spec.num_samples < 1:
         raise ValueError(f"num_samples: got {spec.num_samples}; allowed: an integer >= 1")
     check_fuse(spec.fuse)
+    return [TrainConfig.from_dict({**spec.base, **cell}).to_dict() for cell in grid_cells(spec)]
+
+
+def grid_cells(spec: SweepSpec) -> list[dict[str, Any]]:
+    """The grid's cells in grid order: each one's swept values (one empty cell for an empty grid)."""
     keys = list(spec.grid)
-    cells = [dict(zip(keys, values)) for values in itertools.product(*spec.grid.values())] or [{}]
-    return [TrainConfig.from_dict({**spec.base, **cell}).to_dict() for cell in cells]
+    return [dict(zip(keys, values)) for values in itertools.product(*spec.grid.values())] or [{}]
 
 
 def check_fuse(fuse: int | str) -> None:
@@ -128,10 +132,8 @@ def concurrent_trials(spec: SweepSpec, resources: dict[str, float]) -> int:
 def packs(spec: SweepSpec, slots: int) -> list[list[dict[str, Any]]]:
     """The grid's cells (swept values) grouped into Ray trials: cells of one fusable key, in grid order,
     at most ``spec.fuse`` to a trial; with ``auto``, each key's cells split evenly over ``slots`` trials."""
-    keys = list(spec.grid)
-    cells = [dict(zip(keys, values)) for values in itertools.product(*spec.grid.values())] or [{}]
     groups: dict[str, list[dict[str, Any]]] = {}
-    for cell in cells:
+    for cell in grid_cells(spec):
         key = json.dumps(pack_key(TrainConfig.from_dict({**spec.base, **cell})), sort_keys=True, default=str)
         groups.setdefault(key, []).append(cell)
     out = []

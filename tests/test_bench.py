@@ -164,6 +164,6 @@ def test_table12_plan_keeps_the_most_seeds_that_fit():
     assert plan(args, probes, 60) == {"seeds": 5, "members": 35, "eval_every": 1, "estimated_s": 60.0}
     # 30 s of steps fit, the evaluations only every 5 epochs (2 x 3 s)
     assert plan(args, probes, 40)["eval_every"] == 5 and plan(args, probes, 40)["seeds"] == 5
-    # 14 members: 10 x 10 x (0.1 + 0.2 / 28 * 7) = 15 s + 20 x (1 + 2 / 28 * 7)/... fewer seeds
-    fewer = plan(args, probes, 25)
-    assert fewer["seeds"] < 5 and fewer["estimated_s"] <= 25
+    # steps and evaluations linear in the pack between the probes: 3 seeds (21 members) take 100 steps x
+    # 0.2 s + 2 evaluations x 2 s = 24 s when evaluating every 5 epochs; 4 seeds no longer fit 25 s
+    assert plan(args, probes, 25) == {"seeds": 3, "members": 21, "eval_every": 5, "estimated_s": 24.0}
