@@ -136,6 +136,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="mamix_drw")
     p.add_argument("--members", type=int, nargs="+", default=[1, 2, 4, 8, 16, 35])
     p.add_argument("--modes", nargs="+", choices=MODES, default=["fused", "sequential"])
+    p.add_argument("--sequential-up-to", type=int, metavar="K",
+                   help="measure the sequential and processes modes only up to K members")
     p.add_argument("--steps", type=int, default=10, help="timed steps")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps before timing")
     p.add_argument("--batch", type=int, default=128)
@@ -163,6 +165,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         for mode in args.modes:
             if mode == "processes" and not args.device.startswith("cuda"):
                 continue  # processes share a GPU's launch queue; on a CPU they would only share its cores
+            if mode != "fused" and args.sequential_up_to is not None and members > args.sequential_up_to:
+                continue  # K members one after another run at one member's rate: larger K adds only time
             result = (measure_processes(args, argv, members) if mode == "processes"
                       else measure_in_process(args, mode, members))
             rows.append(result)

@@ -48,14 +48,9 @@ DEVICE=${DEVICE:-cuda}
 FUSED_STEPS=${FUSED_STEPS:-50}
 export PYTHONUNBUFFERED=1 RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}
 
-cd "$(dirname "$0")/.." || exit 1
-DATA=$(cd "$DATA" && pwd) || exit 1
-mkdir -p "$DEST"
-DEST=$(cd "$DEST" && pwd)
-if [ ! -f "$DATA/cifar10.npz" ]; then
-    echo "no $DATA/cifar10.npz; make it with: python /work/shared/data/cifar10/to_npz.py $DATA/cifar10.npz --long-tailed 300"
-    exit 2
-fi
+# shellcheck source=bench/gpu_common.sh
+. "$(dirname "$0")/gpu_common.sh"
+prepare_dirs
 if [ -z "${SWEEP_RUNNER:-}" ]; then
     if "$PY" -c "import ray, mlflow, optuna" 2>/dev/null; then SWEEP_RUNNER=ray; else SWEEP_RUNNER=processes; fi
 fi
@@ -70,9 +65,7 @@ throughput() {  # throughput JSONL PIPELINE METHOD [extra flags]
 
 main() {
     echo "== environment"
-    { date -u; nvidia-smi -L; nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv
-      "$PY" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
-      echo "cpus $(nproc)"; grep -m1 'model name' /proc/cpuinfo; git rev-parse HEAD 2>/dev/null; } 2>&1 | tee "$DEST/env.txt"
+    record_env "$DEST/env.txt"
 
     echo "== (0) fused throughput"
     timeout 240 "$PY" bench/fused_throughput.py --device "$DEVICE" --dataset cifar10 --data-root "$DATA" --ratio 300 \

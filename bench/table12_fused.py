@@ -1,18 +1,28 @@
-"""Table 12 on real data in one GPU window: the paper preset trained as fused packs, without Ray.
+"""Table 12 on real data, one GPU window at a time: the paper preset trained as fused packs, without Ray.
 
 The paper preset of ``sweeps/omega_sensitivity.py`` (MAMix-DRW, ResNet-32, CIFAR-10 long-tailed at
 ratio 300, 200 epochs, omega in {0.125, ..., 8} x 5 seeds) needs only torch, numpy, scikit-learn and
-pandas here, which the bare GPU machines have (no Ray, MLflow or Optuna). Before training, it times a
-few steps and an evaluation of a pack of every member and of one seed's members, estimates each
-choice's duration (steps linear in the pack size between the two probes), and trains the most seeds,
-then the most frequent evaluation, that fit ``--budget-s``: all members of a pack finish together,
-so a pack too large for the window would leave nothing.
+pandas here, which the bare GPU machines have (no Ray, MLflow or Optuna). Its 35 cells (omega, seed)
+may not all fit one window of a few minutes, so each run of this script is one window:
 
-Written to ``--out``: ``members.jsonl`` (one line per member and evaluation: its omega, seed, epoch,
-test accuracy, margin statistics), ``final.json`` (every member's last metrics), ``table12.md`` (the
-reproduced table beside the paper's numbers) and ``run.json`` (device, plan, probes, wall time).
+1. It reads the windows already run (``--done``, by default ``docs/results/table12/``: one folder per
+   window with its ``run.json`` and ``final.json``) and leaves out the cells they trained in the same
+   setting; the rest are taken seed by seed (every omega of seed 0, then of seed 1, ...).
+2. It times a few steps of a pack of every remaining cell for each way of running it (``--candidates``:
+   the fused network's executor, channels-last, cuDNN's benchmark mode), keeps the fastest, times one
+   evaluation and the set-up, and the same for a pack of one seed's cells.
+3. It trains the most remaining cells, then with the most frequent evaluation, whose estimate (steps and
+   evaluations linear in the pack size between the two probes) fits the time left of ``--budget-s``: all
+   members of a pack finish together, so a pack too large for the window would leave nothing.
+
+Written to ``--out``: ``members.jsonl`` (one line per member and evaluation, written as training goes:
+its omega, seed, epoch, test accuracy, margin statistics), ``final.json`` (every member's last metrics),
+``run.json`` (device, setting, plan, probes, wall time) and ``table12.md``: the table over every window's
+cells, this one's included, beside the paper's numbers. Commit ``--out`` as a new folder under
+``--done``; the next window then trains the cells still missing.
 
     python bench/table12_fused.py --data-root DIR --out OUT                  # DIR/cifar10.npz, on CUDA
+    python bench/table12_fused.py --table docs/results/table12               # the table of the windows run
     python bench/table12_fused.py --data-root DIR --out OUT --device cpu --epochs 1 --seeds 2 \\
         --omegas 0.25 4 --probe-steps 2                                      # CPU dry run of the flow
 """
@@ -20,6 +30,8 @@ reproduced table beside the paper's numbers) and ``run.json`` (device, plan, pro
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import glob
 import json
 import math
 import os
@@ -43,120 +55,297 @@ from search_spaces import OMEGA_GRID  # noqa: E402
 from sweeps.paper_tables import TABLE12, TABLE12_SETTING  # noqa: E402
 
 EVAL_EVERY_CHOICES = (1, 2, 5, 10, 20)
+DONE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "results", "table12")
+# Fields that change how a cell is computed, not what: windows that differ only in these share a table.
+RUN_FIELDS = ("omega", "seed", "device", "data_root", "eval_every", "amp", "channels_last", "compile",
+              "compile_mode", "fuse_executor")
+# Ways to run a pack (TrainConfig fields, and cuDNN's benchmark mode, a process-wide switch); on CUDA the
+# fastest on the whole pack is kept. "grouped" is the HFTA layout, "per_member" one member after another.
+CANDIDATES = {
+    "auto": {"fuse_executor": "auto"},
+    "grouped": {"fuse_executor": "grouped"},
+    "grouped+benchmark": {"fuse_executor": "grouped", "cudnn_benchmark": True},
+    "grouped+nchw": {"fuse_executor": "grouped", "channels_last": False},
+    "per_member": {"fuse_executor": "per_member"},
+}
 
 
-def member_configs(args: argparse.Namespace, seeds: int, eval_every: int) -> list[TrainConfig]:
-    base = {**TABLE12_SETTING, **args.set, "device": args.device, "eval_every": eval_every}
+# ----------------------------------------------------------------------------- cells and windows
+
+def paper_setting(epochs: int | None = None, **changes: Any) -> dict[str, Any]:
+    """Table 12's setting (TrainConfig fields) with ``changes``; with ``epochs``, its schedule cut to that
+    many epochs, the DRW switch and the milestones inside them (a dry run, or a check of whole runs)."""
+    base = {**TABLE12_SETTING, **changes}
+    if epochs is not None:
+        base.update(epochs=epochs, milestones=[m for m in base["milestones"] if m < epochs],
+                    drw_epoch=min(base["drw_epoch"], epochs - 1), warmup_epochs=min(5, epochs))
+    return base
+
+
+def base_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The setting every cell trains in: the paper's, with ``--set`` and a dry run's ``--epochs``."""
+    base = paper_setting(args.epochs, **args.set, device=args.device)
     if args.data_root:
         base["data_root"] = os.path.abspath(args.data_root)
-    if args.epochs is not None:
-        base.update(epochs=args.epochs, milestones=[m for m in base["milestones"] if m < args.epochs],
-                    drw_epoch=min(base["drw_epoch"], args.epochs - 1), warmup_epochs=min(5, args.epochs))
     if args.compile:
         base.update(compile=True, compile_mode=args.compile)
-    return [TrainConfig.from_dict({**base, "omega": omega, "seed": seed}) for seed in range(seeds)
-            for omega in args.omegas]
+    return base
 
 
-def probe(cfgs: list[TrainConfig], count: int) -> dict[str, float]:
-    """Seconds per training step (after two warm-up steps) and per evaluation of a pack of ``cfgs``."""
-    pack = ready(cfgs)
-    *_, seconds = timed([steps(pack)], pack.device, count, warmup=2)
+def setting_of(args: argparse.Namespace) -> dict[str, Any]:
+    """What a cell's numbers depend on: every resolved TrainConfig field but ``RUN_FIELDS``."""
+    cfg = TrainConfig.from_dict(base_config(args)).to_dict()
+    return {k: v for k, v in cfg.items() if k not in RUN_FIELDS}
+
+
+def setting_differences(theirs: dict[str, Any], ours: dict[str, Any]) -> list[str]:
+    """The fields in which two settings differ; a field one of them lacks (a window run before the field
+    existed) counts as the field's default."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    return sorted(k for k in {**theirs, **ours} if theirs.get(k, defaults.get(k)) != ours.get(k, defaults.get(k)))
+
+
+def all_cells(args: argparse.Namespace) -> list[tuple[float, int]]:
+    """The grid's (omega, seed) cells, seed by seed."""
+    return [(omega, seed) for seed in range(args.seeds) for omega in args.omegas]
+
+
+def read_windows(done: str, setting: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every member of the windows under ``done`` (their ``final.json`` rows, failed ones included) run in
+    ``setting``; windows of another setting are named and left out."""
+    rows = []
+    for run_path in sorted(glob.glob(os.path.join(done, "*", "run.json"))):
+        folder = os.path.dirname(run_path)
+        with open(run_path) as f:
+            differ = setting_differences(json.load(f).get("setting") or {}, setting)
+        if differ:
+            print(f"left out {folder}: another setting ({', '.join(differ[:5])} differ)", flush=True)
+            continue
+        with open(os.path.join(folder, "final.json")) as f:
+            rows += [{**row, "window": os.path.basename(folder)} for row in json.load(f)]
+    return rows
+
+
+def cell_configs(args: argparse.Namespace, cells: list[tuple[float, int]], eval_every: int,
+                 candidate: dict[str, Any]) -> list[TrainConfig]:
+    fields = {k: v for k, v in candidate.items() if k != "cudnn_benchmark"}
+    return [TrainConfig.from_dict({**base_config(args), **fields, "eval_every": eval_every, "omega": omega,
+                                   "seed": seed}) for omega, seed in cells]
+
+
+# ----------------------------------------------------------------------------- probes and the plan
+
+def use(candidate: dict[str, Any]) -> None:
+    torch.backends.cudnn.benchmark = bool(candidate.get("cudnn_benchmark", False))
+
+
+def probe(cfgs: list[TrainConfig], count: int, evaluation: bool = True) -> dict[str, float]:
+    """Seconds of the set-up (its first two steps included: cuDNN's choices, and with ``compile`` the
+    full batch's graph; the last, partial batch's graph costs as much again, ``compile_s``), per training
+    step and per evaluation of a pack."""
     t = time.perf_counter()
-    evaluate(pack, list(range(pack.size)))
+    pack = ready(cfgs)
+    run = steps(pack)
     synchronize(pack.device)
-    return {"members": len(cfgs), "step_s": seconds / count, "eval_s": time.perf_counter() - t,
-            "steps_per_epoch": len(batch_bounds(pack.index.shape[1], pack.cfg.batch_size))}
+    built = time.perf_counter()
+    *_, first_steps = timed([run], pack.device, 2, warmup=0)
+    *_, seconds = timed([run], pack.device, count, warmup=0)
+    result = {"members": len(cfgs), "setup_s": built - t + first_steps,
+              "compile_s": first_steps if pack.cfg.compile else 0.0, "step_s": seconds / count,
+              "steps_per_epoch": len(batch_bounds(pack.index.shape[1], pack.cfg.batch_size))}
+    if evaluation:
+        t = time.perf_counter()
+        evaluate(pack, list(range(pack.size)))
+        synchronize(pack.device)
+        result["eval_s"] = time.perf_counter() - t
+    return result
 
 
-def plan(args: argparse.Namespace, probes: list[dict[str, float]], budget: float) -> dict[str, Any]:
-    """The most seeds, then the most frequent evaluation, whose estimated duration fits ``budget``."""
+def fastest(args: argparse.Namespace, cells: list[tuple[float, int]]) -> tuple[str, list[dict[str, Any]]]:
+    """The candidate whose steps on the pack of ``cells`` are fastest, and every candidate's timing."""
+    if len(args.candidates) == 1:
+        return args.candidates[0], []
+    timings = []
+    for name in args.candidates:
+        use(CANDIDATES[name])
+        try:
+            timings.append({"candidate": name, **probe(cell_configs(args, cells, 1, CANDIDATES[name]),
+                                                       args.probe_steps, evaluation=False)})
+        except (RuntimeError, ValueError) as err:  # e.g. out of memory: that way is not an option
+            timings.append({"candidate": name, "error": str(err).splitlines()[0]})
+        print(json.dumps(timings[-1]), flush=True)
+    ran = [t for t in timings if "step_s" in t]
+    if not ran:
+        raise SystemExit("no candidate could run the pack: " + "; ".join(t["error"] for t in timings))
+    return min(ran, key=lambda t: t["step_s"])["candidate"], timings
+
+
+def estimate(probes: list[dict[str, float]], members: int, epochs: int, every: int) -> float:
+    """Seconds to set up and train a pack of ``members`` evaluated every ``every`` epochs: linear in the
+    pack size between the probes, and no faster than the smaller probe below it."""
     small, large = probes[0], probes[-1]
-    epochs = args.epochs or TABLE12_SETTING["epochs"]
+    span = large["members"] - small["members"]
+    at = max(members, small["members"])
 
-    def per_member(p: str) -> float:  # linear in the pack size between the two probes
-        span = large["members"] - small["members"]
-        return (large[p] - small[p]) / span if span else 0.0
+    def cost(p: str) -> float:
+        return small[p] + ((large[p] - small[p]) / span * (at - small["members"]) if span else 0.0)
 
-    for seeds in range(args.seeds, 0, -1):
-        members = seeds * len(args.omegas)
-        step = small["step_s"] + per_member("step_s") * (members - small["members"])
-        evaluation = small["eval_s"] + per_member("eval_s") * (members - small["members"])
+    return (cost("setup_s") + cost("compile_s") + epochs * cost("step_s") * small["steps_per_epoch"]
+            + math.ceil(epochs / every) * cost("eval_s"))
+
+
+def plan(remaining: int, epochs: int, probes: list[dict[str, float]], budget: float) -> dict[str, Any] | None:
+    """The most remaining cells, then the most frequent evaluation, whose estimate fits ``budget``."""
+    for members in range(remaining, 0, -1):
         for every in EVAL_EVERY_CHOICES:
-            estimate = epochs * step * small["steps_per_epoch"] + math.ceil(epochs / every) * evaluation
-            if estimate <= budget:
-                return {"seeds": seeds, "members": members, "eval_every": every, "estimated_s": round(estimate, 1)}
-    return {"seeds": 1, "members": len(args.omegas), "eval_every": EVAL_EVERY_CHOICES[-1], "estimated_s": None}
+            seconds = estimate(probes, members, epochs, every)
+            if seconds <= budget:
+                return {"members": members, "eval_every": every, "estimated_s": round(seconds, 1)}
+    return None
 
+
+# ----------------------------------------------------------------------------- the table
 
 def table(final: list[dict[str, Any]]) -> str:
-    """The reproduced Table 12 (final-epoch accuracy, mean +- std over seeds, in %) beside the paper's."""
+    """Table 12 (final-epoch accuracy in %, mean +- std over seeds) beside the paper's numbers."""
     trials = pd.DataFrame(final)
     trials["test_acc"] *= 100
     summary = summarise(trials, ["omega"], {"test_acc": "Reproduced (%)", "margin_gap": "Margin gap"})
+    summary["Reproduced (%)"] = [f"{m:.2f} ± {s:.2f}"
+                                 for m, s in zip(summary["test_acc_mean"], summary["test_acc_std"])]
     summary["Paper (%)"] = [f"{TABLE12[w][0]:.2f} ± {TABLE12[w][1]:.2f}" if w in TABLE12 else "-"
                             for w in summary["omega"]]
     return summary[["omega", "n", "Reproduced (%)", "Paper (%)", "Margin gap"]].to_markdown(index=False)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def table_page(rows: list[dict[str, Any]], setting: dict[str, Any], cells: int) -> str:
+    """The table of ``rows`` (the members of every window) with a line saying what it holds."""
+    finished = [r for r in rows if r.get("failure") is None]
+    windows = sorted({r["window"] for r in rows})
+    head = ("Table 12 ({method}, {dataset} {imbalance} ratio {ratio:g}, {model}, {epochs} epochs, final-epoch test "
+            "accuracy)".format(**setting) + f": {len(finished)} member(s) of the grid's {cells} "
+            f"from {len(windows)} window(s) ({', '.join(windows)})")
+    failed = [f"omega {r['omega']:g} seed {r['seed']}: {r['failure']}" for r in rows if r.get("failure")]
+    return head + "\n\n" + (table(finished) if finished else "(no finished member yet)") + "\n" + (
+        "\nFailed: " + "; ".join(failed) + "\n" if failed else "")
+
+
+def write_table(args: argparse.Namespace) -> str:
+    """``DONE/table12.md`` over the windows under ``DONE`` (``--table``) in the setting of the flags."""
+    setting = setting_of(args)
+    page = table_page(read_windows(args.table, setting), setting, len(all_cells(args)))
+    with open(os.path.join(args.table, "table12.md"), "w") as f:
+        f.write(page)
+    return page
+
+
+# ----------------------------------------------------------------------------- one window
+
+def window(args: argparse.Namespace) -> dict[str, Any]:
+    """One window: the cells not done yet that fit, trained as one pack; its files written."""
+    os.makedirs(args.out, exist_ok=True)
+    started = time.time()
+    setting = setting_of(args)
+    done_rows = read_windows(args.done, setting) if args.done and os.path.isdir(args.done) else []
+    done = {(r["omega"], r["seed"]) for r in done_rows}
+    remaining = [c for c in all_cells(args) if c not in done]
+    run: dict[str, Any] = {"device": device_name(torch.device(args.device)), "torch": torch.__version__,
+                           "setting": setting, "grid_cells": len(all_cells(args)), "done_before": len(done),
+                           "argv": args.argv, "training_s": 0.0}
+    final: list[dict[str, Any]] = []
+    if not remaining:
+        print("every cell of the grid is done already", flush=True)
+    elif (chosen := plan_window(args, remaining, started, run)) is not None:
+        cfgs = cell_configs(args, remaining[: chosen["members"]], chosen["eval_every"], CANDIDATES[run["candidate"]])
+        training_started = time.time()
+        result = train_pack(cfgs, progress_log(args.out, cfgs, started))
+        run.update(training_s=round(time.time() - training_started, 1), failures=result.failures)
+        final = [{"omega": c.omega, "seed": c.seed, **result.metrics[m], "failure": result.failures.get(m)}
+                 for m, c in enumerate(cfgs)]
+    run.update(members=len(final), total_s=round(time.time() - started, 1))
+    rows = done_rows + [{**r, "window": os.path.basename(os.path.normpath(args.out))} for r in final]
+    page = table_page(rows, setting, len(all_cells(args))) + (
+        f"\nThis window: {len(final)} member(s) trained on {run['device']} in {run['training_s']:.0f} s.\n")
+    for name, text in (("final.json", json.dumps(final, indent=1)), ("run.json", json.dumps(run, indent=1)),
+                       ("table12.md", page)):
+        with open(os.path.join(args.out, name), "w") as f:
+            f.write(text)
+    print(page, flush=True)
+    return run
+
+
+def plan_window(args: argparse.Namespace, remaining: list[tuple[float, int]], started: float,
+                run: dict[str, Any]) -> dict[str, Any] | None:
+    """The fastest way to run the pack, the probes and the plan (recorded in ``run``); None if not even
+    one cell fits the time left."""
+    name, timings = fastest(args, remaining)
+    candidate = CANDIDATES[name]
+    use(candidate)
+    probes = [probe(cell_configs(args, remaining[: len(args.omegas)], 1, candidate), args.probe_steps)]
+    if len(remaining) > len(args.omegas):
+        probes.append(probe(cell_configs(args, remaining, 1, candidate), args.probe_steps))
+    left = (args.budget_s - (time.time() - started)) * (1 - args.margin)
+    chosen = plan(len(remaining), run["setting"]["epochs"], probes, left)
+    run.update(candidate=name, candidates=timings, probes=probes, plan=chosen, budget_left_s=round(left, 1))
+    print(json.dumps({"candidate": name, "probes": probes, "plan": chosen}), flush=True)
+    if chosen is None:
+        print(f"not even one cell fits the {left:.0f} s left; nothing trained", flush=True)
+    return chosen
+
+
+def progress_log(out: str, cfgs: list[TrainConfig], started: float):
+    """A ``train_pack`` report that appends every member's evaluation to ``out/members.jsonl`` at once,
+    so a window cut short still leaves its evaluations."""
+    path = os.path.join(out, "members.jsonl")
+    open(path, "w").close()
+
+    def report(metrics: list[dict[str, float]], failures: dict[int, str]) -> None:
+        with open(path, "a") as log:
+            for m, row in enumerate(metrics):
+                if m not in failures:
+                    log.write(json.dumps({"omega": cfgs[m].omega, "seed": cfgs[m].seed, **row}) + "\n")
+        alive = [r["test_acc"] for m, r in enumerate(metrics) if m not in failures and r]
+        mean = sum(alive) / len(alive) if alive else math.nan
+        print(f"epoch {metrics[0].get('epoch', '?')}: mean test_acc {mean:.4f} ({time.time() - started:.0f} s)",
+              flush=True)
+
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any] | str:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-root", help="directory holding cifar10.npz (the compact ratio-300 file)")
-    p.add_argument("--out", required=True, help="folder for members.jsonl, final.json, table12.md, run.json")
+    p.add_argument("--out", help="folder for members.jsonl, final.json, table12.md, run.json")
+    p.add_argument("--table", metavar="DONE", help="only write DONE/table12.md from the windows under DONE "
+                                                   "(those of the setting the other flags give)")
+    p.add_argument("--done", default=DONE, help="folder of the windows already run (default: docs/results/table12)")
     p.add_argument("--device", default="cuda")
-    p.add_argument("--seeds", type=int, default=5, help="at most this many seeds (0..N-1)")
+    p.add_argument("--seeds", type=int, default=5, help="the grid's seeds: 0..N-1")
     p.add_argument("--omegas", type=float, nargs="+", default=OMEGA_GRID)
     p.add_argument("--epochs", type=int, help="shorter runs for a dry run (default: the paper's 200)")
-    p.add_argument("--budget-s", type=float, default=420,
-                   help="seconds the training may take (default: a 9-minute window less set-up and probes)")
+    p.add_argument("--budget-s", type=float, default=540,
+                   help="seconds this script may take, probes included (default: a 9-minute window less 20 s)")
+    p.add_argument("--margin", type=float, default=0.1, help="fraction of the time left kept free of the plan")
     p.add_argument("--probe-steps", type=int, default=10)
+    p.add_argument("--candidates", nargs="+", choices=sorted(CANDIDATES),
+                   help="ways to run the pack, the fastest kept (default: all but auto on CUDA unless compiling, "
+                        "else auto)")
     p.add_argument("--compile", help="torch.compile mode (e.g. reduce-overhead); default: eager")
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                    help="TrainConfig fields over the paper's setting (YAML values), e.g. for a dry run on digits")
     args = p.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv
     args.set = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
-    os.makedirs(args.out, exist_ok=True)
-    started = time.time()
-
-    probes = [probe(member_configs(args, 1, 1), args.probe_steps)]
-    if args.seeds > 1:
-        probes.append(probe(member_configs(args, args.seeds, 1), args.probe_steps))
-    chosen = plan(args, probes, args.budget_s - (time.time() - started) / 2)
-    print(json.dumps({"probes": probes, "plan": chosen}), flush=True)
-
-    cfgs = member_configs(args, chosen["seeds"], chosen["eval_every"])
-    log_path = os.path.join(args.out, "members.jsonl")
-    with open(log_path, "w") as log:
-        def report(metrics: list[dict[str, float]], failures: dict[int, str]) -> None:
-            for m, row in enumerate(metrics):
-                if m not in failures:
-                    log.write(json.dumps({"omega": cfgs[m].omega, "seed": cfgs[m].seed, **row}) + "\n")
-            log.flush()
-            print(f"epoch {metrics[0]['epoch']}: mean test_acc {sum(r['test_acc'] for r in metrics) / len(metrics):.4f}"
-                  f" ({time.time() - started:.0f} s)", flush=True)
-
-        training_started = time.time()
-        result = train_pack(cfgs, report)
-    wall = time.time() - training_started
-    final = [{"omega": c.omega, "seed": c.seed, **result.metrics[m], "failure": result.failures.get(m)}
-             for m, c in enumerate(cfgs)]
-    with open(os.path.join(args.out, "final.json"), "w") as f:
-        json.dump(final, f, indent=1)
-    finished = [row for row in final if row["failure"] is None]
-    c = cfgs[0]
-    markdown = (f"Table 12 ({c.method}, {c.dataset} {c.imbalance} ratio {c.ratio:g}, {c.model}, {c.epochs} epochs, "
-                f"{chosen['seeds']} seed(s), final-epoch test accuracy) on {device_name(torch.device(args.device))}, "
-                f"training {wall:.0f} s\n\n" + table(finished))
-    with open(os.path.join(args.out, "table12.md"), "w") as f:
-        f.write(markdown + "\n")
-    run = {"device": device_name(torch.device(args.device)), "torch": torch.__version__, "plan": chosen,
-           "probes": probes, "training_s": round(wall, 1), "total_s": round(time.time() - started, 1),
-           "members": len(cfgs), "failures": result.failures, "epochs": cfgs[0].epochs,
-           "argv": sys.argv[1:] if argv is None else argv}
-    with open(os.path.join(args.out, "run.json"), "w") as f:
-        json.dump(run, f, indent=1)
-    print(markdown, flush=True)
-    return run
+    if args.table:
+        page = write_table(args)
+        print(page)
+        return page
+    if not args.out:
+        p.error("--out is required (or --table DONE)")
+    if args.candidates is None:  # each compiled candidate would compile its own graphs: compiling, one
+        several = args.device.startswith("cuda") and not args.compile
+        args.candidates = sorted(set(CANDIDATES) - {"auto"}) if several else ["auto"]
+    return window(args)
 
 
 if __name__ == "__main__":

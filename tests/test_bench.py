@@ -2,6 +2,8 @@
 
 import json
 import os
+import shutil
+import subprocess
 import sys
 
 import numpy as np
@@ -132,38 +134,169 @@ def test_fused_throughput_measures_each_mode_and_member_count(tmp_path):
     assert [json.loads(line) for line in out.read_text().splitlines()] == rows
 
 
-def test_table12_gpu_script_plans_trains_and_writes_its_outputs(tmp_path):
-    """The prepared GPU run, dry-run on digits: it probes, plans the seeds that fit its budget, trains them
-    fused, and writes every member's evaluations, the final metrics and the table beside the paper's."""
+DIGITS = ["--device", "cpu", "--epochs", "2", "--omegas", "0.25", "4", "--probe-steps", "1", "--budget-s", "600",
+          "--set", "dataset=digits", "model=small_cnn", "ratio=10", "batch_size=64"]
+
+
+def test_table12_windows_train_the_missing_cells_and_table_them_all(tmp_path, capsys):
+    """The prepared GPU run, dry-run on digits over three windows: the first trains seed 0 (after
+    timing two ways of running the pack), the second, given the first as done, only seed 1's cells,
+    the third nothing; each writes every member's evaluations, final metrics and the table over every
+    window beside the paper's numbers; a window of another setting is left out of the table."""
     from bench import table12_fused
 
-    run = table12_fused.main(["--out", str(tmp_path), "--device", "cpu", "--epochs", "2", "--seeds", "2",
-                              "--omegas", "0.25", "4", "--probe-steps", "1", "--budget-s", "600", "--set",
-                              "dataset=digits", "model=small_cnn", "ratio=10", "batch_size=64"])
-    assert run["plan"]["seeds"] == 2 and run["members"] == 4 and run["failures"] == {}
-    lines = [json.loads(line) for line in (tmp_path / "members.jsonl").read_text().splitlines()]
-    evaluations = 2 // run["plan"]["eval_every"]
-    assert len(lines) == 4 * evaluations and {(r["omega"], r["seed"]) for r in lines} == {
-        (w, s) for w in (0.25, 4.0) for s in (0, 1)}
-    assert all("margin_gap" in r and "test_acc" in r for r in lines)
-    final = json.loads((tmp_path / "final.json").read_text())
-    assert len(final) == 4 and all(r["epoch"] == 2 for r in final)
-    table = (tmp_path / "table12.md").read_text()
-    assert "74.85 ± 0.28" in table and "Paper (%)" in table  # omega 0.25's paper number beside ours
+    done = tmp_path / "done"
+    first = table12_fused.main(["--out", str(done / "w1"), "--done", str(done), "--seeds", "1",
+                                "--candidates", "grouped", "per_member", *DIGITS])
+    assert first["members"] == 2 and first["plan"]["members"] == 2 and first["failures"] == {}
+    assert first["candidate"] in ("grouped", "per_member")
+    assert [t["candidate"] for t in first["candidates"]] == ["grouped", "per_member"]
+    assert all(t["step_s"] > 0 for t in first["candidates"])
+    lines = [json.loads(line) for line in (done / "w1" / "members.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 * (2 // first["plan"]["eval_every"]) and all("margin_gap" in r for r in lines)
+    assert {(r["omega"], r["seed"]) for r in lines} == {(0.25, 0), (4.0, 0)}
+
+    second = table12_fused.main(["--out", str(done / "w2"), "--done", str(done), "--seeds", "2", *DIGITS])
+    assert second["done_before"] == 2 and second["members"] == 2
+    final = json.loads((done / "w2" / "final.json").read_text())
+    assert {(r["omega"], r["seed"]) for r in final} == {(0.25, 1), (4.0, 1)} and all(r["epoch"] == 2 for r in final)
+    page = (done / "w2" / "table12.md").read_text()
+    assert "4 member(s) of the grid's 4 from 2 window(s) (w1, w2)" in page
+    assert "74.85 ± 0.28" in page  # omega 0.25's paper number beside ours
+    rows = [line.split("|") for line in page.splitlines() if line.startswith("|") and "0.25" in line]
+    assert rows[0][2].strip() == "2"  # two seeds of omega 0.25, one from each window
+
+    third = table12_fused.main(["--out", str(tmp_path / "w3"), "--done", str(done), "--seeds", "2", *DIGITS])
+    assert third["members"] == 0 and json.loads((tmp_path / "w3" / "final.json").read_text()) == []
+
+    # a window too short for one cell trains nothing and says so, rather than start what cannot finish
+    short = table12_fused.main(["--out", str(tmp_path / "w4"), "--done", str(tmp_path / "none"), "--seeds", "1",
+                                *DIGITS, "--budget-s", "0"])
+    assert short["plan"] is None and short["members"] == 0
+    assert "not even one cell fits" in capsys.readouterr().out
+
+    other = [*DIGITS[:DIGITS.index("--epochs")], "--epochs", "1", *DIGITS[DIGITS.index("--epochs") + 2:]]
+    table12_fused.main(["--out", str(done / "w0-short"), "--done", str(tmp_path / "none"), "--seeds", "1", *other])
+    capsys.readouterr()
+    page = table12_fused.main(["--table", str(done), "--seeds", "2", *DIGITS])
+    assert page == (done / "table12.md").read_text() and "from 2 window(s) (w1, w2)" in page
+    assert f"left out {done / 'w0-short'}: another setting (drw_epoch, epochs" in capsys.readouterr().out
 
 
-def test_table12_plan_keeps_the_most_seeds_that_fit():
-    from types import SimpleNamespace
+def test_table12_plan_keeps_the_most_cells_that_fit():
+    from bench.table12_fused import estimate, plan
 
-    from bench.table12_fused import plan
+    # set-up 2 s whatever the pack; a step 0.1 s + 0.01 s per member over 7; an evaluation 1 s + 0.1 s per member
+    probes = [{"members": 7, "setup_s": 2.0, "compile_s": 0.0, "step_s": 0.1, "eval_s": 1.0, "steps_per_epoch": 10},
+              {"members": 35, "setup_s": 2.0, "compile_s": 0.0, "step_s": 0.38, "eval_s": 3.8, "steps_per_epoch": 10}]
+    # 35 members: 2 s + 10 epochs x 10 steps x 0.38 s + 10 evaluations x 3.8 s = 78 s
+    assert plan(35, 10, probes, 78.01) == {"members": 35, "eval_every": 1, "estimated_s": 78.0}
+    # 35 members still fit 50 s when evaluated every 5 epochs only (2 x 3.8 s)
+    assert plan(35, 10, probes, 50) == {"members": 35, "eval_every": 5, "estimated_s": 47.6}
+    # more members before more evaluations: 23 members, once (2 + 26 + 2.6 s), beat 22 twice (31.4 s > 30.8)
+    assert plan(35, 10, probes, 30.8) == {"members": 23, "eval_every": 10, "estimated_s": 30.6}
+    # below the smaller probe a pack costs what that probe measured: no extrapolation to cheaper packs
+    assert estimate(probes, 3, 10, 1) == estimate(probes, 7, 10, 1) == 2 + 10 + 10
+    assert plan(35, 10, probes, 13.01)["members"] == 7 and plan(35, 10, probes, 12.99) is None
+    # one probe (one seed's cells or fewer remain): every pack costs what it measured
+    assert plan(5, 10, probes[:1], 13.01) == {"members": 5, "eval_every": 10, "estimated_s": 13.0}
+    # compiling, the last batch's graph costs what the full batch's did, once more
+    assert estimate([{**probes[0], "compile_s": 5.0}], 7, 10, 10) == 13 + 5
 
-    args = SimpleNamespace(seeds=5, omegas=[1.0] * 7, epochs=10)
-    probes = [{"members": 7, "step_s": 0.1, "eval_s": 1.0, "steps_per_epoch": 10},
-              {"members": 35, "step_s": 0.3, "eval_s": 3.0, "steps_per_epoch": 10}]
-    # 35 members: 10 epochs x 10 steps x 0.3 s = 30 s, + 10 evaluations x 3 s = 60 s
-    assert plan(args, probes, 60) == {"seeds": 5, "members": 35, "eval_every": 1, "estimated_s": 60.0}
-    # 30 s of steps fit, the evaluations only every 5 epochs (2 x 3 s)
-    assert plan(args, probes, 40)["eval_every"] == 5 and plan(args, probes, 40)["seeds"] == 5
-    # steps and evaluations linear in the pack between the probes: 3 seeds (21 members) take 100 steps x
-    # 0.2 s + 2 evaluations x 2 s = 24 s when evaluating every 5 epochs; 4 seeds no longer fit 25 s
-    assert plan(args, probes, 25) == {"seeds": 3, "members": 21, "eval_every": 5, "estimated_s": 24.0}
+
+def test_table12_windows_of_older_code_still_count_unless_a_field_differs():
+    """A window written before a TrainConfig field existed counts as that field's default."""
+    from bench.table12_fused import setting_differences
+
+    assert setting_differences({"epochs": 200}, {"epochs": 200, "m2m_beta": 0.999}) == []
+    assert setting_differences({"epochs": 200}, {"epochs": 200, "m2m_beta": 0.9}) == ["m2m_beta"]
+    # a key that is no TrainConfig field has no default to stand in for it
+    assert setting_differences({"epochs": 100}, {"epochs": 200, "m2m_beta": 0.999, "unknown": 1}) == [
+        "epochs", "unknown"]
+
+
+def test_graphs_check_compares_every_step_of_whole_compiled_runs(tmp_path):
+    """The compiled-step check on the CPU (Inductor without CUDA graphs): the lockstep run covers the
+    last, partial batch of each epoch, each compiled update is as close to the float64 one as the
+    eager update is, and the result reports both executors' speed."""
+    if not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("torch.compile's CPU backend needs a C compiler")
+    from bench import graphs_check
+
+    out = tmp_path / "graphs.jsonl"
+    result = graphs_check.main(["--device", "cpu", "--members", "2", "--epochs", "2", "--mode", "default",
+                                "--set", "dataset=digits", "model=small_cnn", "ratio=10", "--json", str(out)])
+    assert result["passed"] and result["multiplier"] == 2.0 and result["slack"] == 1e-2 and not result["amp"]
+    assert result["batch_sizes"] == [64, 38]  # the digits set's last batch of each epoch is partial
+    assert set(result["first_call_s"]) == set(result["update_errors"]) == {"64", "38"}
+    for by_group in result["update_errors"].values():
+        for errors in by_group.values():  # the weights', then the BatchNorm statistics' updates
+            # fp32 rounding is visible against float64, and compiled kernels round no worse than eager ones
+            assert 0 < errors["eager_error"] < 0.05 and errors["compiled_error"] <= 2 * errors["eager_error"] + 1e-2
+    assert result["max_eval_abs_error"]["test_acc"] <= 0.01
+    assert result["eager_img_per_s"] > 0 and result["compiled_img_per_s"] > 0
+    assert json.loads(out.read_text()) == result
+
+
+def _logits_off(pack):
+    net = pack.net
+    pack.forward = lambda x: net(x) * 1.1
+
+
+def _statistics_frozen(pack):
+    from core.fused import GroupedBatchNorm2d
+
+    for module in pack.net.modules():
+        if isinstance(module, GroupedBatchNorm2d):
+            module.momentum = 0.0  # trains on batch statistics as before, never updates the running ones
+
+
+@pytest.mark.parametrize("plant,failing", [(_logits_off, "weights"), (_statistics_frozen, "statistics")])
+def test_graphs_check_fails_a_compiled_step_that_computes_something_else(monkeypatch, plant, failing):
+    """The check can fail: a 'compiled' network whose logits are off by 10 % moves the weights away from
+    the float64 update, one that leaves BatchNorm's running statistics alone (which the evaluation
+    reads) fails on the statistics while its weights pass."""
+    from bench import graphs_check
+
+    made = graphs_check.packs
+
+    def planted(args):
+        eager, compiled, reference = made(args)
+        plant(compiled)
+        return eager, compiled, reference
+
+    monkeypatch.setattr(graphs_check, "packs", planted)
+    result = graphs_check.main(["--device", "cpu", "--members", "2", "--epochs", "1", "--mode", "default",
+                                "--set", "dataset=digits", "model=small_cnn", "ratio=10"])
+    errors = result["update_errors"]["64"]
+    assert not result["passed"] and errors[failing]["worst_ratio"] > 2
+    if failing == "statistics":
+        assert errors["weights"]["worst_ratio"] <= 2
+
+
+def test_gpu_session_script_runs_its_three_steps_and_leaves_what_the_device_tool_brings_back(tmp_path):
+    """The one command of a GPU session, on the CPU with digits standing in for CIFAR-10: the Table 12
+    window, the graphs check and fused throughput each write their files, 8 in all, at most two
+    folders down (what the device tool returns)."""
+    if not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("torch.compile's CPU backend needs a C compiler")
+    data, out = tmp_path / "data", tmp_path / "out"
+    data.mkdir()
+    (data / "cifar10.npz").touch()  # only looked for: every step below trains on digits
+    digits = "--set dataset=digits model=small_cnn ratio=10"
+    env = {**os.environ, "DEVICE": "cpu", "PYTHON": sys.executable, "FUSED_MEMBERS": "1 2", "FUSED_STEPS": "1",
+           "TABLE12_ARGS": f"--epochs 1 --seeds 1 --omegas 0.25 --probe-steps 1 --done {tmp_path / 'none'} {digits}"
+                           " batch_size=64",
+           "GRAPHS_ARGS": f"--members 1 --epochs 1 --mode default {digits}",
+           "FUSED_ARGS": "--dataset digits --model small_cnn --batch 32"}
+    done = subprocess.run(["bash", os.path.join(ROOT, "bench", "gpu_session.sh"), str(data), str(out)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert files == ["env.txt", "fused.jsonl", "graphs.jsonl", "log.txt", "table12/final.json",
+                     "table12/members.jsonl", "table12/run.json", "table12/table12.md"]
+    assert "stopped" not in (out / "log.txt").read_text()
+    assert json.loads((out / "table12" / "run.json").read_text())["members"] == 1
+    assert json.loads((out / "graphs.jsonl").read_text())["passed"]
+    rows = [json.loads(line) for line in (out / "fused.jsonl").read_text().splitlines()]
+    assert [(r["mode"], r["members"]) for r in rows] == [("fused", 1), ("sequential", 1), ("fused", 2)]

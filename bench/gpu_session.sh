@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# A GPU session's work in one command of under 10 minutes, most important first, each step with its own
+# time limit so that a slow or failing step leaves the others' results:
+#
+#   bash bench/gpu_session.sh DATA_DIR [OUT_DIR]
+#
+# DATA_DIR holds cifar10.npz, the compact long-tailed file (ratio 300, 54.2 MiB):
+#   python /work/shared/data/cifar10/to_npz.py DATA_DIR/cifar10.npz --long-tailed 300
+# OUT_DIR (default: $OUT, else ./gpu_out) receives at most 8 files, as the device tool brings back:
+#   table12/{members.jsonl,final.json,run.json,table12.md}  (1) the next window of Table 12
+#   graphs.jsonl                                            (2) the compiled step against eager, whole runs
+#   fused.jsonl                                             (3) fused throughput
+#   env.txt, log.txt
+#
+# (1) bench/table12_fused.py: the Table 12 cells that docs/results/table12/ does not hold yet, as many as
+#     fit TABLE12_S seconds (probes included). Commit OUT_DIR/table12 as docs/results/table12/<name>/, then
+#     `python bench/table12_fused.py --table docs/results/table12` writes the table over every window.
+# (2) bench/graphs_check.py: 7 members (one seed's omegas), 2 epochs in lockstep, torch.compile mode
+#     reduce-overhead (CUDA graphs) against eager and a float64 reference, then one timed epoch of each.
+# (3) bench/fused_throughput.py: K = 1, 7, 35 fused, ResNet-32 MAMix-DRW (K = 1 is also the rate of K
+#     members one after another; (1)'s probes time the pack of every remaining cell in four layouts).
+# Worst case with the defaults: 5 (env) + 370 + 150 + 60 = 585 s.
+# Knobs (environment): PYTHON TABLE12_S GRAPHS_S FUSED_S FUSED_STEPS FUSED_MEMBERS DEVICE (default cuda;
+# DEVICE=cpu only to dry-run this script's flow), and TABLE12_ARGS GRAPHS_ARGS FUSED_ARGS: extra flags of
+# each step, where a flag given again wins (e.g. FUSED_ARGS="--dataset digits --model small_cnn").
+set -u -o pipefail
+
+DATA=${1:?usage: bash bench/gpu_session.sh DATA_DIR [OUT_DIR]}
+DEST=${2:-${OUT:-gpu_out}}
+PY=${PYTHON:-python3}
+DEVICE=${DEVICE:-cuda}
+TABLE12_S=${TABLE12_S:-350}
+GRAPHS_S=${GRAPHS_S:-150}
+FUSED_S=${FUSED_S:-60}
+FUSED_STEPS=${FUSED_STEPS:-30}
+FUSED_MEMBERS=${FUSED_MEMBERS:-1 7 35}
+TABLE12_ARGS=${TABLE12_ARGS:-}
+GRAPHS_ARGS=${GRAPHS_ARGS:-}
+FUSED_ARGS=${FUSED_ARGS:-}
+export PYTHONUNBUFFERED=1
+
+# shellcheck source=bench/gpu_common.sh
+. "$(dirname "$0")/gpu_common.sh"
+prepare_dirs
+
+main() {
+    echo "== environment"
+    record_env "$DEST/env.txt"
+
+    echo "== (1) Table 12, the next window (budget $TABLE12_S s)"
+    # The limit leaves the script 20 s beyond its own budget to write its files; its members.jsonl is
+    # written as training goes, so even a window cut short leaves its evaluations.
+    # shellcheck disable=SC2086
+    timeout $((TABLE12_S + 20)) "$PY" bench/table12_fused.py --data-root "$DATA" --out "$DEST/table12" \
+        --device "$DEVICE" --budget-s "$TABLE12_S" $TABLE12_ARGS || echo "table12_fused stopped (exit $?)"
+
+    echo "== (2) the compiled step (CUDA graphs) against eager through whole runs"
+    # shellcheck disable=SC2086
+    timeout "$GRAPHS_S" "$PY" bench/graphs_check.py --device "$DEVICE" --data-root "$DATA" --json "$DEST/graphs.jsonl" \
+        $GRAPHS_ARGS || echo "graphs_check stopped (exit $?)"
+
+    echo "== (3) fused throughput"
+    # shellcheck disable=SC2086
+    timeout "$FUSED_S" "$PY" bench/fused_throughput.py --device "$DEVICE" --dataset cifar10 --data-root "$DATA" \
+        --ratio 300 --members $FUSED_MEMBERS --modes fused sequential --sequential-up-to 1 --steps "$FUSED_STEPS" \
+        --warmup 5 --json "$DEST/fused.jsonl" $FUSED_ARGS || echo "fused_throughput stopped (exit $?); finished lines are in fused.jsonl"
+}
+
+main 2>&1 | tee "$DEST/log.txt"
