@@ -9,9 +9,8 @@
 # OUT_DIR (default: $OUT, else ./bench_out) receives env.txt, throughput.jsonl, summary.md, sweep.jsonl,
 # components.jsonl, variants.jsonl and log.txt.
 #
-# The real-data Table 12 run is its own command and comes first in a GPU session (one 9-minute window):
-#   python bench/table12_fused.py --data-root DATA_DIR --out OUT_DIR/table12
-# This script holds the measurements that come after it.
+# A GPU session's first command is bench/gpu_session.sh (the next Table 12 window, the CUDA-graph check,
+# fused throughput); this script holds the longer measurements that come after Table 12 is complete.
 #
 # Steps:
 # (0) bench/fused_throughput.py on cuda: K fused members against K one after another (1 ... 35) and K packed

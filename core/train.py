@@ -219,8 +219,8 @@ def set_up(configs: Sequence[TrainConfig]) -> Pack:
              for r in dict.fromkeys(m.label_rule for m in methods)}
     margins = (torch.stack([ldam_margins(data.counts, c.max_m) for c in cfgs]).to(device)
                if methods[0].loss == "ldam" else None)
-    # Static shapes: an epoch's last, partial batch gets a graph of its own instead of turning the full
-    # batch's graph into a slower dynamic-shape one that would then serve every step.
+    # Static shapes: an epoch's last, partial batch gets a graph of its own, rather than a recompile of the
+    # full batch's graph with a symbolic batch size that would then serve every step.
     forward = torch.compile(net, mode=cfg.compile_mode, dynamic=False) if cfg.compile else net
     return Pack(
         cfgs, methods[0], device, amp, data, prepared.index, prepared.neighbours, net, forward, optimizer,
