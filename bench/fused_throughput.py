@@ -34,8 +34,8 @@ import torch  # noqa: E402
 from bench.throughput import device_name, emit, make_config, synchronize  # noqa: E402
 from core.config import COMPILE_MODES, FUSE_EXECUTORS, TrainConfig  # noqa: E402
 from core.data import DATASETS  # noqa: E402
-from core.schedule import learning_rate  # noqa: E402
-from core.train import Pack, batch_bounds, draw_epoch, epoch_weights, make_batch, set_up, train_step  # noqa: E402
+from core.train import (Pack, batch_bounds, draw_epoch, epoch_weights, make_batch, set_learning_rate,  # noqa: E402
+                        set_up, train_step)
 from search_spaces import OMEGA_GRID  # noqa: E402
 
 MODES = ("fused", "sequential", "processes")
@@ -51,8 +51,7 @@ def member_configs(args: argparse.Namespace, members: int) -> list[TrainConfig]:
 def ready(cfgs: list[TrainConfig]) -> Pack:
     """A pack at its DRW epoch's learning rate (the *_drw methods then use their class weights)."""
     pack = set_up(cfgs)
-    for group in pack.optimizer.param_groups:
-        group["lr"] = learning_rate(pack.cfg, pack.cfg.drw_epoch)
+    set_learning_rate(pack, pack.cfg.drw_epoch)
     return pack
 
 

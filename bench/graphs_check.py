@@ -49,9 +49,8 @@ import yaml  # noqa: E402
 from bench.table12_fused import paper_setting  # noqa: E402
 from bench.throughput import device_name, emit, synchronize  # noqa: E402
 from core.config import COMPILE_MODES, TrainConfig  # noqa: E402
-from core.schedule import learning_rate  # noqa: E402
 from core.train import (Pack, batch_bounds, draw_epoch, epoch_weights, evaluate, make_batch, run_epoch,  # noqa: E402
-                        set_up, train_step)
+                        set_learning_rate, set_up, train_step)
 from search_spaces import OMEGA_GRID  # noqa: E402
 
 
@@ -120,8 +119,7 @@ def lockstep(eager: Pack, compiled: Pack, reference: Pack, epochs: int, multipli
     loss_error, metric_error, first_call, passed = 0.0, {"test_acc": 0.0, "margin_gap": 0.0}, {}, True
     for epoch in range(epochs):
         for pack in (eager, compiled, reference):
-            for group in pack.optimizer.param_groups:
-                group["lr"] = learning_rate(pack.cfg, epoch)
+            set_learning_rate(pack, epoch)
         draws, weights = draw_epoch(eager, epoch), epoch_weights(eager, epoch)
         for step, (start, end) in enumerate(batch_bounds(draws.order.shape[1], eager.cfg.batch_size)):
             batch, size = make_batch(eager, draws, step, start, end), end - start

@@ -40,9 +40,8 @@ import torch  # noqa: E402
 from core.config import COMPILE_MODES, TrainConfig  # noqa: E402
 from core.data import DATASETS, DatasetSpec  # noqa: E402
 from core.mixing import MixedBatch, mix_batch, sample_beta  # noqa: E402
-from core.schedule import learning_rate  # noqa: E402
-from core.train import (Pack, batch_bounds, draw_epoch, epoch_weights, make_batch, set_up,  # noqa: E402
-                        train_step)
+from core.train import (Pack, batch_bounds, draw_epoch, epoch_weights, make_batch,  # noqa: E402
+                        set_learning_rate, set_up, train_step)
 
 PIPELINES = ("device", "loader")
 
@@ -81,8 +80,7 @@ def build(cfg: TrainConfig, epoch: int | None = None) -> Setup:
     use their class weights)."""
     pack = set_up([cfg])
     epoch = cfg.drw_epoch if epoch is None else epoch
-    for group in pack.optimizer.param_groups:
-        group["lr"] = learning_rate(cfg, epoch)
+    set_learning_rate(pack, epoch)
     return Setup(pack, epoch_weights(pack, epoch))
 
 

@@ -372,6 +372,14 @@ def run_epoch(pack: Pack, epoch: int) -> torch.Tensor:
     return train_epoch(pack, draw_epoch(pack, epoch), epoch_weights(pack, epoch))
 
 
+def set_learning_rate(pack: Pack, epoch: int) -> float:
+    """The schedule's learning rate in epoch ``epoch`` (0-based), set on the pack's optimiser."""
+    lr = learning_rate(pack.cfg, epoch)
+    for group in pack.optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
 @torch.no_grad()
 def freeze(pack: Pack, m: int) -> None:
     """Take member m out of training: zero weights and momentum keep its (ignored) part finite."""
@@ -409,9 +417,7 @@ def train_pack(configs: Sequence[TrainConfig | dict[str, Any]], report: PackRepo
 
     # --- epoch loop
     for epoch in range(start, cfg.epochs):
-        lr = learning_rate(cfg, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        lr = set_learning_rate(pack, epoch)
         losses = run_epoch(pack, epoch).tolist()  # one host sync per epoch: a diverging member stops at once
         for m, loss in enumerate(losses):
             if m not in failures and not math.isfinite(loss):

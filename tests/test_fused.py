@@ -10,9 +10,8 @@ from conftest import tiny_config
 from core.config import ConfigError, TrainConfig
 from core.fused import FusedNetwork
 from core.models import create_model
-from core.schedule import learning_rate
-from core.train import (batch_bounds, draw_epoch, epoch_weights, make_batch, set_up, train,
-                        train_pack, train_step)
+from core.train import (batch_bounds, draw_epoch, epoch_weights, make_batch, set_learning_rate, set_up,
+                        train, train_pack, train_step)
 
 # A pack of each fusable family the issue names; batch 16 gives ~30 steps per digits epoch.
 PACKS = {
@@ -30,8 +29,7 @@ def member_configs(members, **shared):
 
 
 def set_lr(pack, epoch):
-    for group in pack.optimizer.param_groups:
-        group["lr"] = learning_rate(pack.cfg, epoch)
+    set_learning_rate(pack, epoch)
 
 
 def steps_of(pack, count):
