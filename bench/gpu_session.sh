@@ -64,6 +64,7 @@ main() {
     timeout "$FUSED_S" "$PY" bench/fused_throughput.py --device "$DEVICE" --dataset cifar10 --data-root "$DATA" \
         --ratio 300 --members $FUSED_MEMBERS --modes fused sequential --sequential-up-to 1 --steps "$FUSED_STEPS" \
         --warmup 5 --json "$DEST/fused.jsonl" $FUSED_ARGS || echo "fused_throughput stopped (exit $?); finished lines are in fused.jsonl"
+    echo "== done in $SECONDS s"
 }
 
 main 2>&1 | tee "$DEST/log.txt"

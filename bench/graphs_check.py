@@ -182,7 +182,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               "dataset": eager.cfg.dataset, "model": eager.cfg.model,
               **lockstep(eager, compiled, reference, args.epochs, 3.0 if eager.amp else 2.0, args.slack),
               "cudagraph_skips": counters["inductor"]["cudagraph_skips"]}
-    del reference
     result["eager_img_per_s"] = round(timed_epoch(eager, args.epochs), 1)
     result["compiled_img_per_s"] = round(timed_epoch(compiled, args.epochs), 1)
     result["speedup"] = round(result["compiled_img_per_s"] / result["eager_img_per_s"], 3)

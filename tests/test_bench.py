@@ -298,7 +298,8 @@ def test_gpu_session_script_runs_its_three_steps_and_leaves_what_the_device_tool
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert files == ["env.txt", "fused.jsonl", "graphs.jsonl", "log.txt", "table12/final.json",
                      "table12/members.jsonl", "table12/run.json", "table12/table12.md"]
-    assert "stopped" not in (out / "log.txt").read_text()
+    log = (out / "log.txt").read_text()
+    assert "stopped" not in log and "== done in" in log
     assert json.loads((out / "table12" / "run.json").read_text())["members"] == 1
     assert json.loads((out / "graphs.jsonl").read_text())["passed"]
     rows = [json.loads(line) for line in (out / "fused.jsonl").read_text().splitlines()]
