@@ -276,17 +276,37 @@ def test_graphs_check_fails_a_compiled_step_that_computes_something_else(monkeyp
         assert errors["weights"]["worst_ratio"] <= 2
 
 
+# Imported by every Python the session script starts (sitecustomize, from PYTHONPATH): the packages the
+# GPU machine's image lacks (docs/PERFORMANCE.md) cannot be imported, as there.
+GPU_IMAGE_LACKS = """
+import sys
+
+
+class Lacking:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in {"ray", "mlflow", "optuna"}:
+            raise ModuleNotFoundError(f"No module named {name!r} (not on the GPU machine's image)", name=name)
+
+
+sys.meta_path.insert(0, Lacking())
+"""
+
+
 def test_gpu_session_script_runs_its_three_steps_and_leaves_what_the_device_tool_brings_back(tmp_path):
     """The one command of a GPU session, on the CPU with digits standing in for CIFAR-10: the Table 12
     window, the graphs check and fused throughput each write their files, 8 in all, at most two
-    folders down (what the device tool returns)."""
+    folders down (what the device tool returns). As on the GPU machine's image, Ray, MLflow and Optuna
+    cannot be imported."""
     if not (shutil.which("cc") or shutil.which("gcc")):
         pytest.skip("torch.compile's CPU backend needs a C compiler")
-    data, out = tmp_path / "data", tmp_path / "out"
+    data, out, image = tmp_path / "data", tmp_path / "out", tmp_path / "gpu_image"
     data.mkdir()
+    image.mkdir()
+    (image / "sitecustomize.py").write_text(GPU_IMAGE_LACKS)
     (data / "cifar10.npz").touch()  # only looked for: every step below trains on digits
     digits = "--set dataset=digits model=small_cnn ratio=10"
     env = {**os.environ, "DEVICE": "cpu", "PYTHON": sys.executable, "FUSED_MEMBERS": "1 2", "FUSED_STEPS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(image), os.environ.get("PYTHONPATH")])),
            "TABLE12_ARGS": f"--epochs 1 --seeds 1 --omegas 0.25 --probe-steps 1 --done {tmp_path / 'none'} {digits}"
                            " batch_size=64",
            # the graphs check's test compiles the same 2-member network: Inductor's cache serves it here
