@@ -23,6 +23,9 @@
 # Knobs (environment): PYTHON TABLE12_S GRAPHS_S FUSED_S FUSED_STEPS FUSED_MEMBERS DEVICE (default cuda;
 # DEVICE=cpu only to dry-run this script's flow), and TABLE12_ARGS GRAPHS_ARGS FUSED_ARGS: extra flags of
 # each step, where a flag given again wins (e.g. FUSED_ARGS="--dataset digits --model small_cnn").
+# A step given 0 s is skipped: once (2) and (3) have run on a GPU, a session gives Table 12 the whole
+# command with TABLE12_S=560 GRAPHS_S=0 FUSED_S=0 (and TABLE12_ARGS="--candidates <the layout that won>",
+# which saves the probes of the others).
 set -u -o pipefail
 
 DATA=${1:?usage: bash bench/gpu_session.sh DATA_DIR [OUT_DIR]}
@@ -43,27 +46,35 @@ export PYTHONUNBUFFERED=1
 . "$(dirname "$0")/gpu_common.sh"
 prepare_dirs
 
+# step SECONDS TITLE COMMAND...: TITLE, then COMMAND under `timeout SECONDS` (whose 0 would mean no limit:
+# here 0 skips the step); a step that fails or runs out of time leaves the next ones their turn.
+step() {
+    local seconds=$1 title=$2
+    shift 2
+    echo "== $title"
+    if [ "$seconds" -le 0 ]; then echo "skipped (0 s)"; return; fi
+    timeout "$seconds" "$@" || echo "${2##*/} stopped (exit $?)"
+}
+
 main() {
     echo "== environment"
     record_env "$DEST/env.txt"
 
-    echo "== (1) Table 12, the next window (budget $TABLE12_S s)"
     # The limit leaves the script 20 s beyond its own budget to write its files; its members.jsonl is
     # written as training goes, so even a window cut short leaves its evaluations.
     # shellcheck disable=SC2086
-    timeout $((TABLE12_S + 20)) "$PY" bench/table12_fused.py --data-root "$DATA" --out "$DEST/table12" \
-        --device "$DEVICE" --budget-s "$TABLE12_S" $TABLE12_ARGS || echo "table12_fused stopped (exit $?)"
-
-    echo "== (2) the compiled step (CUDA graphs) against eager through whole runs"
+    step $((TABLE12_S > 0 ? TABLE12_S + 20 : 0)) "(1) Table 12, the next window (budget $TABLE12_S s)" \
+        "$PY" bench/table12_fused.py --data-root "$DATA" --out "$DEST/table12" --device "$DEVICE" \
+        --budget-s "$TABLE12_S" $TABLE12_ARGS
     # shellcheck disable=SC2086
-    timeout "$GRAPHS_S" "$PY" bench/graphs_check.py --device "$DEVICE" --data-root "$DATA" --json "$DEST/graphs.jsonl" \
-        $GRAPHS_ARGS || echo "graphs_check stopped (exit $?)"
-
-    echo "== (3) fused throughput"
+    step "$GRAPHS_S" "(2) the compiled step (CUDA graphs) against eager through whole runs" \
+        "$PY" bench/graphs_check.py --device "$DEVICE" --data-root "$DATA" --json "$DEST/graphs.jsonl" $GRAPHS_ARGS
+    # fused.jsonl gets a line per finished measurement, so a step cut short keeps those
     # shellcheck disable=SC2086
-    timeout "$FUSED_S" "$PY" bench/fused_throughput.py --device "$DEVICE" --dataset cifar10 --data-root "$DATA" \
-        --ratio 300 --members $FUSED_MEMBERS --modes fused sequential --sequential-up-to 1 --steps "$FUSED_STEPS" \
-        --warmup 5 --json "$DEST/fused.jsonl" $FUSED_ARGS || echo "fused_throughput stopped (exit $?); finished lines are in fused.jsonl"
+    step "$FUSED_S" "(3) fused throughput" \
+        "$PY" bench/fused_throughput.py --device "$DEVICE" --dataset cifar10 --data-root "$DATA" --ratio 300 \
+        --members $FUSED_MEMBERS --modes fused sequential --sequential-up-to 1 --steps "$FUSED_STEPS" --warmup 5 \
+        --json "$DEST/fused.jsonl" $FUSED_ARGS
     echo "== done in $SECONDS s"
 }
 

@@ -324,3 +324,18 @@ def test_gpu_session_script_runs_its_three_steps_and_leaves_what_the_device_tool
     assert json.loads((out / "graphs.jsonl").read_text())["passed"]
     rows = [json.loads(line) for line in (out / "fused.jsonl").read_text().splitlines()]
     assert [(r["mode"], r["members"]) for r in rows] == [("fused", 1), ("sequential", 1), ("fused", 2)]
+
+
+def test_gpu_session_skips_a_step_given_no_time_and_stops_one_out_of_time(tmp_path):
+    """0 s skips a step (a later session gives Table 12 the whole command); a step past its time is
+    stopped and the next one still runs."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "cifar10.npz").touch()
+    env = {**os.environ, "DEVICE": "cpu", "PYTHON": sys.executable, "TABLE12_S": "0", "GRAPHS_S": "1", "FUSED_S": "0"}
+    done = subprocess.run(["bash", os.path.join(ROOT, "bench", "gpu_session.sh"), str(data), str(tmp_path / "out")],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    log = (tmp_path / "out" / "log.txt").read_text()
+    assert log.count("skipped (0 s)") == 2 and "graphs_check.py stopped (exit 124)" in log and "== done in" in log
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["env.txt", "log.txt"]
