@@ -129,10 +129,14 @@ def train_members(cells: list[dict[str, Any]], base: dict[str, Any], platform: d
         cfg, stages = stage_cache.with_stages(cfg, platform)
         for name, stage_run in stages.items():
             run.set_tag(f"stage.{name}", stage_run.info.run_id)
-        # The cost of a member: the pack's wall time (this attempt) and the one-off time of its stages.
+        # The one-off time of the stages a member needs (the same for every member of a pack).
         stage_s = max(stage_s, sum(r.data.metrics.get("wall_s", 0.0) for r in stages.values()))
         cfgs.append(cfg)
         runs.append(run)
+    # The pack's wall time counts every attempt up to the checkpoint it resumes from, so that a crash
+    # does not make a trial look cheaper; the work an attempt lost after its last checkpoint is not kept,
+    # so its time is not counted either.
+    before_s = resume.get("pack_wall_s", 0.0) if resume else 0.0
     started = time.perf_counter()
     latest: dict[str, Any] = {}
 
@@ -141,8 +145,9 @@ def train_members(cells: list[dict[str, Any]], base: dict[str, Any], platform: d
         latest.update(state)
 
     def report(metrics: list[dict[str, float]], failures: dict[int, str]) -> None:
-        # A member's cost: its share of the pack's wall time (this attempt), and its stages' one-off time.
-        timing = {"wall_s": (time.perf_counter() - started) / len(cfgs), "stage_s": stage_s}
+        # A member's cost: its share of the pack's wall time, and its stages' one-off time.
+        pack_wall_s = before_s + time.perf_counter() - started
+        timing = {"wall_s": pack_wall_s / len(cfgs), "stage_s": stage_s}
         metrics = [{**m, **timing} if m else m for m in metrics]
         for m, run in enumerate(runs):
             if m in failures:
@@ -150,7 +155,7 @@ def train_members(cells: list[dict[str, Any]], base: dict[str, Any], platform: d
             else:
                 run.log_epoch(metrics[m])
         with tempfile.TemporaryDirectory() as d:
-            torch.save({**latest, **(extra or {})}, os.path.join(d, STATE_FILE))
+            torch.save({**latest, **(extra or {}), "pack_wall_s": pack_wall_s}, os.path.join(d, STATE_FILE))
             tune.report({**pack_summary(metrics, failures), "member_cells": cells},
                         checkpoint=tune.Checkpoint.from_directory(d))
         if on_checkpoint is not None:

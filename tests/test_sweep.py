@@ -148,6 +148,9 @@ def test_a_crashed_trial_resumes_from_its_checkpoint_in_the_same_run(ray_session
     assert children[0].info.status == "FINISHED"
     assert steps(client, children[0], "test_acc") == [1, 2, 3]
     assert result.trials["epoch"].tolist() == [3]
+    # The crash after epoch 1 does not reset the trial's wall time: the retry adds its own to epoch 1's.
+    wall = [m.value for m in sorted(client.get_metric_history(children[0].info.run_id, "wall_s"), key=lambda m: m.step)]
+    assert wall[0] < wall[1] < wall[2] and result.trials["wall_s"].tolist() == [wall[2]]
 
 
 def test_gpu_request_without_gpus_is_refused_or_falls_back(ray_session):
