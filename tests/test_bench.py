@@ -339,3 +339,15 @@ def test_gpu_session_skips_a_step_given_no_time_and_stops_one_out_of_time(tmp_pa
     log = (tmp_path / "out" / "log.txt").read_text()
     assert log.count("skipped (0 s)") == 2 and "graphs_check.py stopped (exit 124)" in log and "== done in" in log
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["env.txt", "log.txt"]
+
+
+def test_the_tree_leaves_room_for_the_compact_cifar_file_on_the_gpu_machine():
+    """The device tool takes at most 64 MiB to the GPU machine: the working tree and the 54.2 MiB compact
+    CIFAR-10-LT-300 file that gpu_session.sh trains on. A tree that grows past the rest would stop
+    every GPU session before it starts."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout: " + listed.stderr.strip())
+    tracked = sum(os.path.getsize(os.path.join(ROOT, p)) for p in listed.stdout.split("\0")
+                  if p and os.path.isfile(os.path.join(ROOT, p)))
+    assert tracked + 54.2 * 2**20 <= 62 * 2**20, f"tracked files take {tracked / 2**20:.1f} MiB"
