@@ -380,6 +380,10 @@ def trial_table(results: tune.ResultGrid) -> pd.DataFrame:
             row = {k: v for k, v in member_metrics[m].items() if isinstance(v, (int, float))}
             row.update(cell)
             row["trial"] = trial_label(cell)
+            # Ray's clock of the whole trial (the pack's, for every member of a fused one): the trainable's
+            # set-up included, which a member's wall_s (its share of training) leaves out.
+            if "time_total_s" in metrics:
+                row["time_total_s"] = metrics["time_total_s"]
             failure = failures.get(str(m))
             row["status"] = "ERROR" if result.error else "DIVERGED" if failure else "FINISHED"
             row["error"] = error_reason(result.error) if result.error else failure or ""

@@ -269,6 +269,8 @@ def test_a_fused_sweep_keeps_a_run_and_a_row_per_member_and_resumes_every_member
     fused = run_sweep(SweepSpec("fused", base, grid, results_dir=str(tmp_path), fuse=2, fault=("raise", 1)))
     alone = run_sweep(SweepSpec("alone", base, grid, results_dir=str(tmp_path), fuse=1))
     assert fused.num_errors == 0 and len(fused.trials) == 4 and (fused.trials["status"] == "FINISHED").all()
+    # Ray's clock of each trial stands in every member's row: two packs, so two values, for two members each
+    assert (fused.trials["time_total_s"] > 0).all() and fused.trials["time_total_s"].value_counts().tolist() == [2, 2]
     by_cell = ["omega", "seed"]
     assert fused.trials.set_index(by_cell)["test_acc"].sort_index().equals(
         alone.trials.set_index(by_cell)["test_acc"].sort_index())
