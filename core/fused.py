@@ -21,9 +21,10 @@ Chosen by measurement on this project's 2-core CPU machine (docs/PERFORMANCE.md,
 lines in docs/results/cpu-fused/): for ResNet-32, 4 members x 128 CIFAR images, ``grouped`` ran 318
 img/s and ``per_member`` 454 (four members' stacked activations leave the cache); for the digits small
 CNN, 8 members x 64 images, the fused pack (grouped) ran 25,046 img/s against 20,047 one member after
-another. A throwaway probe of ``torch.vmap`` over ``functional_call`` (not kept in the repository) ran
-ResNet-32 at 76 img/s, its batching rules keeping activations in permuted, strided layouts; hence
-explicit fused layers. ``auto`` takes ``grouped`` where launches dominate (any CUDA device, and CPU
+another. ``torch.vmap(grad(loss))`` over ``functional_call``, the ``torch.func`` way, timed on the same
+batches by ``bench/executors.py`` (docs/results/cpu-fused/executors_vmap.jsonl), ran 4 ResNet-32 members
+at 76 img/s against 302 grouped and 391 per member, and 8 small CNNs at 18,206 img/s against 29,325
+grouped; hence explicit fused layers. ``auto`` takes ``grouped`` where launches dominate (any CUDA device, and CPU
 packs whose activations are small) and ``per_member`` for large CPU activations.
 """
 

@@ -351,3 +351,14 @@ def test_the_tree_leaves_room_for_the_compact_cifar_file_on_the_gpu_machine():
     tracked = sum(os.path.getsize(os.path.join(ROOT, p)) for p in listed.stdout.split("\0")
                   if p and os.path.isfile(os.path.join(ROOT, p)))
     assert tracked + 54.2 * 2**20 <= 62 * 2**20, f"tracked files take {tracked / 2**20:.1f} MiB"
+
+
+def test_executors_and_vmap_train_the_same_members_alike():
+    """bench/executors.py: the two executors and torch.vmap take the same first two steps (same weights,
+    same batches) before their timings, which are then of the same computation."""
+    from bench import executors
+
+    rows = executors.main(["--model", "small_cnn", "--input", "1", "8", "8", "--members", "3", "--batch", "16",
+                           "--steps", "1", "--warmup", "0"])
+    assert [r["way"] for r in rows] == ["grouped", "per_member", "vmap"]
+    assert all(r["img_per_s"] > 0 and max(r["loss_max_abs_diff"]) < 1e-5 for r in rows)

@@ -1,0 +1,154 @@
+"""The fused network's executors against ``torch.vmap``: the measurement behind core/fused.py's choice.
+
+K members of one architecture (each initialised under its own seed) take SGD steps on the same random
+batches, (K, B, C, H, W), in three ways:
+
+* ``grouped`` and ``per_member``: ``core.fused.FusedNetwork``, the engine's two executors;
+* ``vmap``: ``torch.func`` as its tutorials fuse ensembles: ``stack_module_state`` over the members,
+  ``vmap(grad(loss))`` over ``functional_call`` of the member architecture.
+
+A step is the forward pass, the cross-entropy of every member (summed, so each member's gradient is its
+own), the backward pass and one SGD step (momentum 0.9, weight decay 2e-4, over the stacked tensors in
+all three). Under ``vmap`` BatchNorm normalises with the batch's statistics but does not update its
+running statistics, which ``vmap`` cannot write in place (``torch.func.replace_all_batch_norm_modules_``):
+it does a little less work than the executors. The losses of the first two steps of the three ways are
+compared (same weights, same batch: the second step checks the first update) before any timing, so the
+timings are of the same computation. One JSON line
+per way and K, printed and appended to ``--json``.
+
+    python bench/executors.py --device cpu --model resnet32 --members 4 --batch 128 --steps 3 --warmup 1
+    python bench/executors.py --device cpu --model small_cnn --input 1 8 8 --members 8 --batch 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import time
+from typing import Any, Callable
+
+if __package__ in (None, ""):  # run as a file: make the project importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch.func import functional_call, grad_and_value, replace_all_batch_norm_modules_, stack_module_state  # noqa: E402,E501
+
+from bench.throughput import device_name, emit, synchronize  # noqa: E402
+from core.fused import FusedNetwork  # noqa: E402
+from core.models import create_model  # noqa: E402
+
+WAYS = ("grouped", "per_member", "vmap")
+
+
+def members(model: str, k: int, in_channels: int, classes: int, device: torch.device) -> list[torch.nn.Module]:
+    """K member models, member m initialised under seed m."""
+    nets = []
+    for m in range(k):
+        torch.manual_seed(m)
+        nets.append(create_model(model, classes, in_channels).to(device).train())
+    return nets
+
+
+def sgd(params: list[torch.Tensor]) -> torch.optim.SGD:
+    return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=2e-4)
+
+
+def fused_step(nets: list[torch.nn.Module], executor: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A step of the engine's fused network; returns the members' losses (K,)."""
+    net = FusedNetwork(nets, executor=executor)
+    optimizer = sgd(list(net.parameters()))
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logits = net(x)  # (K, B, classes)
+        losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)
+        optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        optimizer.step()
+        return losses.detach()
+
+    return step
+
+
+def vmap_step(nets: list[torch.nn.Module]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A step of ``vmap(grad(loss))`` over ``functional_call``; returns the members' losses (K,)."""
+    nets = [copy.deepcopy(n) for n in nets]
+    for n in nets:
+        replace_all_batch_norm_modules_(n)
+    params, buffers = stack_module_state(nets)
+    template = copy.deepcopy(nets[0]).to("meta")
+
+    def loss(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor):
+        return F.cross_entropy(functional_call(template, (p, b), (x,)), y)
+
+    grads = torch.vmap(grad_and_value(loss))
+    optimizer = sgd(list(params.values()))
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        g, losses = grads(params, buffers, x, y)
+        for name, p in params.items():
+            p.grad = g[name]
+        optimizer.step()
+        return losses.detach()
+
+    return step
+
+
+def timed(step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+          steps: int, warmup: int) -> float:
+    for _ in range(warmup):
+        step(x, y)
+    synchronize(x.device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step(x, y)
+    synchronize(x.device)
+    return time.perf_counter() - started
+
+
+def measure(args: argparse.Namespace, k: int) -> list[dict[str, Any]]:
+    """Each way's img/s for K members, and how far its first two steps' losses are from the first way's."""
+    device = torch.device(args.device)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.randn(k, args.batch, *args.input, generator=gen).to(device)
+    y = torch.randint(0, args.classes, (k, args.batch), generator=gen).to(device)
+    nets = members(args.model, k, args.input[0], args.classes, device)
+    steps = {way: vmap_step(nets) if way == "vmap" else fused_step(nets, way) for way in args.ways}
+    checked = {way: torch.stack([step(x, y), step(x, y)]) for way, step in steps.items()}
+    reference = checked[args.ways[0]]
+    rows = []
+    for way, step in steps.items():
+        seconds = timed(step, x, y, args.steps, args.warmup)
+        rows.append({"way": way, "members": k, "img_per_s": round(k * args.batch * args.steps / seconds, 2),
+                     "model": args.model, "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
+                     "loss_max_abs_diff": [float(d) for d in (checked[way] - reference).abs().amax(1)],
+                     "device": args.device, "device_name": device_name(device), "torch": torch.__version__,
+                     "threads": torch.get_num_threads()})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--model", default="resnet32")
+    p.add_argument("--input", type=int, nargs=3, default=[3, 32, 32], metavar=("C", "H", "W"))
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--members", type=int, nargs="+", default=[4])
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS))
+    p.add_argument("--json", help="append one JSON line per way and K to this file")
+    args = p.parse_args(argv)
+    rows = []
+    for k in args.members:
+        for row in measure(args, k):
+            emit(row, args.json)
+            rows.append(row)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
