@@ -9,7 +9,9 @@ batches, (K, B, C, H, W), in three ways:
 
 A step is the forward pass, the cross-entropy of every member (summed, so each member's gradient is its
 own), the backward pass and one SGD step (momentum 0.9, weight decay 2e-4, over the stacked tensors in
-all three). Under ``vmap`` BatchNorm normalises with the batch's statistics but does not update its
+all three); ``--precisions fp32 bf16`` measures both, bf16 being autocast over the forward pass and
+loss, and ``--channels-last`` gives the executors that layout, as the engine does on CUDA. (On the CPU,
+vmap's BatchNorm backward refuses autocast's mixed dtypes: its bf16 row then holds that error.) Under ``vmap`` BatchNorm normalises with the batch's statistics but does not update its
 running statistics, which ``vmap`` cannot write in place (``torch.func.replace_all_batch_norm_modules_``):
 it does a little less work than the executors. The losses of the first two steps of the three ways are
 compared (same weights, same batch: the second step checks the first update) before any timing, so the
@@ -56,14 +58,16 @@ def sgd(params: list[torch.Tensor]) -> torch.optim.SGD:
     return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=2e-4)
 
 
-def fused_step(nets: list[torch.nn.Module], executor: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def fused_step(nets: list[torch.nn.Module], executor: str, amp: bool, channels_last: bool
+               ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """A step of the engine's fused network; returns the members' losses (K,)."""
-    net = FusedNetwork(nets, executor=executor)
+    net = FusedNetwork(nets, executor=executor, channels_last=channels_last)
     optimizer = sgd(list(net.parameters()))
 
     def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        logits = net(x)  # (K, B, classes)
-        losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = net(x)  # (K, B, classes)
+            losses = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="none").view(y.shape).mean(1)
         optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
         optimizer.step()
@@ -72,7 +76,7 @@ def fused_step(nets: list[torch.nn.Module], executor: str) -> Callable[[torch.Te
     return step
 
 
-def vmap_step(nets: list[torch.nn.Module]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def vmap_step(nets: list[torch.nn.Module], amp: bool) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """A step of ``vmap(grad(loss))`` over ``functional_call``; returns the members' losses (K,)."""
     nets = [copy.deepcopy(n) for n in nets]
     for n in nets:
@@ -81,7 +85,8 @@ def vmap_step(nets: list[torch.nn.Module]) -> Callable[[torch.Tensor, torch.Tens
     template = copy.deepcopy(nets[0]).to("meta")
 
     def loss(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor):
-        return F.cross_entropy(functional_call(template, (p, b), (x,)), y)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            return F.cross_entropy(functional_call(template, (p, b), (x,)).float(), y)
 
     grads = torch.vmap(grad_and_value(loss))
     optimizer = sgd(list(params.values()))
@@ -108,24 +113,31 @@ def timed(step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.T
     return time.perf_counter() - started
 
 
-def measure(args: argparse.Namespace, k: int) -> list[dict[str, Any]]:
-    """Each way's img/s for K members, and how far its first two steps' losses are from the first way's."""
+def measure(args: argparse.Namespace, k: int, amp: bool) -> list[dict[str, Any]]:
+    """Each way's img/s for K members, and how far its first two steps' losses are from those of the
+    first way that ran; a way that cannot run here gets a row with its error instead."""
     device = torch.device(args.device)
     gen = torch.Generator(device="cpu").manual_seed(0)
     x = torch.randn(k, args.batch, *args.input, generator=gen).to(device)
     y = torch.randint(0, args.classes, (k, args.batch), generator=gen).to(device)
     nets = members(args.model, k, args.input[0], args.classes, device)
-    steps = {way: vmap_step(nets) if way == "vmap" else fused_step(nets, way) for way in args.ways}
-    checked = {way: torch.stack([step(x, y), step(x, y)]) for way, step in steps.items()}
-    reference = checked[args.ways[0]]
-    rows = []
+    common = {"members": k, "model": args.model, "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
+              "amp": amp, "device": args.device, "device_name": device_name(device), "torch": torch.__version__,
+              "threads": torch.get_num_threads()}
+    steps, checked, rows = {}, {}, []
+    for way in args.ways:
+        try:
+            step = vmap_step(nets, amp) if way == "vmap" else fused_step(nets, way, amp, args.channels_last)
+            checked[way] = torch.stack([step(x, y), step(x, y)])
+            steps[way] = step
+        except Exception as err:  # noqa: BLE001 - e.g. vmap under CPU autocast: reported, the others measured
+            rows.append({"way": way, **common, "error": f"{type(err).__name__}: {str(err).splitlines()[0]}"})
+    reference = next(iter(checked.values()), None)
     for way, step in steps.items():
         seconds = timed(step, x, y, args.steps, args.warmup)
-        rows.append({"way": way, "members": k, "img_per_s": round(k * args.batch * args.steps / seconds, 2),
-                     "model": args.model, "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
+        rows.append({"way": way, **common, "img_per_s": round(k * args.batch * args.steps / seconds, 2),
                      "loss_max_abs_diff": [float(d) for d in (checked[way] - reference).abs().amax(1)],
-                     "device": args.device, "device_name": device_name(device), "torch": torch.__version__,
-                     "threads": torch.get_num_threads()})
+                     "channels_last": args.channels_last and way != "vmap"})
     return rows
 
 
@@ -140,13 +152,17 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS))
-    p.add_argument("--json", help="append one JSON line per way and K to this file")
+    p.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"), default=["fp32"],
+                   help="bf16: autocast over the forward pass and loss")
+    p.add_argument("--channels-last", action="store_true", help="channels-last layout for the executors")
+    p.add_argument("--json", help="append one JSON line per precision, K and way to this file")
     args = p.parse_args(argv)
     rows = []
-    for k in args.members:
-        for row in measure(args, k):
-            emit(row, args.json)
-            rows.append(row)
+    for precision in args.precisions:
+        for k in args.members:
+            for row in measure(args, k, precision == "bf16"):
+                emit(row, args.json)
+                rows.append(row)
     return rows
 
 

@@ -9,7 +9,7 @@
 # OUT_DIR (default: $OUT, else ./gpu_out) receives at most 8 files, as the device tool brings back:
 #   table12/{members.jsonl,final.json,run.json,table12.md}  (1) the next window of Table 12
 #   graphs.jsonl                                            (2) the compiled step against eager, whole runs
-#   fused.jsonl                                             (3) fused throughput
+#   fused.jsonl                                             (3) fused throughput, (4) executors vs vmap
 #   env.txt, log.txt
 #
 # (1) bench/table12_fused.py: the Table 12 cells that docs/results/table12/ does not hold yet, as many as
@@ -19,27 +19,33 @@
 #     reduce-overhead (CUDA graphs) against eager and a float64 reference, then one timed epoch of each.
 # (3) bench/fused_throughput.py: K = 1, 7, 35 fused, ResNet-32 MAMix-DRW (K = 1 is also the rate of K
 #     members one after another; (1)'s probes time the pack of every remaining cell in four layouts).
-# Worst case with the defaults: 5 (env) + 370 + 150 + 60 = 585 s.
-# Knobs (environment): PYTHON TABLE12_S GRAPHS_S FUSED_S FUSED_STEPS FUSED_MEMBERS DEVICE (default cuda;
-# DEVICE=cpu only to dry-run this script's flow), and TABLE12_ARGS GRAPHS_ARGS FUSED_ARGS: extra flags of
-# each step, where a flag given again wins (e.g. FUSED_ARGS="--dataset digits --model small_cnn").
-# A step given 0 s is skipped: once (2) and (3) have run on a GPU, a session gives Table 12 the whole
-# command with TABLE12_S=560 GRAPHS_S=0 FUSED_S=0 (and TABLE12_ARGS="--candidates <the layout that won>",
-# which saves the probes of the others).
+# (4) bench/executors.py: one SGD step of 7 and 35 ResNet-32 members through the fused network's two
+#     executors and through torch.vmap, channels-last, in fp32 and in bf16 as the engine runs on CUDA (the choice
+#     core/fused.py's docstring explains, so far measured on the CPU only); rows appended to fused.jsonl
+#     (they carry "way" where (3)'s carry "mode"), as the device tool brings back 8 files at most.
+# Worst case with the defaults: 5 (env) + 360 + 150 + 45 + 30 = 590 s.
+# Knobs (environment): PYTHON TABLE12_S GRAPHS_S FUSED_S EXECUTORS_S FUSED_STEPS FUSED_MEMBERS DEVICE (default
+# cuda; DEVICE=cpu only to dry-run this script's flow), and TABLE12_ARGS GRAPHS_ARGS FUSED_ARGS EXECUTORS_ARGS:
+# extra flags of each step, where a flag given again wins (e.g. FUSED_ARGS="--dataset digits --model small_cnn").
+# A step given 0 s is skipped: once (2) to (4) have run on a GPU, a session gives Table 12 the whole
+# command with TABLE12_S=560 GRAPHS_S=0 FUSED_S=0 EXECUTORS_S=0 (and TABLE12_ARGS="--candidates <the
+# layout that won>", which saves the probes of the others).
 set -u -o pipefail
 
 DATA=${1:?usage: bash bench/gpu_session.sh DATA_DIR [OUT_DIR]}
 DEST=${2:-${OUT:-gpu_out}}
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
-TABLE12_S=${TABLE12_S:-350}
+TABLE12_S=${TABLE12_S:-340}
 GRAPHS_S=${GRAPHS_S:-150}
-FUSED_S=${FUSED_S:-60}
+FUSED_S=${FUSED_S:-45}
+EXECUTORS_S=${EXECUTORS_S:-30}
 FUSED_STEPS=${FUSED_STEPS:-30}
 FUSED_MEMBERS=${FUSED_MEMBERS:-1 7 35}
 TABLE12_ARGS=${TABLE12_ARGS:-}
 GRAPHS_ARGS=${GRAPHS_ARGS:-}
 FUSED_ARGS=${FUSED_ARGS:-}
+EXECUTORS_ARGS=${EXECUTORS_ARGS:-}
 export PYTHONUNBUFFERED=1
 
 # shellcheck source=bench/gpu_common.sh
@@ -75,6 +81,10 @@ main() {
         "$PY" bench/fused_throughput.py --device "$DEVICE" --dataset cifar10 --data-root "$DATA" --ratio 300 \
         --members $FUSED_MEMBERS --modes fused sequential --sequential-up-to 1 --steps "$FUSED_STEPS" --warmup 5 \
         --json "$DEST/fused.jsonl" $FUSED_ARGS
+    # shellcheck disable=SC2086
+    step "$EXECUTORS_S" "(4) the fused network's executors against torch.vmap" \
+        "$PY" bench/executors.py --device "$DEVICE" --model resnet32 --members 7 35 --batch 128 --steps 10 --warmup 3 \
+        --precisions fp32 bf16 --channels-last --json "$DEST/fused.jsonl" $EXECUTORS_ARGS
     echo "== done in $SECONDS s"
 }
 
