@@ -164,6 +164,11 @@ def test_table12_windows_train_the_missing_cells_and_table_them_all(tmp_path, ca
     page = (done / "w2" / "table12.md").read_text()
     assert "4 member(s) of the grid's 4 from 2 window(s) (w1, w2)" in page
     assert "74.85 ± 0.28" in page  # omega 0.25's paper number beside ours
+    # beside the final epoch, the best evaluated one (what the authors' code reports), saying how often
+    # each window evaluated
+    assert "Best epoch (%, test-selected)" in page and all(r["test_acc_best"] >= r["test_acc"] for r in final)
+    everies = sorted({first["plan"]["eval_every"], second["plan"]["eval_every"]})
+    assert f"(every {' or '.join(map(str, everies))} epoch(s), the last always)" in page
     rows = [line.split("|") for line in page.splitlines() if line.startswith("|") and "0.25" in line]
     assert rows[0][2].strip() == "2"  # two seeds of omega 0.25, one from each window
 
