@@ -8,15 +8,17 @@ batches, (K, B, C, H, W), in three ways:
   ``vmap(grad(loss))`` over ``functional_call`` of the member architecture.
 
 A step is the forward pass, the cross-entropy of every member (summed, so each member's gradient is its
-own), the backward pass and one SGD step (momentum 0.9, weight decay 2e-4, over the stacked tensors in
-all three); ``--precisions fp32 bf16`` measures both, bf16 being autocast over the forward pass and
-loss, and ``--channels-last`` gives the executors that layout, as the engine does on CUDA. (On the CPU,
-vmap's BatchNorm backward refuses autocast's mixed dtypes: its bf16 row then holds that error.) Under ``vmap`` BatchNorm normalises with the batch's statistics but does not update its
-running statistics, which ``vmap`` cannot write in place (``torch.func.replace_all_batch_norm_modules_``):
-it does a little less work than the executors. The losses of the first two steps of the three ways are
-compared (same weights, same batch: the second step checks the first update) before any timing, so the
-timings are of the same computation. One JSON line
-per way and K, printed and appended to ``--json``.
+own), the backward pass and one SGD step (Table 12's lr, momentum and weight decay, over the stacked tensors
+in all three). ``--precisions fp32 bf16`` measures both, bf16 being autocast over the forward pass and
+loss; ``--channels-last`` gives the executors that layout, as the engine does on CUDA.
+
+Under ``vmap`` BatchNorm normalises with the batch's statistics but does not update its running
+statistics, which ``vmap`` cannot write in place (``torch.func.replace_all_batch_norm_modules_``): it
+does a little less work than the executors. On the CPU its BatchNorm backward also refuses autocast's
+mixed dtypes, so its bf16 row there holds that error. The losses of the first two steps of the three
+ways are compared (same weights, same batch: the second step checks the first update) before any
+timing, so the timings are of the same computation. One JSON line per precision, K and way, printed
+and appended to ``--json``.
 
     python bench/executors.py --device cpu --model resnet32 --members 4 --batch 128 --steps 3 --warmup 1
     python bench/executors.py --device cpu --model small_cnn --input 1 8 8 --members 8 --batch 64
@@ -28,8 +30,7 @@ import argparse
 import copy
 import os
 import sys
-import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 if __package__ in (None, ""):  # run as a file: make the project importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -38,9 +39,12 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.func import functional_call, grad_and_value, replace_all_batch_norm_modules_, stack_module_state  # noqa: E402,E501
 
-from bench.throughput import device_name, emit, synchronize  # noqa: E402
+from bench.fused_throughput import timed  # noqa: E402
+from bench.throughput import device_name, emit  # noqa: E402
+from core.config import TrainConfig  # noqa: E402
 from core.fused import FusedNetwork  # noqa: E402
 from core.models import create_model  # noqa: E402
+from sweeps.paper_tables import TABLE12_SETTING  # noqa: E402
 
 WAYS = ("grouped", "per_member", "vmap")
 
@@ -55,7 +59,9 @@ def members(model: str, k: int, in_channels: int, classes: int, device: torch.de
 
 
 def sgd(params: list[torch.Tensor]) -> torch.optim.SGD:
-    return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=2e-4)
+    """The engine's optimiser in Table 12's setting (the paper's lr, momentum and weight decay for CIFAR)."""
+    cfg = TrainConfig.from_dict(TABLE12_SETTING)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def fused_step(nets: list[torch.nn.Module], executor: str, amp: bool, channels_last: bool
@@ -101,16 +107,12 @@ def vmap_step(nets: list[torch.nn.Module], amp: bool) -> Callable[[torch.Tensor,
     return step
 
 
-def timed(step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-          steps: int, warmup: int) -> float:
-    for _ in range(warmup):
+def repeated(step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor
+             ) -> Iterator[None]:
+    """``step`` on the same batch at every ``next``: the run ``fused_throughput.timed`` times."""
+    while True:
         step(x, y)
-    synchronize(x.device)
-    started = time.perf_counter()
-    for _ in range(steps):
-        step(x, y)
-    synchronize(x.device)
-    return time.perf_counter() - started
+        yield
 
 
 def measure(args: argparse.Namespace, k: int, amp: bool) -> list[dict[str, Any]]:
@@ -134,7 +136,7 @@ def measure(args: argparse.Namespace, k: int, amp: bool) -> list[dict[str, Any]]
             rows.append({"way": way, **common, "error": f"{type(err).__name__}: {str(err).splitlines()[0]}"})
     reference = next(iter(checked.values()), None)
     for way, step in steps.items():
-        seconds = timed(step, x, y, args.steps, args.warmup)
+        *_, seconds = timed([repeated(step, x, y)], device, args.steps, args.warmup)
         rows.append({"way": way, **common, "img_per_s": round(k * args.batch * args.steps / seconds, 2),
                      "loss_max_abs_diff": [float(d) for d in (checked[way] - reference).abs().amax(1)],
                      "channels_last": args.channels_last and way != "vmap"})

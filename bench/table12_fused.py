@@ -19,8 +19,8 @@ Written to ``--out``: ``members.jsonl`` (one line per member and evaluation, wri
 its omega, seed, epoch, test accuracy, margin statistics), ``final.json`` (every member's last metrics),
 ``run.json`` (device, setting, plan, probes, wall time) and ``table12.md``: the table over every window's
 cells, this one's included: final-epoch accuracy, beside it the best evaluated epoch's (a test-set
-selection, the kind of number the authors' code reports), the paper's numbers and the margin gap. Commit ``--out`` as a new folder under
-``--done``; the next window then trains the cells still missing.
+selection, the kind of number the authors' code reports), the paper's numbers and the margin gap.
+Commit ``--out`` as a new folder under ``--done``; the next window then trains the cells still missing.
 
     python bench/table12_fused.py --data-root DIR --out OUT                  # DIR/cifar10.npz, on CUDA
     python bench/table12_fused.py --table docs/results/table12               # the table of the windows run

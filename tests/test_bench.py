@@ -297,10 +297,10 @@ sys.meta_path.insert(0, Lacking())
 """
 
 
-def test_gpu_session_script_runs_its_three_steps_and_leaves_what_the_device_tool_brings_back(tmp_path):
+def test_gpu_session_script_runs_its_four_steps_and_leaves_what_the_device_tool_brings_back(tmp_path):
     """The one command of a GPU session, on the CPU with digits standing in for CIFAR-10: the Table 12
-    window, the graphs check and fused throughput each write their files, 8 in all, at most two
-    folders down (what the device tool returns). As on the GPU machine's image, Ray, MLflow and Optuna
+    window, the graphs check, fused throughput and the executors against vmap each write their files,
+    8 in all, at most two folders down (what the device tool returns). As on the GPU machine's image, Ray, MLflow and Optuna
     cannot be imported."""
     if not (shutil.which("cc") or shutil.which("gcc")):
         pytest.skip("torch.compile's CPU backend needs a C compiler")
