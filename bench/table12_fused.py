@@ -129,10 +129,11 @@ def read_windows(done: str, setting: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def window_rows(final: list[dict[str, Any]], folder: str, run: dict[str, Any]) -> list[dict[str, Any]]:
-    """A window's members, each with the window's name and how often it evaluated (its best epoch is
-    the best of those evaluations)."""
+    """A window's members, each with the window's name, its device and how often it evaluated (its best
+    epoch is the best of those evaluations)."""
     every = (run.get("plan") or {}).get("eval_every")
-    return [{**row, "window": os.path.basename(os.path.normpath(folder)), "eval_every": every} for row in final]
+    return [{**row, "window": os.path.basename(os.path.normpath(folder)), "device": run.get("device", "?"),
+             "eval_every": every} for row in final]
 
 
 def cell_configs(args: argparse.Namespace, cells: list[tuple[float, int]], eval_every: int,
@@ -236,10 +237,12 @@ def table(final: list[dict[str, Any]]) -> str:
 def table_page(rows: list[dict[str, Any]], setting: dict[str, Any], cells: int) -> str:
     """The table of ``rows`` (the members of every window) with a line saying what it holds."""
     finished = [r for r in rows if r.get("failure") is None]
-    windows = sorted({r["window"] for r in rows})
+    # One setting's cells may come from different devices, whose random streams and arithmetic differ
+    # (a seed's run on the CPU is not its run on a GPU): each window is named with its device.
+    windows = sorted({(r["window"], r.get("device", "?")) for r in rows})
     head = ("Table 12 ({method}, {dataset} {imbalance} ratio {ratio:g}, {model}, {epochs} epochs, final-epoch test "
             "accuracy)".format(**setting) + f": {len(finished)} member(s) of the grid's {cells} "
-            f"from {len(windows)} window(s) ({', '.join(windows)})")
+            f"from {len(windows)} window(s) ({', '.join(f'{w} on {d}' for w, d in windows)})")
     failed = [f"omega {r['omega']:g} seed {r['seed']}: {r['failure']}" for r in rows if r.get("failure")]
     every = sorted({r["eval_every"] for r in finished if r.get("eval_every")})
     best = ("\nBest epoch: the highest test accuracy over the evaluated epochs (every "

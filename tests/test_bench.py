@@ -162,7 +162,8 @@ def test_table12_windows_train_the_missing_cells_and_table_them_all(tmp_path, ca
     final = json.loads((done / "w2" / "final.json").read_text())
     assert {(r["omega"], r["seed"]) for r in final} == {(0.25, 1), (4.0, 1)} and all(r["epoch"] == 2 for r in final)
     page = (done / "w2" / "table12.md").read_text()
-    assert "4 member(s) of the grid's 4 from 2 window(s) (w1, w2)" in page
+    cpu = table12_fused.device_name(torch.device("cpu"))
+    assert f"4 member(s) of the grid's 4 from 2 window(s) (w1 on {cpu}, w2 on {cpu})" in page
     assert "74.85 ± 0.28" in page  # omega 0.25's paper number beside ours
     # beside the final epoch, the best evaluated one (what the authors' code reports), saying how often
     # each window evaluated
@@ -185,7 +186,7 @@ def test_table12_windows_train_the_missing_cells_and_table_them_all(tmp_path, ca
     table12_fused.main(["--out", str(done / "w0-short"), "--done", str(tmp_path / "none"), "--seeds", "1", *other])
     capsys.readouterr()
     page = table12_fused.main(["--table", str(done), "--seeds", "2", *DIGITS])
-    assert page == (done / "table12.md").read_text() and "from 2 window(s) (w1, w2)" in page
+    assert page == (done / "table12.md").read_text() and f"from 2 window(s) (w1 on {cpu}, w2 on {cpu})" in page
     assert f"left out {done / 'w0-short'}: another setting (drw_epoch, epochs" in capsys.readouterr().out
 
 
