@@ -50,7 +50,7 @@ import yaml  # noqa: E402
 from bench.fused_throughput import ready, steps, timed  # noqa: E402
 from bench.throughput import device_name, synchronize  # noqa: E402
 from core.config import TrainConfig  # noqa: E402
-from core.reporting import summarise  # noqa: E402
+from core.reporting import markdown_table, mean_std, summarise  # noqa: E402
 from core.train import batch_bounds, evaluate, train_pack  # noqa: E402
 from search_spaces import OMEGA_GRID  # noqa: E402
 from sweeps.paper_tables import TABLE12, TABLE12_SETTING  # noqa: E402
@@ -228,10 +228,10 @@ def table(final: list[dict[str, Any]]) -> str:
         trials[column] *= 100
     summary = summarise(trials, ["omega"], {**PERCENT_COLUMNS, "margin_gap": "Margin gap"})
     for column, title in PERCENT_COLUMNS.items():
-        summary[title] = [f"{m:.2f} ± {s:.2f}" for m, s in zip(summary[f"{column}_mean"], summary[f"{column}_std"])]
+        summary[title] = mean_std(summary[f"{column}_mean"], summary[f"{column}_std"], summary["n"], digits=2)
     summary["Paper (%)"] = [f"{TABLE12[w][0]:.2f} ± {TABLE12[w][1]:.2f}" if w in TABLE12 else "-"
                             for w in summary["omega"]]
-    return summary[["omega", "n", *PERCENT_COLUMNS.values(), "Paper (%)", "Margin gap"]].to_markdown(index=False)
+    return markdown_table(summary[["omega", "n", *PERCENT_COLUMNS.values(), "Paper (%)", "Margin gap"]])
 
 
 def table_page(rows: list[dict[str, Any]], setting: dict[str, Any], cells: int) -> str:

@@ -21,19 +21,33 @@ def per_class_table(metrics: dict[str, float], counts: Sequence[int], classes: S
     })
 
 
+def mean_std(means: Sequence[float], stds: Sequence[float], counts: Sequence[int], digits: int = 4) -> list[str]:
+    """``"mean ± std"`` per group, or the mean alone where one trial makes the group: one seed has no
+    spread to show, and ``± 0.0000`` would read as seeds that agree."""
+    return [f"{m:.{digits}f} ± {s:.{digits}f}" if n > 1 else f"{m:.{digits}f}" for m, s, n in zip(means, stds, counts)]
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """``frame`` as a Markdown table. Text columns print as written: tabulate would read a column of
+    one-seed means ("0.9000") as numbers and drop the paper's trailing zeros."""
+    text = [i for i, column in enumerate(frame.columns) if not pd.api.types.is_numeric_dtype(frame[column])]
+    return frame.to_markdown(index=False, disable_numparse=text)
+
+
 def summarise(trials: pd.DataFrame, by: Sequence[str], metrics: dict[str, str]) -> pd.DataFrame:
     """Mean +- std over the trials of each group (seeds), one row per group, as in the paper's tables.
 
     ``metrics`` maps a trial-table column to its column title. The result has one formatted
-    ``"mean +- std"`` column per metric, plus ``<column>_mean``, ``<column>_std`` and ``n`` numbers.
+    ``"mean +- std"`` column per metric (``mean_std``), plus ``<column>_mean``, ``<column>_std`` (0 for
+    one trial, so error bars draw) and ``n`` numbers.
     """
     groups = trials.groupby(list(by), sort=True)
     table = groups.size().rename("n").to_frame()
     for column, title in metrics.items():
         stats = groups[column].agg(["mean", "std"])
-        stats["std"] = stats["std"].fillna(0.0)  # one seed: no spread
+        stats["std"] = stats["std"].fillna(0.0)
         table[f"{column}_mean"], table[f"{column}_std"] = stats["mean"], stats["std"]
-        table[title] = [f"{m:.4f} ± {s:.4f}" for m, s in zip(stats["mean"], stats["std"])]
+        table[title] = mean_std(stats["mean"], stats["std"], table["n"])
     return table.reset_index()
 
 

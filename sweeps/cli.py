@@ -21,6 +21,7 @@ import pandas as pd
 from cluster.address import cluster_address
 from core import tracking
 from core.config import DATASET_DEFAULTS, TrainConfig
+from core.reporting import markdown_table
 from core.data import DATASETS, load
 from core.sweep import PROJECT_DIR, SweepResult, SweepSpec, claim_folder, grid_configs, run_sweep
 
@@ -37,7 +38,7 @@ class Table:
     plots: dict[str, bytes] = field(default_factory=dict)
 
     def markdown(self) -> str:
-        return f"{self.title}\n\n" + self.frame.to_markdown(index=False)
+        return f"{self.title}\n\n" + markdown_table(self.frame)
 
 
 @dataclass

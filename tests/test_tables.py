@@ -40,12 +40,16 @@ def test_each_sweep_builds_its_tables_in_the_paper_layout(name):
 
 
 def test_mean_and_std_are_over_seeds():
-    from core.reporting import summarise
+    from core.reporting import markdown_table, summarise
 
     trials = pd.DataFrame({"omega": [0.5, 0.5, 1.0], "test_acc": [0.2, 0.4, 0.9]})
     table = summarise(trials, ["omega"], {"test_acc": "Accuracy"})
-    assert table["Accuracy"].tolist() == ["0.3000 ± 0.1414", "0.9000 ± 0.0000"]
+    # one seed has no spread to show: its mean alone, not "± 0.0000"
+    assert table["Accuracy"].tolist() == ["0.3000 ± 0.1414", "0.9000"]
     assert table["n"].tolist() == [2, 1]
+    # a table of one-seed means keeps the paper's digits in Markdown (tabulate would print 0.9)
+    single = summarise(trials.iloc[2:], ["omega"], {"test_acc": "Accuracy"})
+    assert "| 0.9000     |" in markdown_table(single[["omega", "Accuracy"]])
 
 
 def test_method_comparison_reports_each_methods_cost_beside_mamix_drw():
