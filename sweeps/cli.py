@@ -21,8 +21,8 @@ import pandas as pd
 from cluster.address import cluster_address
 from core import tracking
 from core.config import DATASET_DEFAULTS, TrainConfig
-from core.reporting import markdown_table
 from core.data import DATASETS, load
+from core.reporting import markdown_table
 from core.sweep import PROJECT_DIR, SweepResult, SweepSpec, claim_folder, grid_configs, run_sweep
 
 log = logging.getLogger(__name__)
