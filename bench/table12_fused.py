@@ -317,11 +317,12 @@ def plan_window(args: argparse.Namespace, remaining: list[tuple[float, int]], st
     return chosen
 
 
-def progress_log(out: str, cfgs: list[TrainConfig], started: float):
+def progress_log(out: str, cfgs: list[TrainConfig], started: float, resumed: bool = False):
     """A ``train_pack`` report that appends every member's evaluation to ``out/members.jsonl`` at once,
-    so a window cut short still leaves its evaluations."""
+    so a window cut short still leaves its evaluations (a resumed run adds to them)."""
     path = os.path.join(out, "members.jsonl")
-    open(path, "w").close()
+    if not resumed:
+        open(path, "w").close()
 
     def report(metrics: list[dict[str, float]], failures: dict[int, str]) -> None:
         with open(path, "a") as log:

@@ -81,6 +81,11 @@ class TrainConfig:
     omega: float = 0.25  # MAMix eta_c = n_c ** -omega
     tau: float = 0.5  # Remix threshold
     kappa: float = 3.0  # Remix P ("P-majority")
+    # The reference Mixup-family trainers (imbalanced-DL) forward the clean batch in train mode before the
+    # mixed one, each step, to log a training accuracy. That changes no gradient but moves BatchNorm's
+    # running statistics, which evaluation uses. Off: the paper's method (reference-facts.md); on: the
+    # authors' code, to compare numbers with theirs (bench/bn_statistics.py measures the difference).
+    clean_forward: bool = False
     # LDAM (Cao et al.)
     max_m: float = 0.5
     s: float = 30.0
@@ -218,8 +223,10 @@ class TrainConfig:
         for name in ("amp", "channels_last"):
             need(getattr(self, name) is None or isinstance(getattr(self, name), bool), name,
                  "true, false or null (null: on for CUDA)")
-        for name in ("compile", "download"):
+        for name in ("compile", "download", "clean_forward"):
             need(isinstance(getattr(self, name), bool), name, "true or false")
+        need(not self.clean_forward or METHODS[self.method].mixes, "clean_forward",
+             f"false for {self.method!r}, which does not mix inputs (true only for mixing methods)")
         need(_choice(self.compile_mode, COMPILE_MODES), "compile_mode", f"one of {list(COMPILE_MODES)}")
         need(_choice(self.fuse_executor, FUSE_EXECUTORS), "fuse_executor", f"one of {list(FUSE_EXECUTORS)}")
         if self.data_root is not None:

@@ -106,6 +106,7 @@ class MixedBatch:
     y_j: torch.Tensor  # (K, B)
     lam_y: torch.Tensor  # (K, B): per sample, y_i's share of the label
     lam_x: torch.Tensor  # (K,): x_i's share of the input, one per member and batch
+    x_i: torch.Tensor | None = None  # the clean inputs (K, B, C, H, W) of a mixed batch (TrainConfig.clean_forward)
 
 
 def label_share(lam_x: torch.Tensor, n_i: torch.Tensor, n_j: torch.Tensor, rules: dict[str, torch.Tensor], *,
@@ -134,4 +135,4 @@ def mix_batch(x_i: torch.Tensor, y_i: torch.Tensor, x_j: torch.Tensor, y_j: torc
     lam_y = label_share(lam_x[:, None], counts[y_i], counts[y_j], rules, omega=omega, tau=tau, kappa=kappa)
     weight = lam_x.to(x_i.dtype).view(-1, *([1] * (x_i.dim() - 1)))
     x = torch.lerp(x_j, x_i, weight)  # lam_x * x_i + (1 - lam_x) * x_j, one kernel
-    return MixedBatch(x=x, y_i=y_i, y_j=y_j, lam_y=lam_y, lam_x=lam_x)
+    return MixedBatch(x=x, y_i=y_i, y_j=y_j, lam_y=lam_y, lam_x=lam_x, x_i=x_i)

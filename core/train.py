@@ -344,8 +344,19 @@ def epoch_weights(pack: Pack, epoch: int) -> torch.Tensor:
                         for cw in pack.class_weights]).to(pack.device)
 
 
+@torch.no_grad()
+def update_batchnorm(pack: Pack, x: torch.Tensor) -> None:
+    """A forward of ``x`` (K, B, C, H, W) whose only effect is on BatchNorm's running statistics: the net
+    is in train mode outside ``evaluate``, which normalises with each batch's own statistics."""
+    with torch.autocast(pack.device.type, dtype=torch.bfloat16, enabled=pack.amp):
+        pack.forward(x)
+
+
 def train_step(pack: Pack, batch: MixedBatch, weights: torch.Tensor) -> torch.Tensor:
-    """One SGD step of every member; returns their detached losses (K,) (no host sync)."""
+    """One SGD step of every member; returns their detached losses (K,) (no host sync). With
+    ``clean_forward``, the clean batch is forwarded first, as the authors' trainers do."""
+    if pack.cfg.clean_forward:
+        update_batchnorm(pack, batch.x_i)
     with torch.autocast(pack.device.type, dtype=torch.bfloat16, enabled=pack.amp):
         logits = pack.forward(batch.x)
     losses = member_losses(pack, logits, batch, weights)

@@ -190,6 +190,48 @@ def test_table12_windows_train_the_missing_cells_and_table_them_all(tmp_path, ca
     assert f"left out {done / 'w0-short'}: another setting (drw_epoch, epochs" in capsys.readouterr().out
 
 
+BN_DIGITS = ["--device", "cpu", "--epochs", "2", "--eval-every", "1", "--set", "dataset=digits", "model=small_cnn",
+             "ratio=10", "batch_size=64", "lr=0.05"]
+
+
+def test_bn_statistics_trains_the_cell_once_and_replays_its_final_weights(tmp_path, monkeypatch):
+    """The BatchNorm probe: a cell cut short resumes from its last evaluation to the numbers of an
+    uninterrupted run; a finished one is not trained again; "as trained" is the training's own last
+    evaluation, and the replays' statistics change the evaluation."""
+    from bench import bn_statistics
+
+    whole = bn_statistics.main(["--out", str(tmp_path / "whole"), "--repeats", "2", *BN_DIGITS])
+    final = json.loads((tmp_path / "whole" / "final.json").read_text())[0]
+    statistics = whole["statistics"]
+    assert [m["test_acc"] for m in statistics["as trained"]] == [final["test_acc"]] and final["epoch"] == 2
+    assert list(statistics) == ["as trained", *bn_statistics.REPLAYS]
+    gaps = {m["margin_gap"] for name in bn_statistics.REPLAYS for m in statistics[name]}
+    assert len(gaps) == 2 * len(bn_statistics.REPLAYS), "each replay and repeat must move the statistics"
+    page = (tmp_path / "whole" / "replays.md").read_text()
+    assert "| clean, then mixed" in page and " ± " in page
+    trained = (tmp_path / "whole" / "training.json").stat().st_mtime_ns
+    assert bn_statistics.main(["--out", str(tmp_path / "whole"), "--repeats", "2", *BN_DIGITS]) == whole
+    assert (tmp_path / "whole" / "training.json").stat().st_mtime_ns == trained, "a finished cell trained again"
+
+    real_log = bn_statistics.progress_log
+
+    def crash_after_the_first_evaluation(*args, **kwargs):
+        def report(metrics, failures):
+            real_log(*args, **kwargs)(metrics, failures)
+            raise KeyboardInterrupt
+        return report
+
+    monkeypatch.setattr(bn_statistics, "progress_log", crash_after_the_first_evaluation)
+    with pytest.raises(KeyboardInterrupt):
+        bn_statistics.main(["--out", str(tmp_path / "cut"), *BN_DIGITS])
+    monkeypatch.setattr(bn_statistics, "progress_log", real_log)
+    resumed = bn_statistics.main(["--out", str(tmp_path / "cut"), "--repeats", "2", *BN_DIGITS])
+    assert json.loads((tmp_path / "cut" / "training.json").read_text())["resumed_from_epoch"] == 1
+    epochs = [json.loads(line)["epoch"] for line in (tmp_path / "cut" / "members.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2], "the resumed run must go on from epoch 1 and keep its evaluation"
+    assert resumed == whole
+
+
 def test_table12_plan_keeps_the_most_cells_that_fit():
     from bench.table12_fused import estimate, plan
 

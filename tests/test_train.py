@@ -15,7 +15,7 @@ from core.config import TrainConfig
 from core.evaluation import eval_logits
 from core.models import create_model
 from core.train import (draw_epoch, epoch_weights, main, make_batch, member_losses, run_epoch,
-                        set_up, train)
+                        set_up, train, train_pack, train_step)
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -193,6 +193,47 @@ def test_evaluation_runs_in_eval_mode_and_leaves_the_model_as_it_found_it():
     x = pack.data.eval_inputs("test", slice(None))
     torch.testing.assert_close(logits, model.eval()(x), rtol=1e-5, atol=1e-5)
     assert not torch.allclose(logits, model.train()(x), atol=1e-3), "train-mode logits must differ, or this proves nothing"
+
+
+# ----------------------------------------------------------------------------- the authors' clean forward
+
+def test_clean_forward_moves_batchnorm_statistics_and_nothing_else():
+    """With ``clean_forward`` (the authors' extra forward of the clean batch) the weights train exactly as
+    without it and only BatchNorm's running statistics, and so the evaluations, differ."""
+    states = {}
+    for on in (False, True):
+        cfg = tiny_config(method="mamix_drw", clean_forward=on)
+        train_pack([cfg], save_state=lambda state, on=on: states.__setitem__(on, state))
+    off, on = states[False], states[True]
+    running = [k for k in off["net"] if "running_" in k]
+    assert running and all(not torch.equal(off["net"][k], on["net"][k]) for k in running)
+    assert all(torch.equal(off["net"][k], on["net"][k]) for k in off["net"] if k not in running
+               and "num_batches_tracked" not in k), "a weight changed"
+    assert off["metrics"][0]["test_acc"] != on["metrics"][0]["test_acc"] or \
+        off["metrics"][0]["margin_gap"] != on["metrics"][0]["margin_gap"]
+
+
+def test_clean_forward_puts_the_clean_batch_into_the_first_batchnorm_mean():
+    """After one step from zero running means: without the clean forward the first BatchNorm's running
+    mean is 0.1 mu (momentum 0.1, mu the batch mean of the first convolution's output); the clean forward
+    first gives 0.9 * 0.1 mu + 0.1 mu = 0.19 mu. Mixing a batch with a permutation of itself keeps that
+    linear layer's batch mean, so mu is the same for the clean and the mixed batch."""
+    means = {}
+    for on in (False, True):
+        pack = set_up([TrainConfig.from_dict(tiny_config(method="mixup", clean_forward=on))])
+        batch = make_batch(pack, draw_epoch(pack), 0, 0, pack.cfg.batch_size)
+        assert not torch.equal(batch.x, batch.x_i)
+        train_step(pack, batch, epoch_weights(pack, 0))
+        state = pack.net.member_state(0)
+        means[on] = state[next(k for k in state if k.endswith("running_mean"))]
+    torch.testing.assert_close(means[True], 1.9 * means[False], rtol=1e-4, atol=1e-6)
+    assert means[False].abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("value, message", [(True, "false for 'erm'"), ("yes", "true or false")])
+def test_clean_forward_is_refused_where_it_means_nothing(value, message):
+    with pytest.raises(ConfigError, match=f"clean_forward: .*{message}"):
+        TrainConfig.from_dict(tiny_config(method="erm", clean_forward=value))
 
 
 # ----------------------------------------------------------------------------- the validation split

@@ -1,0 +1,158 @@
+"""BatchNorm's running statistics and the Table 12 gap: one cell trained, then evaluated with the
+running statistics its training left and with those that other forward passes would have left.
+
+The authors' Mixup-family trainers (imbalanced-DL's ``_mamix_drw.py``) forward the clean batch in train
+mode before the mixed one, each step, to log a training accuracy; this platform forwards the mixed batch
+only (``TrainConfig.clean_forward`` off, as ``../shared/notes/reference-facts.md`` asks). In train mode
+BatchNorm normalises with each batch's own statistics, so that extra forward changes no gradient and no
+weight: the two trainings are the same, and differ only in the running statistics that evaluation
+normalises with. So one training answers how much they matter:
+
+1. Train the cell (Table 12's setting, ``--omega`` and ``--seed``) and keep the pack's state at every
+   evaluation in ``OUT/state.pt`` (not for committing: 3.8 MB for ResNet-32). An existing final state is
+   reused and an unfinished one resumed, so a second run of the same command only evaluates.
+2. From the final weights, replay one more epoch at learning rate 0 (weights unchanged; BatchNorm in
+   train mode, its momentum as trained) per way of forwarding (``REPLAYS``), and evaluate each; as
+   often as ``--repeats`` says, on other draws, for the spread that the replayed batches alone cause.
+
+Written to ``--out``: ``members.jsonl`` and ``final.json`` (the training, as ``bench/table12_fused.py``
+writes them), ``training.json`` (its wall time and config), ``replays.json`` (every evaluation's metrics:
+accuracies overall, per class and per group, and margin statistics) and ``replays.md`` (the table).
+
+    python bench/bn_statistics.py --data-root DIR --out OUT --device cpu     # DIR/cifar10.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Callable
+
+if __package__ in (None, ""):  # run as a file: make the project importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from bench.table12_fused import paper_setting, progress_log  # noqa: E402
+from core.config import TrainConfig  # noqa: E402
+from core.mixing import MixedBatch  # noqa: E402
+from core.reporting import markdown_table, mean_std  # noqa: E402
+from core.train import (Metrics, batch_bounds, draw_epoch, evaluate, make_batch, restore, set_up,  # noqa: E402
+                        train_pack, update_batchnorm)
+
+# What each step of the replayed epoch forwards, in order.
+REPLAYS: dict[str, Callable[[MixedBatch], list[torch.Tensor]]] = {
+    "mixed": lambda batch: [batch.x],  # this platform's training: a check that a replay changes little
+    "clean, then mixed": lambda batch: [batch.x_i, batch.x],  # the authors' trainers (clean_forward)
+    "clean": lambda batch: [batch.x_i],  # the statistics of the clean training images alone
+}
+
+
+def cell_config(args: argparse.Namespace) -> TrainConfig:
+    """Table 12's setting for one (omega, seed), as ``bench/table12_fused.py`` trains its cells."""
+    base = paper_setting(args.epochs, **args.set, device=args.device)
+    if args.data_root:
+        base["data_root"] = os.path.abspath(args.data_root)
+    return TrainConfig.from_dict({**base, "eval_every": args.eval_every, "omega": args.omega, "seed": args.seed})
+
+
+def trained_state(cfg: TrainConfig, out: str) -> dict[str, Any]:
+    """The pack's final state: ``out/state.pt`` if it holds the last epoch, else trained (resumed from
+    ``out/state.pt`` if a run was cut short), saved at every evaluation."""
+    path = os.path.join(out, "state.pt")
+    state = torch.load(path, weights_only=False) if os.path.exists(path) else None
+    if state is not None and state["epoch"] == cfg.epochs:
+        return state
+
+    def save(new: dict[str, Any]) -> None:
+        torch.save(new, path + ".tmp")
+        os.replace(path + ".tmp", path)  # a run killed mid-write keeps the last whole state
+
+    started = time.time()
+    result = train_pack([cfg], progress_log(out, [cfg], started, resumed=state is not None), resume=state,
+                        save_state=save)
+    with open(os.path.join(out, "final.json"), "w") as f:
+        json.dump([{"omega": cfg.omega, "seed": cfg.seed, **result.metrics[0]}], f, indent=1)
+    with open(os.path.join(out, "training.json"), "w") as f:
+        json.dump({"training_s": round(time.time() - started, 1), "resumed_from_epoch": (state or {}).get("epoch"),
+                   "torch": torch.__version__, "config": cfg.to_dict()}, f, indent=1)
+    return torch.load(path, weights_only=False)
+
+
+def replays(cfg: TrainConfig, state: dict[str, Any], repeats: int) -> dict[str, list[Metrics]]:
+    """The test metrics of the trained weights as trained, and after one more epoch of each replay's
+    forwards at learning rate 0, once per repeat: repeat r forwards the r-th epoch of draws after those
+    training made (from the generators as it left them), the same draws for every replay."""
+    pack = set_up([cfg])
+    restore(pack, state)
+    out = {"as trained": [evaluate(pack, [0])[0]]}
+    for name, forwards in REPLAYS.items():
+        out[name] = []
+        for repeat in range(repeats):
+            restore(pack, state)
+            for _ in range(repeat + 1):
+                draws = draw_epoch(pack, state["epoch"])
+            for step, (start, end) in enumerate(batch_bounds(draws.order.shape[1], cfg.batch_size)):
+                for x in forwards(make_batch(pack, draws, step, start, end)):
+                    update_batchnorm(pack, x)
+            out[name].append(evaluate(pack, [0])[0])
+    return out
+
+
+def replay_table(result: dict[str, Any], counts: list[int]) -> str:
+    """One row per set of running statistics, mean +- std over the repeats: accuracies in %, the margin
+    gap, the two rarest classes' accuracy."""
+    rare = sorted(range(len(counts)), key=counts.__getitem__)[:2]
+    columns = {"test_acc": "test acc (%)", "many_shot_acc": "many (%)", "medium_shot_acc": "medium (%)",
+               "few_shot_acc": "few (%)", **{f"class_acc_{c}": f"class {c}, n = {counts[c]} (%)" for c in rare},
+               "margin_gap": "margin gap"}
+    rows = []
+    for name, runs in result["statistics"].items():
+        frame = pd.DataFrame(runs)
+        row = {"BatchNorm statistics": name, "n": len(runs)}
+        for key, title in columns.items():
+            scale = 1 if key == "margin_gap" else 100
+            row[title] = mean_std([scale * frame[key].mean()], [scale * frame[key].std()], [len(runs)],
+                                  digits=3 if key == "margin_gap" else 2)[0]
+        rows.append(row)
+    head = (f"omega {result['omega']:g}, seed {result['seed']}: the weights after epoch {result['epoch']}, "
+            "evaluated with the running statistics training left (as trained) and with those of one more epoch "
+            "of each replay's forwards at learning rate 0 (n: repeats on other draws, mean ± std)\n\n")
+    return head + markdown_table(pd.DataFrame(rows)) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-root", help="directory holding cifar10.npz (the compact ratio-300 file)")
+    p.add_argument("--out", required=True, help="folder for state.pt, members.jsonl, final.json, replays.*")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--omega", type=float, default=0.125)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=3, help="replays of each kind, on other draws (default: 3)")
+    p.add_argument("--epochs", type=int, help="shorter runs for a dry run (default: the paper's 200)")
+    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                   help="TrainConfig fields over the paper's setting (YAML values), e.g. for a dry run on digits")
+    args = p.parse_args(argv)
+    args.set = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
+    os.makedirs(args.out, exist_ok=True)
+    cfg = cell_config(args)
+    state = trained_state(cfg, args.out)
+    result = {"omega": cfg.omega, "seed": cfg.seed, "epoch": state["epoch"],
+              "statistics": replays(cfg, state, args.repeats)}
+    with open(os.path.join(args.out, "replays.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    page = replay_table(result, state["counts"])
+    with open(os.path.join(args.out, "replays.md"), "w") as f:
+        f.write(page)
+    print(page, flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()
