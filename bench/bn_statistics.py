@@ -38,10 +38,10 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from bench.table12_fused import paper_setting, progress_log  # noqa: E402
+from bench.table12_fused import cell_configs, progress_log  # noqa: E402
 from core.config import TrainConfig  # noqa: E402
 from core.mixing import MixedBatch  # noqa: E402
-from core.reporting import markdown_table, mean_std  # noqa: E402
+from core.reporting import markdown_table, summarise  # noqa: E402
 from core.train import (Metrics, batch_bounds, draw_epoch, evaluate, make_batch, restore, set_up,  # noqa: E402
                         train_pack, update_batchnorm)
 
@@ -55,10 +55,8 @@ REPLAYS: dict[str, Callable[[MixedBatch], list[torch.Tensor]]] = {
 
 def cell_config(args: argparse.Namespace) -> TrainConfig:
     """Table 12's setting for one (omega, seed), as ``bench/table12_fused.py`` trains its cells."""
-    base = paper_setting(args.epochs, **args.set, device=args.device)
-    if args.data_root:
-        base["data_root"] = os.path.abspath(args.data_root)
-    return TrainConfig.from_dict({**base, "eval_every": args.eval_every, "omega": args.omega, "seed": args.seed})
+    uncompiled = argparse.Namespace(**vars(args), compile=None)
+    return cell_configs(uncompiled, [(args.omega, args.seed)], args.eval_every, {})[0]
 
 
 def trained_state(cfg: TrainConfig, out: str) -> dict[str, Any]:
@@ -111,19 +109,18 @@ def replay_table(result: dict[str, Any], counts: list[int]) -> str:
     columns = {"test_acc": "test acc (%)", "many_shot_acc": "many (%)", "medium_shot_acc": "medium (%)",
                "few_shot_acc": "few (%)", **{f"class_acc_{c}": f"class {c}, n = {counts[c]} (%)" for c in rare},
                "margin_gap": "margin gap"}
-    rows = []
-    for name, runs in result["statistics"].items():
-        frame = pd.DataFrame(runs)
-        row = {"BatchNorm statistics": name, "n": len(runs)}
-        for key, title in columns.items():
-            scale = 1 if key == "margin_gap" else 100
-            row[title] = mean_std([scale * frame[key].mean()], [scale * frame[key].std()], [len(runs)],
-                                  digits=3 if key == "margin_gap" else 2)[0]
-        rows.append(row)
+    names = list(result["statistics"])
+    runs = pd.DataFrame([{"BatchNorm statistics": name, **run} for name, group in result["statistics"].items()
+                         for run in group])
+    runs["BatchNorm statistics"] = pd.Categorical(runs["BatchNorm statistics"], categories=names)
+    percent = [key for key in columns if key != "margin_gap"]
+    runs[percent] *= 100
+    summary = summarise(runs, ["BatchNorm statistics"], columns, digits={**dict.fromkeys(percent, 2), "margin_gap": 3})
+    rows = summary[["BatchNorm statistics", "n", *columns.values()]].astype({"BatchNorm statistics": str})
     head = (f"omega {result['omega']:g}, seed {result['seed']}: the weights after epoch {result['epoch']}, "
             "evaluated with the running statistics training left (as trained) and with those of one more epoch "
             "of each replay's forwards at learning rate 0 (n: repeats on other draws, mean ± std)\n\n")
-    return head + markdown_table(pd.DataFrame(rows)) + "\n"
+    return head + markdown_table(rows) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

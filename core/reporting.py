@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pandas as pd
 
@@ -34,12 +34,14 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return frame.to_markdown(index=False, disable_numparse=text)
 
 
-def summarise(trials: pd.DataFrame, by: Sequence[str], metrics: dict[str, str]) -> pd.DataFrame:
+def summarise(trials: pd.DataFrame, by: Sequence[str], metrics: dict[str, str],
+              digits: int | Mapping[str, int] = 4) -> pd.DataFrame:
     """Mean +- std over the trials of each group (seeds), one row per group, as in the paper's tables.
 
     ``metrics`` maps a trial-table column to its column title. The result has one formatted
-    ``"mean +- std"`` column per metric (``mean_std``), plus ``<column>_mean``, ``<column>_std`` (0 for
-    one trial, so error bars draw) and ``n`` numbers.
+    ``"mean +- std"`` column per metric (``mean_std``, to ``digits`` places: one number, or one per
+    column, 4 where a column has none), plus ``<column>_mean``, ``<column>_std`` (0 for one trial, so
+    error bars draw) and ``n`` numbers. Groups come in sorted order (a categorical's in its categories').
     """
     groups = trials.groupby(list(by), sort=True)
     table = groups.size().rename("n").to_frame()
@@ -47,7 +49,8 @@ def summarise(trials: pd.DataFrame, by: Sequence[str], metrics: dict[str, str]) 
         stats = groups[column].agg(["mean", "std"])
         stats["std"] = stats["std"].fillna(0.0)
         table[f"{column}_mean"], table[f"{column}_std"] = stats["mean"], stats["std"]
-        table[title] = mean_std(stats["mean"], stats["std"], table["n"])
+        places = digits if isinstance(digits, int) else digits.get(column, 4)
+        table[title] = mean_std(stats["mean"], stats["std"], table["n"], places)
     return table.reset_index()
 
 
