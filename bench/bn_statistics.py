@@ -36,10 +36,9 @@ if __package__ in (None, ""):  # run as a file: make the project importable
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
 from bench.table12_fused import cell_configs, progress_log  # noqa: E402
-from core.config import TrainConfig  # noqa: E402
+from core.config import TrainConfig, field_assignments  # noqa: E402
 from core.mixing import MixedBatch  # noqa: E402
 from core.reporting import markdown_table, summarise  # noqa: E402
 from core.train import (Metrics, batch_bounds, draw_epoch, evaluate, make_batch, restore, set_up,  # noqa: E402
@@ -136,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                    help="TrainConfig fields over the paper's setting (YAML values), e.g. for a dry run on digits")
     args = p.parse_args(argv)
-    args.set = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
+    args.set = field_assignments(args.set)
     os.makedirs(args.out, exist_ok=True)
     cfg = cell_config(args)
     state = trained_state(cfg, args.out)

@@ -44,11 +44,10 @@ if __package__ in (None, ""):  # run as a file: make the project importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
 from bench.table12_fused import paper_setting  # noqa: E402
 from bench.throughput import device_name, emit, synchronize  # noqa: E402
-from core.config import COMPILE_MODES, TrainConfig  # noqa: E402
+from core.config import COMPILE_MODES, TrainConfig, field_assignments  # noqa: E402
 from core.train import (Pack, batch_bounds, draw_epoch, epoch_weights, evaluate, make_batch, run_epoch,  # noqa: E402
                         set_learning_rate, set_up, train_step)
 from search_spaces import OMEGA_GRID  # noqa: E402
@@ -173,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="TrainConfig fields over Table 12's setting (YAML values), e.g. for a dry run on digits")
     p.add_argument("--json", help="write the result to this file (one JSON line, appended)")
     args = p.parse_args(argv)
-    args.set = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
+    args.set = field_assignments(args.set)
     from torch._dynamo.utils import counters
 
     eager, compiled, reference = packs(args)

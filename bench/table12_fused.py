@@ -45,11 +45,10 @@ if __package__ in (None, ""):  # run as a file: make the project importable
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
 from bench.fused_throughput import ready, steps, timed  # noqa: E402
 from bench.throughput import device_name, synchronize  # noqa: E402
-from core.config import TrainConfig  # noqa: E402
+from core.config import TrainConfig, field_assignments  # noqa: E402
 from core.reporting import markdown_table, mean_std, summarise  # noqa: E402
 from core.train import batch_bounds, evaluate, train_pack  # noqa: E402
 from search_spaces import OMEGA_GRID  # noqa: E402
@@ -360,7 +359,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | str:
                    help="TrainConfig fields over the paper's setting (YAML values), e.g. for a dry run on digits")
     args = p.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
-    args.set = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
+    args.set = field_assignments(args.set)
     if args.table:
         page = write_table(args)
         print(page)

@@ -11,7 +11,7 @@ import dataclasses
 import os
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 
 class ConfigError(ValueError):
@@ -250,6 +250,24 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+
+def field_assignments(words: Sequence[str]) -> dict[str, Any]:
+    """TrainConfig fields from ``FIELD=VALUE`` command-line words (the ``--set`` flag of the sweeps and
+    benchmarks), each value read as YAML (``true``, ``0.5``, ``[160, 180]``); the values are validated
+    where the config is built."""
+    import yaml
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    fields = {}
+    for word in words:
+        name, equals, value = word.partition("=")
+        if not equals:
+            raise ConfigError("set", f"got {word!r}; allowed: FIELD=VALUE words, e.g. clean_forward=true")
+        if name not in known:
+            raise ConfigError("set", f"{name!r} is not a TrainConfig field; allowed: {sorted(known)}")
+        fields[name] = yaml.safe_load(value)
+    return fields
 
 
 def _choice(v: Any, allowed: Any) -> bool:

@@ -14,13 +14,13 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
 from cluster.address import cluster_address
 from core import tracking
-from core.config import DATASET_DEFAULTS, TrainConfig
+from core.config import DATASET_DEFAULTS, ConfigError, TrainConfig, field_assignments
 from core.data import DATASETS, load
 from core.reporting import markdown_table
 from core.sweep import PROJECT_DIR, SweepResult, SweepSpec, claim_folder, grid_configs, run_sweep
@@ -74,6 +74,9 @@ def parser(description: str, presets: dict[str, dict[str, Any]]) -> argparse.Arg
     p.add_argument("--max-concurrent", type=int, default=0, help="0: as many as resources allow")
     p.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial from its checkpoint")
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray instance (ignored on a cluster)")
+    p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                   help="TrainConfig fields over the preset's (YAML values), e.g. clean_forward=true; a field the "
+                        "sweep varies has its own flag")
     p.add_argument("--fuse", type=_count_or_auto, default="auto",
                    help="grid cells of one shape train fused, at most K to a trial (core/fused.py); 1: a trial "
                         "per cell; auto (default): each shape's cells spread evenly over the trials that run at once")
@@ -91,8 +94,12 @@ def _count_or_auto(text: str) -> int | str:
 def settings(args: argparse.Namespace, presets: dict[str, dict[str, Any]], sweep: str,
              overridable: tuple[str, ...] = ()) -> dict[str, Any]:
     """The preset's values overridden by every flag given on the command line. The schedule is cut
-    to ``epochs`` when a flag shortens it (milestones and the DRW epoch stay inside the run)."""
-    chosen = dict(presets[args.preset])
+    to ``epochs`` when a flag shortens it (milestones and the DRW epoch stay inside the run). ``--set``
+    fields come between the preset and the named flags; the seed is the grid's (``--seeds``)."""
+    fixed = field_assignments(args.set)
+    if "seed" in fixed:
+        raise ConfigError("set", "seed is the grid's: pass --seeds N for seeds 0..N-1")
+    chosen = {**presets[args.preset], **fixed}
     for key in ("dataset", "data_root", "download", "epochs", "seeds", "gpus_per_trial", *overridable):
         if getattr(args, key, None) is not None:
             chosen[key] = getattr(args, key)
@@ -177,6 +184,10 @@ def run(sweep: Sweep, argv: list[str] | None = None) -> list[Table]:
         kind = type(next(iter(sweep.presets.values()))[axis][0])
         p.add_argument("--" + axis.replace("_", "-"), type=kind, nargs="+", help=f"grid of {sweep.axes[axis]}")
     args = p.parse_args(argv)
+    fixed = field_assignments(args.set)
+    for axis, field_name in sweep.axes.items():
+        if field_name in fixed:
+            raise ConfigError("set", f"{field_name} is the grid's in this sweep: pass --{axis.replace('_', '-')}")
     chosen = settings(args, sweep.presets, sweep.name, tuple(sweep.axes))
     if chosen["seeds"] < 1:
         raise ValueError(f"seeds: got {chosen['seeds']}; allowed: an integer >= 1")
@@ -193,9 +204,10 @@ def run(sweep: Sweep, argv: list[str] | None = None) -> list[Table]:
     return tables
 
 
-def check_space(space: Callable, base: dict[str, Any], samples: int = 64) -> None:
+def check_space(space: Callable, base: dict[str, Any], fixed: Sequence[str] = (), samples: int = 64) -> None:
     """Sample the define-by-run space with a throwaway Optuna study and validate every resulting
-    config, so an invalid combination fails here with the field's name, before any trial starts."""
+    config, so an invalid combination fails here with the field's name, before any trial starts; a
+    ``fixed`` field (``--set``) that the space sets is refused, as the search would overwrite it."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -203,6 +215,9 @@ def check_space(space: Callable, base: dict[str, Any], samples: int = 64) -> Non
     for _ in range(samples):
         trial = study.ask()
         constants = space(trial) or {}
+        searched = sorted(set(fixed) & {*trial.params, *constants})
+        if searched:
+            raise ConfigError("set", f"{searched[0]} is the search's to choose; allowed: fields it leaves alone")
         TrainConfig.from_dict({**base, **trial.params, **constants})
         study.tell(trial, 0.0)
 

@@ -45,6 +45,7 @@ import pandas as pd  # noqa: E402
 
 from core import study as studies  # noqa: E402
 from core import tracking  # noqa: E402
+from core.config import field_assignments  # noqa: E402
 from core.methods import METHODS  # noqa: E402
 from core.sweep import SweepResult, run_sweep  # noqa: E402
 from core.train import _number_or_name  # noqa: E402
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         raise ValueError("asha: early stopping stops whole Ray trials, and a fused trial is a pack of members; "
                          "pass --fuse 1 with --asha")
     space = method_space(args.method, epochs)
-    cli.check_space(space, base)
+    cli.check_space(space, base, fixed=field_assignments(args.set))
 
     name, results_dir = chosen["name"], os.path.abspath(args.results_dir)
     path = os.path.join(results_dir, f"{name}.optuna.db")

@@ -33,6 +33,11 @@ def fails_with(capsys, main, argv, *words):
     (["--preset", "demo", "--epochs", "0"], ["epochs", ">= 1"]),
     (["--preset", "demo", "--seeds", "0"], ["seeds", ">= 1"]),
     (["--preset", "demo", "--data-root", "/no/such/dir"], ["data_root", "existing directory"]),
+    (["--preset", "demo", "--set", "clean_forward"], ["set", "FIELD=VALUE"]),
+    (["--preset", "demo", "--set", "clean_foward=true"], ["set", "'clean_foward' is not a TrainConfig field"]),
+    (["--preset", "demo", "--set", "clean_forward=maybe"], ["clean_forward", "true or false"]),
+    (["--preset", "demo", "--set", "omega=0.5"], ["set", "omega", "--omegas"]),
+    (["--preset", "demo", "--set", "seed=3"], ["set", "--seeds"]),
 ])
 def test_omega_sweep_rejects_bad_flags_before_ray(capsys, argv, words):
     import ray
@@ -45,6 +50,10 @@ def test_omega_sweep_rejects_bad_flags_before_ray(capsys, argv, words):
 def test_unknown_method_in_a_grid_is_named(capsys):
     fails_with(capsys, method_comparison.main, ["--preset", "demo", "--methods", "erm", "mixup_remix"],
                "method", "mixup_remix", "allowed")
+
+
+def test_a_field_the_search_chooses_cannot_be_set(capsys):
+    fails_with(capsys, tune_hparams.main, ["--preset", "demo", "--set", "omega=0.5"], "set", "omega", "search")
 
 
 def test_unknown_method_for_the_search_is_named(capsys):

@@ -72,13 +72,16 @@ def test_tiny_omega_sweep_logs_parent_and_children(ray_session, tmp_path, caplog
         omega_sensitivity.main(TINY + ["--results-dir", str(tmp_path), "--epochs", "1"])
     assert "epochs 2 -> 1" in str(refused.value) and "--name" in str(refused.value)
     assert "--restart" in str(refused.value) and "omega (grid)" not in str(refused.value)
+    with pytest.raises(ValueError, match="clean_forward .*-> true"):
+        omega_sensitivity.main(TINY + ["--results-dir", str(tmp_path), "--set", "clean_forward=true"])
     again = omega_sensitivity.main(TINY + ["--results-dir", str(tmp_path)])[0].frame
     assert again.equals(table)
     assert len(runs_of(tmp_path, "omega_sensitivity-demo")[2]) == 2
 
     # --restart archives the old folder and parent run; the new sweep is the one reported.
+    # (and --set reaches every trial: the authors' clean forward, here)
     new = omega_sensitivity.main(TINY + ["--results-dir", str(tmp_path), "--epochs", "1", "--omegas", "1",
-                                         "--restart"])[0].frame
+                                         "--set", "clean_forward=true", "--restart"])[0].frame
     assert new["omega"].tolist() == [1.0]
     (archived,) = os.listdir(os.path.join(tmp_path, "archived"))
     assert {"table12.md", "sweep.json"} <= set(os.listdir(os.path.join(tmp_path, "archived", archived)))
@@ -87,6 +90,7 @@ def test_tiny_omega_sweep_logs_parent_and_children(ray_session, tmp_path, caplog
         else client.get_run(parents[1].info.run_id)
     assert old.data.tags["archived"].endswith(archived) and "(archived" in old.info.run_name
     assert len(parents) == 2 and len(children) == 3
+    assert sorted(c.data.params["clean_forward"] for c in children) == ["False", "False", "True"]
     rebuilt = report.main(["--experiment", "omega_sensitivity-demo", "--results-dir", str(tmp_path)])
     assert rebuilt[0].frame["omega"].tolist() == [1.0]
 
