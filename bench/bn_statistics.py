@@ -9,7 +9,8 @@ weight: the two trainings are the same, and differ only in the running statistic
 normalises with. So one training answers how much they matter:
 
 1. Train the cell (Table 12's setting, ``--omega`` and ``--seed``) and keep the pack's state at every
-   evaluation in ``OUT/state.pt`` (not for committing: 3.8 MB for ResNet-32). An existing final state is
+   evaluation in ``OUT/state.pt`` (3.8 MB for ResNet-32; ``*.pt`` is ignored by git but for the one real
+   cell's, under ``docs/results/bn-statistics/``, so a CPU run can span sessions). An existing final state is
    reused and an unfinished one resumed, so a second run of the same command only evaluates.
 2. From the final weights, replay one more epoch at learning rate 0 (weights unchanged; BatchNorm in
    train mode, its momentum as trained) per way of forwarding (``REPLAYS``), and evaluate each; as
@@ -62,7 +63,7 @@ def trained_state(cfg: TrainConfig, out: str) -> dict[str, Any]:
     """The pack's final state: ``out/state.pt`` if it holds the last epoch, else trained (resumed from
     ``out/state.pt`` if a run was cut short), saved at every evaluation."""
     path = os.path.join(out, "state.pt")
-    state = torch.load(path, weights_only=False) if os.path.exists(path) else None
+    state = torch.load(path, weights_only=True) if os.path.exists(path) else None
     if state is not None and state["epoch"] == cfg.epochs:
         return state
 
@@ -78,7 +79,7 @@ def trained_state(cfg: TrainConfig, out: str) -> dict[str, Any]:
     with open(os.path.join(out, "training.json"), "w") as f:
         json.dump({"training_s": round(time.time() - started, 1), "resumed_from_epoch": (state or {}).get("epoch"),
                    "torch": torch.__version__, "config": cfg.to_dict()}, f, indent=1)
-    return torch.load(path, weights_only=False)
+    return torch.load(path, weights_only=True)
 
 
 def replays(cfg: TrainConfig, state: dict[str, Any], repeats: int) -> dict[str, list[Metrics]]:
