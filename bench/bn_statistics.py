@@ -9,9 +9,8 @@ weight: the two trainings are the same, and differ only in the running statistic
 normalises with. So one training answers how much they matter:
 
 1. Train the cell (Table 12's setting, ``--omega`` and ``--seed``) and keep the pack's state at every
-   evaluation in ``OUT/state.pt`` (3.8 MB for ResNet-32; ``*.pt`` is ignored by git but for the one real
-   cell's, under ``docs/results/bn-statistics/``, so a CPU run can span sessions). An existing final state is
-   reused and an unfinished one resumed, so a second run of the same command only evaluates.
+   evaluation in ``OUT/state.pt`` (3.8 MB for ResNet-32; checkpoints stay out of git). An existing final
+   state is reused and an unfinished one resumed, so a second run of the same command only evaluates.
 2. From the final weights, replay one more epoch at learning rate 0 (weights unchanged; BatchNorm in
    train mode, its momentum as trained) per way of forwarding (``REPLAYS``), and evaluate each; as
    often as ``--repeats`` says, on other draws, for the spread that the replayed batches alone cause.
