@@ -60,6 +60,12 @@ class TrainConfig:
     eval_split: str | None = None
     # model and method
     model: str | None = None
+    # The linear classifier of every method but LDAM (which has its cosine one), as in the authors' code
+    # behind the paper's numbers (imbalanced-DL's dot_product_classifier): no bias, and nn.Linear's own
+    # initial draw ("pytorch"; "kaiming_normal": drawn as the convolutions). Cao et al.'s LDAM-DRW ResNet-32,
+    # this platform's only head until 2026-12-02, has both: head_bias true, head_init kaiming_normal.
+    head_bias: bool = False
+    head_init: str = "pytorch"
     method: str = "erm"
     # optimisation (appendix A): SGD, momentum 0.9, weight decay 2e-4, batch 128, lr 0.1, 5 warm-up epochs
     epochs: int | None = None
@@ -150,7 +156,7 @@ class TrainConfig:
         # Imported here: the registries live next to what they register, and they import this module.
         from core.data import DATASETS
         from core.methods import METHODS, REDUCTIONS
-        from core.models import MODELS
+        from core.models import HEAD_INITS, MODELS
 
         def need(ok: bool, name: str, allowed: str) -> None:
             if not ok:
@@ -158,6 +164,7 @@ class TrainConfig:
 
         need(_choice(self.method, METHODS), "method", str(sorted(METHODS)))
         need(_choice(self.model, MODELS), "model", str(sorted(MODELS)))
+        need(_choice(self.head_init, HEAD_INITS), "head_init", str(list(HEAD_INITS)))
         need(_choice(self.imbalance, IMBALANCE_KINDS), "imbalance", str(list(IMBALANCE_KINDS)))
         if self.reduction is None:
             self.reduction = METHODS[self.method].reduction
@@ -223,7 +230,7 @@ class TrainConfig:
         for name in ("amp", "channels_last"):
             need(getattr(self, name) is None or isinstance(getattr(self, name), bool), name,
                  "true, false or null (null: on for CUDA)")
-        for name in ("compile", "download", "clean_forward"):
+        for name in ("compile", "download", "clean_forward", "head_bias"):
             need(isinstance(getattr(self, name), bool), name, "true or false")
         need(not self.clean_forward or METHODS[self.method].mixes, "clean_forward",
              f"false for {self.method!r}, which does not mix inputs (true only for mixing methods)")
@@ -237,10 +244,9 @@ class TrainConfig:
     # ------------------------------------------------------------------ conversion
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = sorted(set(d) - TRAIN_FIELDS)
         if unknown:
-            raise ConfigError(unknown[0], f"unknown field; allowed: {sorted(known)}")
+            raise ConfigError(unknown[0], f"unknown field; allowed: {sorted(TRAIN_FIELDS)}")
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
@@ -252,20 +258,25 @@ class TrainConfig:
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 
 
+TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
+# Fields added with a default that computes otherwise than the code before them did: what a record
+# written before a field existed (a sweep's settings, a window's setting, a stage's architecture) meant.
+FORMER_DEFAULTS: dict[str, Any] = {"head_bias": True, "head_init": "kaiming_normal"}
+
+
 def field_assignments(words: Sequence[str]) -> dict[str, Any]:
     """TrainConfig fields from ``FIELD=VALUE`` command-line words (the ``--set`` flag of the sweeps and
     benchmarks), each value read as YAML (``true``, ``0.5``, ``[160, 180]``); the values are validated
     where the config is built."""
     import yaml
 
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
     fields = {}
     for word in words:
         name, equals, value = word.partition("=")
         if not equals:
             raise ConfigError("set", f"got {word!r}; allowed: FIELD=VALUE words, e.g. clean_forward=true")
-        if name not in known:
-            raise ConfigError("set", f"{name!r} is not a TrainConfig field; allowed: {sorted(known)}")
+        if name not in TRAIN_FIELDS:
+            raise ConfigError("set", f"{name!r} is not a TrainConfig field; allowed: {sorted(TRAIN_FIELDS)}")
         fields[name] = yaml.safe_load(value)
     return fields
 

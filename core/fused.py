@@ -92,11 +92,13 @@ class GroupedLinear(nn.Module):
     def __init__(self, linears: Sequence[nn.Linear]):
         super().__init__()
         self.weight = nn.Parameter(torch.stack([m.weight.detach() for m in linears]))  # (K, out, F)
-        self.bias = nn.Parameter(torch.stack([m.bias.detach() for m in linears]))
+        self.bias = None if linears[0].bias is None else nn.Parameter(torch.stack([m.bias.detach() for m in linears]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.weight.shape[0]
         features = x.view(x.shape[0], k, -1).transpose(0, 1)  # (K, B, F)
+        if self.bias is None:
+            return torch.bmm(features, self.weight.transpose(1, 2))
         return torch.baddbmm(self.bias[:, None, :], features, self.weight.transpose(1, 2))
 
 

@@ -1,13 +1,18 @@
 """Networks, by name: CIFAR ResNet-32 (He et al. 2016, option-A shortcuts), the CIFAR variant of
 ResNet-18, and a small CNN for the embedded dataset.
 
-Every model is built as ``create_model(name, num_classes, in_channels, normed_head)`` and its forward
-returns logits, or ``(logits, features)`` with ``return_features=True``. ``normed_head`` swaps the
-linear classifier for the cosine classifier that LDAM uses. Models know nothing about methods.
+Every model is built as ``create_model(name, num_classes, in_channels, cosine_head, head_bias,
+head_init)`` and its forward returns logits, or ``(logits, features)`` with ``return_features=True``.
+The classifier on the pooled features is linear, or the cosine classifier that LDAM uses
+(``cosine_head``). The linear one has a bias or not, and keeps ``nn.Linear``'s own initial draw or is
+drawn Kaiming-normal with the convolutions (``HEAD_INITS``). The authors' code (imbalanced-DL) has no bias
+and keeps the draw; Cao et al.'s LDAM-DRW code has a bias and the Kaiming draw. Models know nothing about
+methods.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import torch
@@ -22,10 +27,23 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     return fn
 
 
-def create_model(name: str, num_classes: int, in_channels: int = 3, normed_head: bool = False) -> nn.Module:
+HEAD_INITS = ("pytorch", "kaiming_normal")  # nn.Linear's own U(+-1/sqrt(features)), or the body's draw
+
+
+def create_model(name: str, num_classes: int, in_channels: int = 3, cosine_head: bool = False,
+                 head_bias: bool = False, head_init: str = "pytorch") -> nn.Module:
     if name not in MODELS:
         raise ValueError(f"model: unknown model {name!r}; allowed: {sorted(MODELS)}")
-    return MODELS[name](num_classes=num_classes, in_channels=in_channels, normed_head=normed_head)
+    if head_init not in HEAD_INITS:
+        raise ValueError(f"head_init: got {head_init!r}; allowed: {list(HEAD_INITS)}")
+    model = MODELS[name](num_classes=num_classes, in_channels=in_channels,
+                         head=NormedLinear if cosine_head else partial(nn.Linear, bias=head_bias))
+    # Drawn once the whole model exists, the body first: the order of the code before the head options,
+    # so that a biased, Kaiming-drawn head reproduces its runs bit for bit.
+    model.body.apply(_kaiming_init)
+    if head_init == "kaiming_normal":
+        model.head.apply(_kaiming_init)
+    return model
 
 
 class NormedLinear(nn.Module):
@@ -39,17 +57,13 @@ class NormedLinear(nn.Module):
         return F.normalize(x, dim=1) @ F.normalize(self.weight, dim=0)
 
 
-def _head(in_features: int, num_classes: int, normed: bool) -> nn.Module:
-    return NormedLinear(in_features, num_classes) if normed else nn.Linear(in_features, num_classes)
-
-
 class _Classifier(nn.Module):
-    """A feature extractor followed by a (linear or cosine) head."""
+    """A feature extractor followed by a head, ``head(num_features, num_classes)``."""
 
-    def __init__(self, body: nn.Module, num_features: int, num_classes: int, normed_head: bool):
+    def __init__(self, body: nn.Module, num_features: int, num_classes: int, head: Callable[[int, int], nn.Module]):
         super().__init__()
         self.body = body
-        self.head = _head(num_features, num_classes, normed_head)
+        self.head = head(num_features, num_classes)
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
         features = self.body(x)
@@ -103,30 +117,23 @@ def _resnet_body(in_channels: int, widths: list[int], blocks: list[int], shortcu
 
 
 @register_model
-def resnet32(num_classes: int, in_channels: int = 3, normed_head: bool = False) -> nn.Module:
+def resnet32(num_classes: int, in_channels: int, head: Callable[[int, int], nn.Module]) -> nn.Module:
     """CIFAR ResNet-32: 16-32-64 channels, 5 basic blocks per stage, option-A shortcuts (~0.46 M)."""
-    model = _Classifier(_resnet_body(in_channels, [16, 32, 64], [5, 5, 5], "A"), 64, num_classes, normed_head)
-    model.apply(_kaiming_init)
-    return model
+    return _Classifier(_resnet_body(in_channels, [16, 32, 64], [5, 5, 5], "A"), 64, num_classes, head)
 
 
 @register_model
-def resnet18(num_classes: int, in_channels: int = 3, normed_head: bool = False) -> nn.Module:
+def resnet18(num_classes: int, in_channels: int, head: Callable[[int, int], nn.Module]) -> nn.Module:
     """CIFAR ResNet-18: 3x3 stride-1 stem, no max-pool, [2, 2, 2, 2] blocks of 64..512, 1x1 projections."""
-    model = _Classifier(_resnet_body(in_channels, [64, 128, 256, 512], [2, 2, 2, 2], "B"), 512, num_classes,
-                        normed_head)
-    model.apply(_kaiming_init)
-    return model
+    return _Classifier(_resnet_body(in_channels, [64, 128, 256, 512], [2, 2, 2, 2], "B"), 512, num_classes, head)
 
 
 @register_model
-def small_cnn(num_classes: int, in_channels: int = 1, normed_head: bool = False) -> nn.Module:
+def small_cnn(num_classes: int, in_channels: int, head: Callable[[int, int], nn.Module]) -> nn.Module:
     """Three conv-BN-ReLU layers and global pooling: trains on 8x8 digits in seconds on a CPU."""
     def block(cin: int, cout: int, stride: int) -> list[nn.Module]:
         return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
     body = nn.Sequential(*block(in_channels, 32, 1), *block(32, 64, 2), *block(64, 64, 1),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    model = _Classifier(body, 64, num_classes, normed_head)
-    model.apply(_kaiming_init)
-    return model
+    return _Classifier(body, 64, num_classes, head)

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.config import ConfigError, TrainConfig
+from core.config import FORMER_DEFAULTS, ConfigError, TrainConfig
 from core.data import DATASETS, imbalanced_arrays, load
 from core.deepsmote import Autoencoder, train_autoencoder
 from core.fused import FusedNetwork
@@ -76,14 +76,16 @@ def _train_generator(cfg: TrainConfig, x: np.ndarray, y: np.ndarray):
     g_cfg = generator_config(cfg)
     saved: list[dict[str, Any]] = []
     metrics = train(g_cfg, save_state=saved.append)
-    architecture = {"model": g_cfg.model, "num_classes": len(saved[-1]["counts"]), "in_channels": int(x.shape[-1])}
+    architecture = {"model": g_cfg.model, "num_classes": len(saved[-1]["counts"]), "in_channels": int(x.shape[-1]),
+                    "head_bias": g_cfg.head_bias}
     net = FusedNetwork([_build_generator(architecture)])
     net.load_state_dict(saved[-1]["net"])
     return architecture, net.member_state(0), {f"g_{k}": v for k, v in metrics.items()}
 
 
 def _build_generator(architecture: dict[str, Any]) -> nn.Module:
-    return create_model(architecture["model"], architecture["num_classes"], architecture["in_channels"])
+    return create_model(architecture["model"], architecture["num_classes"], architecture["in_channels"],
+                        head_bias=architecture.get("head_bias", FORMER_DEFAULTS["head_bias"]))
 
 
 def _train_autoencoder(cfg: TrainConfig, x: np.ndarray, y: np.ndarray):
@@ -102,8 +104,8 @@ def _build_autoencoder(architecture: dict[str, Any]) -> nn.Module:
 STAGES: dict[str, Stage] = {
     "m2m_generator": Stage(
         "M2m's g, an ERM model of the run's training set",
-        TRAINING_SET + ("model", "epochs", "batch_size", "lr", "momentum", "weight_decay", "warmup_epochs",
-                        "milestones", "lr_factor"),
+        TRAINING_SET + ("model", "head_bias", "head_init", "epochs", "batch_size", "lr", "momentum",
+                        "weight_decay", "warmup_epochs", "milestones", "lr_factor"),
         _train_generator, _build_generator),
     "deepsmote_autoencoder": Stage(
         "DeepSMOTE's encoder/decoder of the run's training set",

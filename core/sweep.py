@@ -32,7 +32,7 @@ from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 
 from core import stage_cache, stages, tracking
-from core.config import TrainConfig
+from core.config import FORMER_DEFAULTS, TrainConfig
 from core.progress import SweepProgress, error_reason, member_cells, trial_label
 from core.train import pack_key
 from core.tune import search_trial, trial
@@ -200,6 +200,10 @@ def _git_commit() -> str:
 def sweep_settings(spec: SweepSpec) -> dict[str, Any]:
     """What the trials of a sweep compute, as JSON values: a re-run resumes only when they are equal."""
     settings: dict[str, Any] = {k: v for k, v in spec.base.items() if k not in NOT_SETTINGS}
+    # A field whose default changed what trials compute is recorded even at its default, so that a sweep
+    # started before the change (whose settings lack it: it meant the former value) does not resume.
+    defaults = TrainConfig()
+    settings.update({k: getattr(defaults, k) for k in FORMER_DEFAULTS if k not in settings and k not in spec.grid})
     settings.update({f"{k} (grid)": v for k, v in spec.grid.items()})
     settings["num_samples"] = spec.num_samples
     settings["fuse"] = spec.fuse
@@ -218,10 +222,13 @@ def read_state(path: str) -> dict[str, Any] | None:
 
 
 def setting_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """``key old -> new`` for every setting that differs, in key order."""
-    missing = "(not set)"
-    return [f"{key} {json.dumps(old.get(key, missing))} -> {json.dumps(new.get(key, missing))}"
-            for key in sorted(set(old) | set(new)) if old.get(key, missing) != new.get(key, missing)]
+    """``key old -> new`` for every setting that differs, in key order; a setting the old record lacks
+    that has a former default (``FORMER_DEFAULTS``) had that value."""
+    def value(settings: dict[str, Any], key: str) -> Any:
+        return settings.get(key, FORMER_DEFAULTS.get(key, "(not set)"))
+
+    return [f"{key} {json.dumps(value(old, key))} -> {json.dumps(value(new, key))}"
+            for key in sorted(set(old) | set(new)) if value(old, key) != value(new, key)]
 
 
 def claim_folder(spec: SweepSpec) -> None:

@@ -9,7 +9,6 @@ A sweep script declares a ``Sweep``: its presets, which preset entries are swept
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -20,15 +19,12 @@ import pandas as pd
 
 from cluster.address import cluster_address
 from core import tracking
-from core.config import DATASET_DEFAULTS, ConfigError, TrainConfig, field_assignments
+from core.config import DATASET_DEFAULTS, TRAIN_FIELDS, ConfigError, TrainConfig, field_assignments
 from core.data import DATASETS, load
 from core.reporting import markdown_table
 from core.sweep import PROJECT_DIR, SweepResult, SweepSpec, claim_folder, grid_configs, run_sweep
 
 log = logging.getLogger(__name__)
-
-TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
-
 
 @dataclass
 class Table:

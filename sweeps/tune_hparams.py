@@ -45,7 +45,7 @@ import pandas as pd  # noqa: E402
 
 from core import study as studies  # noqa: E402
 from core import tracking  # noqa: E402
-from core.config import field_assignments  # noqa: E402
+from core.config import TRAIN_FIELDS, field_assignments  # noqa: E402
 from core.methods import METHODS  # noqa: E402
 from core.sweep import SweepResult, run_sweep  # noqa: E402
 from core.train import _number_or_name  # noqa: E402
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = p.parse_args(argv)
     chosen = cli.settings(args, PRESETS, f"tune_{args.method}", ("val_split",))
     epochs = chosen["epochs"]
-    base = {k: v for k, v in chosen.items() if k in cli.TRAIN_FIELDS}
+    base = {k: v for k, v in chosen.items() if k in TRAIN_FIELDS}
     base.update(drw_epoch=drw_epoch_bounds(epochs)[1], seed=0)
     objective = args.objective or ("test_acc" if base["val_split"] == "none" else "val_acc")
     if objective == "val_acc" and base["val_split"] == "none":

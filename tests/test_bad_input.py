@@ -115,10 +115,17 @@ def test_random_configs_train_one_epoch_or_name_a_field(values):
     assert metrics["epoch"] == 1 and np.isfinite(metrics["train_loss"])
 
 
-@pytest.mark.parametrize("name,value", [("amp", "yes"), ("channels_last", 1), ("compile", None), ("download", "no")])
+@pytest.mark.parametrize("name,value", [("amp", "yes"), ("channels_last", 1), ("compile", None), ("download", "no"),
+                                        ("head_bias", "false")])
 def test_switches_must_be_booleans(name, value):
     with pytest.raises(ConfigError, match=name):
         TrainConfig(**{name: value})
+
+
+@pytest.mark.parametrize("value", ["xavier", None, True])
+def test_head_init_names_the_allowed_draws(value):
+    with pytest.raises(ConfigError, match=r"head_init.*\['pytorch', 'kaiming_normal'\]"):
+        TrainConfig(head_init=value)
 
 
 @pytest.mark.parametrize("value", ["fast", None, True])

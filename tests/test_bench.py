@@ -262,6 +262,11 @@ def test_table12_windows_of_older_code_still_count_unless_a_field_differs():
     # a key that is no TrainConfig field has no default to stand in for it
     assert setting_differences({"epochs": 100}, {"epochs": 200, "m2m_beta": 0.999, "unknown": 1}) == [
         "epochs", "unknown"]
+    # a field added with a default that computes otherwise stands for its former value: the CPU cell
+    # trained before the authors' bias-free head is of another setting than the windows after it
+    assert setting_differences({"epochs": 200}, {"epochs": 200, "head_bias": False, "head_init": "pytorch"}) == [
+        "head_bias", "head_init"]
+    assert setting_differences({"epochs": 200}, {"epochs": 200, "head_bias": True, "head_init": "kaiming_normal"}) == []
 
 
 def test_graphs_check_compares_every_step_of_whole_compiled_runs(tmp_path):
@@ -417,3 +422,15 @@ def test_executors_and_vmap_train_the_same_members_alike():
                            "--steps", "1", "--warmup", "0"])
     assert [r["way"] for r in rows] == ["grouped", "per_member", "vmap"]
     assert all(r["img_per_s"] > 0 and max(r["loss_max_abs_diff"]) < 1e-5 for r in rows)
+
+
+def test_linear_head_bench_crosses_both_options(tmp_path):
+    from bench.linear_head import main
+
+    table = main(["--out", str(tmp_path), "--methods", "erm", "--seeds", "1",
+                  "--set", "epochs=1", "milestones=[]", "drw_epoch=1"])
+    assert sorted(zip(table["head_bias"], table["head_init"])) == [
+        (False, "kaiming_normal"), (False, "pytorch"), (True, "kaiming_normal"), (True, "pytorch")]
+    runs = [json.loads(line) for line in open(tmp_path / "runs.jsonl")]
+    assert len(runs) == 4 and len({r["test_acc"] for r in runs}) > 1, "the options must reach the training"
+    assert "head_init" in (tmp_path / "heads.md").read_text()

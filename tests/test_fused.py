@@ -197,12 +197,12 @@ def test_a_pack_resumes_every_member_from_a_saved_state():
 # ----------------------------------------------------------------------------- the fused network
 
 @pytest.mark.parametrize("model,channels,size", [("small_cnn", 1, 8), ("resnet32", 3, 16), ("resnet18", 3, 8)])
-@pytest.mark.parametrize("normed", [False, True])
-def test_fused_network_computes_each_members_own_function(model, channels, size, normed):
+@pytest.mark.parametrize("head", [dict(cosine_head=True), {}, dict(head_bias=True)], ids=["cosine", "linear", "biased"])
+def test_fused_network_computes_each_members_own_function(model, channels, size, head):
     members = []
     for seed in range(3):
         torch.manual_seed(seed)
-        members.append(create_model(model, 10, channels, normed_head=normed).eval())
+        members.append(create_model(model, 10, channels, **head).eval())
     x = torch.randn(3, 4, channels, size, size)
     expected = torch.stack([m(x[k]) for k, m in enumerate(members)])
     for executor in ("grouped", "per_member"):

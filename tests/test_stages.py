@@ -73,3 +73,13 @@ def test_a_stage_of_your_own_is_written_registered_and_used(tmp_path, monkeypatc
     set_up([resolved])  # the checkpoint fits the run
     with pytest.raises(ConfigError, match="^m2m_generator: .*counts"):
         stages.main(["m2m_generator", *flags, "--ratio", "5", "--register", path, "--tracking-uri", uri])
+
+
+def test_a_generator_checkpoint_written_before_head_bias_existed_builds_the_head_it_was_trained_with():
+    """g's checkpoints before ``head_bias`` existed had Cao et al.'s biased head (``FORMER_DEFAULTS``)."""
+    build = stages.STAGES["m2m_generator"].build
+    architecture = {"model": "small_cnn", "num_classes": 10, "in_channels": 1}
+    assert build(architecture).head.bias is not None
+    assert build({**architecture, "head_bias": False}).head.bias is None
+    # another head is another g
+    assert {"head_bias", "head_init"} <= set(stages.STAGES["m2m_generator"].key_fields)

@@ -95,6 +95,28 @@ def test_tiny_omega_sweep_logs_parent_and_children(ray_session, tmp_path, caplog
     assert rebuilt[0].frame["omega"].tolist() == [1.0]
 
 
+def test_a_sweep_started_before_a_default_changed_what_trials_compute_does_not_resume(tmp_path):
+    """A sweep folder of the code before the authors' bias-free head (its settings lack ``head_bias``
+    and ``head_init``) held trials with Cao et al.'s head: re-run after the upgrade, it is refused by name."""
+    import json
+
+    from core.sweep import STATE_FILE, SettingsChanged, claim_folder, sweep_settings
+
+    spec = SweepSpec(name="old", base=dict(dataset="digits", method="mamix_drw"), grid={"omega": [1.0]},
+                     results_dir=str(tmp_path))
+    settings = sweep_settings(spec)
+    assert (settings["head_bias"], settings["head_init"]) == (False, "pytorch")  # recorded, though not set
+    os.makedirs(spec.path)
+    former = {k: v for k, v in settings.items() if k not in ("head_bias", "head_init")}
+    with open(os.path.join(spec.path, STATE_FILE), "w") as f:
+        json.dump({"settings": former, "tracking_uri": spec.uri}, f)
+    with pytest.raises(SettingsChanged, match='head_bias true -> false; head_init "kaiming_normal" -> "pytorch"'):
+        claim_folder(spec)
+    with open(os.path.join(spec.path, STATE_FILE), "w") as f:
+        json.dump({"settings": settings, "tracking_uri": spec.uri}, f)
+    claim_folder(spec)  # this code's own record resumes
+
+
 def test_empty_grids_are_refused():
     with pytest.raises(ValueError, match="^omega: the grid holds no value"):
         grid_configs(SweepSpec(name="x", base=dict(dataset="digits", method="mamix_drw"), grid={"omega": []}))

@@ -32,7 +32,9 @@ def test_every_method_trains_two_epochs_on_digits(method, stage_checkpoints):
 def test_a_short_run_is_well_above_chance():
     metrics = train(dict(dataset="digits", method="mixup_drw", epochs=12, milestones=[8, 10], drw_epoch=8,
                          warmup_epochs=1, device="cpu"))
-    assert metrics["test_acc"] > 0.6  # chance is 0.1
+    # chance is 0.1. The authors' head (nn.Linear's small initial draw) learns slower on a schedule this
+    # short than a Kaiming-drawn one (docs/results/linear-head/), hence a bound well below what either reaches.
+    assert metrics["test_acc"] > 0.3
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers():
