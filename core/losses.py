@@ -56,7 +56,7 @@ def ldam_logits(cos_logits: torch.Tensor, y: torch.Tensor, margins: torch.Tensor
     """Label-distribution-aware margin logits (Cao et al. 2019): ``s * (cos_logits - m_y * onehot(y))``.
 
     Cross-entropy on these is the LDAM loss; the model's head must be a cosine classifier
-    (``head="cosine"``), whose logits lie in [-1, 1]. Shapes: cos_logits (..., B, C), y (..., B),
+    (``cosine_head=True``), whose logits lie in [-1, 1]. Shapes: cos_logits (..., B, C), y (..., B),
     margins (..., C) from ``ldam_margins``, s broadcastable to the leading shape.
     """
     m_y = margins.gather(-1, y)
