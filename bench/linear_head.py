@@ -6,7 +6,7 @@ this platform followed before, has a bias and draws the head Kaiming-normal with
 (``head_bias: true, head_init: kaiming_normal``). This trains every combination of the two options,
 per method and seed, from one setting (by default the short digits run of
 ``tests/test_train.py::test_a_short_run_is_well_above_chance``), and tables the final test accuracy and
-margin gap. The trainings run one after another, so time it on a quiet machine.
+margin gap. The trainings run one after another in this process.
 
 Written to ``--out``: ``runs.jsonl`` (one line per run: its options, method, seed and final metrics)
 and ``heads.md`` (mean ± std over seeds).

@@ -31,7 +31,6 @@ Commit ``--out`` as a new folder under ``--done``; the next window then trains t
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import glob
 import json
 import math
@@ -48,7 +47,7 @@ import torch  # noqa: E402
 
 from bench.fused_throughput import ready, steps, timed  # noqa: E402
 from bench.throughput import device_name, synchronize  # noqa: E402
-from core.config import FORMER_DEFAULTS, TrainConfig, field_assignments  # noqa: E402
+from core.config import FORMER_DEFAULTS, TRAIN_DEFAULTS, TrainConfig, field_assignments  # noqa: E402
 from core.reporting import markdown_table, mean_std, summarise  # noqa: E402
 from core.train import batch_bounds, evaluate, train_pack  # noqa: E402
 from search_spaces import OMEGA_GRID  # noqa: E402
@@ -101,7 +100,7 @@ def setting_of(args: argparse.Namespace) -> dict[str, Any]:
 def setting_differences(theirs: dict[str, Any], ours: dict[str, Any]) -> list[str]:
     """The fields in which two settings differ; a field one of them lacks (a window run before the field
     existed) counts as the field's default then: its former default (``FORMER_DEFAULTS``), or its default."""
-    defaults = {**{f.name: f.default for f in dataclasses.fields(TrainConfig)}, **FORMER_DEFAULTS}
+    defaults = {**TRAIN_DEFAULTS, **FORMER_DEFAULTS}
     return sorted(k for k in {**theirs, **ours} if theirs.get(k, defaults.get(k)) != ours.get(k, defaults.get(k)))
 
 

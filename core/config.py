@@ -259,6 +259,7 @@ class TrainConfig:
 
 
 TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
+TRAIN_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 # Fields added with a default that computes otherwise than the code before them did: what a record
 # written before a field existed (a sweep's settings, a window's setting, a stage's architecture) meant.
 FORMER_DEFAULTS: dict[str, Any] = {"head_bias": True, "head_init": "kaiming_normal"}

@@ -32,7 +32,7 @@ from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 
 from core import stage_cache, stages, tracking
-from core.config import FORMER_DEFAULTS, TrainConfig
+from core.config import FORMER_DEFAULTS, TRAIN_DEFAULTS, TrainConfig
 from core.progress import SweepProgress, error_reason, member_cells, trial_label
 from core.train import pack_key
 from core.tune import search_trial, trial
@@ -202,8 +202,7 @@ def sweep_settings(spec: SweepSpec) -> dict[str, Any]:
     settings: dict[str, Any] = {k: v for k, v in spec.base.items() if k not in NOT_SETTINGS}
     # A field whose default changed what trials compute is recorded even at its default, so that a sweep
     # started before the change (whose settings lack it: it meant the former value) does not resume.
-    defaults = TrainConfig()
-    settings.update({k: getattr(defaults, k) for k in FORMER_DEFAULTS if k not in settings and k not in spec.grid})
+    settings.update({k: TRAIN_DEFAULTS[k] for k in FORMER_DEFAULTS if k not in settings and k not in spec.grid})
     settings.update({f"{k} (grid)": v for k, v in spec.grid.items()})
     settings["num_samples"] = spec.num_samples
     settings["fuse"] = spec.fuse

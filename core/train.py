@@ -205,8 +205,9 @@ def set_up(configs: Sequence[TrainConfig]) -> Pack:
     for c in cfgs:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(c.seed)
-            members.append(create_model(c.model, data.num_classes, data.in_channels, methods[0].loss == "ldam",
-                                        c.head_bias, c.head_init))
+            members.append(create_model(c.model, data.num_classes, data.in_channels,
+                                        cosine_head=methods[0].loss == "ldam", head_bias=c.head_bias,
+                                        head_init=c.head_init))
     batch_shape = (cfg.batch_size, *data.x_train.shape[1:])
     executor = choose_executor(cfg.fuse_executor, device, members[0], batch_shape, len(cfgs))
     net = FusedNetwork(members, executor, channels_last).to(device)
