@@ -22,8 +22,12 @@ def test_a_trial_killed_mid_epoch_resumes_with_one_continuous_history(ray_sessio
                                  max_failures=2, fault=("sigkill", 1)))
     assert result.num_errors == 0
     client, _, children = runs_of(tmp_path, "sigkill")
-    assert len(children) == 1 and children[0].info.status == "FINISHED"
+    assert len(children) == 1 and children[0].info.status == "FINISHED", "the retry continues the trial's run"
     assert steps(client, children[0], "test_acc") == [1, 2, 3]
+    assert result.trials["epoch"].tolist() == [3]
+    # The crash after epoch 1 does not reset the trial's wall time: the retry adds its own to epoch 1's.
+    wall = [m.value for m in sorted(client.get_metric_history(children[0].info.run_id, "wall_s"), key=lambda m: m.step)]
+    assert wall[0] < wall[1] < wall[2] and result.trials["wall_s"].tolist() == [wall[2]]
 
 
 def test_a_diverging_trial_fails_at_once_and_the_others_finish(ray_session, tmp_path):

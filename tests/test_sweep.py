@@ -163,22 +163,6 @@ def test_progress_status_counts_trials_and_estimates_the_time_left(caplog):
     assert len(caplog.messages) == 2
 
 
-def test_a_crashed_trial_resumes_from_its_checkpoint_in_the_same_run(ray_session, tmp_path):
-    spec = SweepSpec(name="fault", base=dict(dataset="digits", method="mixup_drw", epochs=3, milestones=[2],
-                                             drw_epoch=2, warmup_epochs=1, device="cpu"),
-                     grid={"seed": [0]}, results_dir=str(tmp_path), max_failures=1, fault=("raise", 1))
-    result = run_sweep(spec)
-    assert result.num_errors == 0
-    client, parents, children = runs_of(tmp_path, "fault")
-    assert len(children) == 1, "the retry must continue the trial's run, not open a second one"
-    assert children[0].info.status == "FINISHED"
-    assert steps(client, children[0], "test_acc") == [1, 2, 3]
-    assert result.trials["epoch"].tolist() == [3]
-    # The crash after epoch 1 does not reset the trial's wall time: the retry adds its own to epoch 1's.
-    wall = [m.value for m in sorted(client.get_metric_history(children[0].info.run_id, "wall_s"), key=lambda m: m.step)]
-    assert wall[0] < wall[1] < wall[2] and result.trials["wall_s"].tolist() == [wall[2]]
-
-
 def test_gpu_request_without_gpus_is_refused_or_falls_back(ray_session):
     with pytest.raises(ValueError, match="gpus_per_trial"):
         trial_resources(SweepSpec(name="x", base={}, gpus_per_trial=1))
@@ -194,7 +178,7 @@ def test_bad_grid_value_fails_before_any_trial(ray_session, tmp_path):
 
 def test_interrupted_sweep_resumes_without_duplicates(ray_session, tmp_path):
     address = ray_session.get_runtime_context().gcs_address
-    args = ["--preset", "demo", "--omegas", "0.25", "1", "4", "--seeds", "1", "--epochs", "3",
+    args = ["--preset", "demo", "--omegas", "0.25", "4", "--seeds", "1", "--epochs", "2",
             "--max-concurrent", "1", "--fuse", "1", "--results-dir", str(tmp_path), "--name", "resume"]
     env = dict(os.environ, RAY_ADDRESS=address)
     driver = subprocess.Popen([sys.executable, os.path.join(ROOT, "sweeps", "omega_sensitivity.py"), *args],
@@ -222,13 +206,13 @@ def test_interrupted_sweep_resumes_without_duplicates(ray_session, tmp_path):
         driver.wait()
 
     table = omega_sensitivity.main(args)[0].frame
-    assert sorted(table["omega"]) == [0.25, 1.0, 4.0] and (table["n"] == 1).all()
+    assert sorted(table["omega"]) == [0.25, 4.0] and (table["n"] == 1).all()
     client, parents, children = runs_of(tmp_path, "resume")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert len(children) == 3, [c.data.tags.get("ray.trial_id") for c in children]
+    assert len(children) == 2, [c.data.tags.get("ray.trial_id") for c in children]
     for child in children:
         assert child.info.status == "FINISHED"
-        assert steps(client, child, "test_acc") == [1, 2, 3]
+        assert steps(client, child, "test_acc") == [1, 2]
 
 
 def test_search_selects_on_validation_logs_importances_and_extends_its_study(ray_session, tmp_path):
@@ -257,10 +241,10 @@ def test_search_selects_on_validation_logs_importances_and_extends_its_study(ray
     assert sorted(t.value for t in study.trials) == pytest.approx(sorted(table["val_acc"]))
     assert table.iloc[0]["val_acc"] == max(t.value for t in study.trials)
 
-    more = tune_hparams.main(args + ["--num-samples", "6", "--fuse", "1"])
+    more = tune_hparams.main(args + ["--num-samples", "5", "--fuse", "1"])
     study = optuna.load_study(study_name="search", storage=f"sqlite:///{tmp_path}/search.optuna.db")
-    assert len(study.trials) == 6 and sorted((t.number, t.params["omega"]) for t in study.trials)[:4] == first
-    assert len(more) == 6 and len(runs_of(tmp_path, "search")[1]) == 2  # a second round, same experiment
+    assert len(study.trials) == 5 and sorted((t.number, t.params["omega"]) for t in study.trials)[:4] == first
+    assert len(more) == 5 and len(runs_of(tmp_path, "search")[1]) == 2  # a second round, same experiment
 
 
 def test_search_on_validation_needs_a_split():
