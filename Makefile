@@ -20,7 +20,7 @@ demo: install
 	$(PY) sweeps/omega_sensitivity.py --preset demo
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # Mutation testing on demand, never in `make test` or CI (docs/MUTATION.md): a fresh mutmut run over
 # core/'s equations, losses, margins, imbalance and accuracy report, then its score.
