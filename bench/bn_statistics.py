@@ -16,8 +16,10 @@ normalises with. So one training answers how much they matter:
    often as ``--repeats`` says, on other draws, for the spread that the replayed batches alone cause.
 
 Written to ``--out``: ``members.jsonl`` and ``final.json`` (the training, as ``bench/table12_fused.py``
-writes them), ``training.json`` (its wall time and config), ``replays.json`` (every evaluation's metrics:
-accuracies overall, per class and per group, and margin statistics) and ``replays.md`` (the table).
+writes them), ``training.json`` (its wall time and config), ``run.json`` (the record of a window that
+``bench/table12_fused.py --table`` reads, so a folder committed under ``docs/results/table12/`` counts
+its cell among Table 12's), ``replays.json`` (every evaluation's metrics: accuracies overall, per class
+and per group, and margin statistics) and ``replays.md`` (the table).
 
     python bench/bn_statistics.py --data-root DIR --out OUT --device cpu     # DIR/cifar10.npz
 """
@@ -37,7 +39,8 @@ if __package__ in (None, ""):  # run as a file: make the project importable
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from bench.table12_fused import cell_configs, progress_log  # noqa: E402
+from bench.table12_fused import cell_configs, config_setting, progress_log  # noqa: E402
+from bench.throughput import device_name  # noqa: E402
 from core.config import TrainConfig, field_assignments  # noqa: E402
 from core.mixing import MixedBatch  # noqa: E402
 from core.reporting import markdown_table, summarise  # noqa: E402
@@ -79,6 +82,19 @@ def trained_state(cfg: TrainConfig, out: str) -> dict[str, Any]:
         json.dump({"training_s": round(time.time() - started, 1), "resumed_from_epoch": (state or {}).get("epoch"),
                    "torch": torch.__version__, "config": cfg.to_dict()}, f, indent=1)
     return torch.load(path, weights_only=True)
+
+
+def write_run(cfg: TrainConfig, out: str) -> dict[str, Any]:
+    """``out/run.json``: the trained cell as one window of ``bench/table12_fused.py`` (one member,
+    evaluated every ``eval_every`` epochs), from ``out/training.json``."""
+    with open(os.path.join(out, "training.json")) as f:
+        training = json.load(f)
+    run = {"device": device_name(torch.device(cfg.device)), "torch": training["torch"],
+           "setting": config_setting(cfg), "grid_cells": 1, "plan": {"members": 1, "eval_every": cfg.eval_every},
+           "training_s": training["training_s"], "written_by": "bench/bn_statistics.py"}
+    with open(os.path.join(out, "run.json"), "w") as f:
+        json.dump(run, f, indent=1)
+    return run
 
 
 def replays(cfg: TrainConfig, state: dict[str, Any], repeats: int) -> dict[str, list[Metrics]]:
@@ -139,6 +155,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     os.makedirs(args.out, exist_ok=True)
     cfg = cell_config(args)
     state = trained_state(cfg, args.out)
+    write_run(cfg, args.out)
     result = {"omega": cfg.omega, "seed": cfg.seed, "epoch": state["epoch"],
               "statistics": replays(cfg, state, args.repeats)}
     with open(os.path.join(args.out, "replays.json"), "w") as f:

@@ -91,10 +91,14 @@ def base_config(args: argparse.Namespace) -> dict[str, Any]:
     return base
 
 
-def setting_of(args: argparse.Namespace) -> dict[str, Any]:
+def config_setting(cfg: TrainConfig) -> dict[str, Any]:
     """What a cell's numbers depend on: every resolved TrainConfig field but ``RUN_FIELDS``."""
-    cfg = TrainConfig.from_dict(base_config(args)).to_dict()
-    return {k: v for k, v in cfg.items() if k not in RUN_FIELDS}
+    return {k: v for k, v in cfg.to_dict().items() if k not in RUN_FIELDS}
+
+
+def setting_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The setting every cell of the flags' grid trains in."""
+    return config_setting(TrainConfig.from_dict(base_config(args)))
 
 
 def setting_differences(theirs: dict[str, Any], ours: dict[str, Any]) -> list[str]:

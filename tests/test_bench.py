@@ -231,6 +231,15 @@ def test_bn_statistics_trains_the_cell_once_and_replays_its_final_weights(tmp_pa
     assert epochs == [1, 2], "the resumed run must go on from epoch 1 and keep its evaluation"
     assert resumed == whole
 
+    # each folder is a window of Table 12's script: its table counts the cell, once per folder
+    from bench import table12_fused
+    setting = BN_DIGITS[BN_DIGITS.index("--set"):]
+    page = table12_fused.main(["--table", str(tmp_path), "--device", "cpu", "--epochs", "2", "--seeds", "1",
+                               "--omegas", "0.125", *setting])
+    cpu = table12_fused.device_name(torch.device("cpu"))
+    assert f"2 member(s) of the grid's 1 from 2 window(s) (cut on {cpu}, whole on {cpu})" in page
+    assert f"| {100 * final['test_acc']:.2f} ± 0.00 " in page and "(every 1 epoch(s), the last always)" in page
+
 
 def test_table12_plan_keeps_the_most_cells_that_fit():
     from bench.table12_fused import estimate, plan
