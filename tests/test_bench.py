@@ -190,6 +190,24 @@ def test_table12_windows_train_the_missing_cells_and_table_them_all(tmp_path, ca
     assert f"left out {done / 'w0-short'}: another setting (drw_epoch, epochs" in capsys.readouterr().out
 
 
+def test_committed_table12_is_what_its_command_prints(tmp_path, capsys):
+    """docs/results/table12/table12.md, the table docs/RESULTS.md and README.md cite, is the page that
+    ``bench/table12_fused.py --table`` writes over the committed windows in the default setting, and the
+    windows of another setting (the former linear head's) are named and left out."""
+    from bench import table12_fused
+
+    committed = os.path.join(ROOT, "docs", "results", "table12")
+    for window in sorted(os.listdir(committed)):
+        if os.path.isfile(os.path.join(committed, window, "run.json")):
+            os.makedirs(tmp_path / window)
+            for name in ("run.json", "final.json"):
+                shutil.copy(os.path.join(committed, window, name), tmp_path / window / name)
+    page = table12_fused.main(["--table", str(tmp_path)])
+    with open(os.path.join(committed, "table12.md")) as f:
+        assert page == f.read()
+    assert "another setting (head_bias, head_init differ)" in capsys.readouterr().out
+
+
 BN_DIGITS = ["--device", "cpu", "--epochs", "2", "--eval-every", "1", "--set", "dataset=digits", "model=small_cnn",
              "ratio=10", "batch_size=64", "lr=0.05"]
 
