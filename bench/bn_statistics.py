@@ -86,12 +86,14 @@ def trained_state(cfg: TrainConfig, out: str) -> dict[str, Any]:
 
 def write_run(cfg: TrainConfig, out: str) -> dict[str, Any]:
     """``out/run.json``: the trained cell as one window of ``bench/table12_fused.py`` (one member,
-    evaluated every ``eval_every`` epochs), from ``out/training.json``."""
+    evaluated every ``eval_every`` epochs), from ``out/training.json``. A resumed training's
+    ``training_s`` is its last leg's, so the record names the epoch that leg resumed from."""
     with open(os.path.join(out, "training.json")) as f:
         training = json.load(f)
     run = {"device": device_name(torch.device(cfg.device)), "torch": training["torch"],
            "setting": config_setting(cfg), "grid_cells": 1, "plan": {"members": 1, "eval_every": cfg.eval_every},
-           "training_s": training["training_s"], "written_by": "bench/bn_statistics.py"}
+           "training_s": training["training_s"], "resumed_from_epoch": training["resumed_from_epoch"],
+           "written_by": "bench/bn_statistics.py"}
     with open(os.path.join(out, "run.json"), "w") as f:
         json.dump(run, f, indent=1)
     return run

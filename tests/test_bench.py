@@ -245,6 +245,9 @@ def test_bn_statistics_trains_the_cell_once_and_replays_its_final_weights(tmp_pa
     monkeypatch.setattr(bn_statistics, "progress_log", real_log)
     resumed = bn_statistics.main(["--out", str(tmp_path / "cut"), "--repeats", "2", *BN_DIGITS])
     assert json.loads((tmp_path / "cut" / "training.json").read_text())["resumed_from_epoch"] == 1
+    assert json.loads((tmp_path / "cut" / "run.json").read_text())["resumed_from_epoch"] == 1, \
+        "a resumed window's record must say its training_s is the last leg's"
+    assert json.loads((tmp_path / "whole" / "run.json").read_text())["resumed_from_epoch"] is None
     epochs = [json.loads(line)["epoch"] for line in (tmp_path / "cut" / "members.jsonl").read_text().splitlines()]
     assert epochs == [1, 2], "the resumed run must go on from epoch 1 and keep its evaluation"
     assert resumed == whole
