@@ -57,8 +57,8 @@ REPLAYS: dict[str, Callable[[MixedBatch], list[torch.Tensor]]] = {
 
 def cell_config(args: argparse.Namespace) -> TrainConfig:
     """Table 12's setting for one (omega, seed), as ``bench/table12_fused.py`` trains its cells."""
-    uncompiled = argparse.Namespace(**vars(args), compile=None)
-    return cell_configs(uncompiled, [(args.omega, args.seed)], args.eval_every, {})[0]
+    window_flags = argparse.Namespace(**vars(args), compile=None)  # TrainConfig's default, as a window's
+    return cell_configs(window_flags, [(args.omega, args.seed)], args.eval_every, {})[0]
 
 
 def trained_state(cfg: TrainConfig, out: str) -> dict[str, Any]:

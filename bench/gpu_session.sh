@@ -13,23 +13,27 @@
 #   env.txt, log.txt
 #
 # (1) bench/table12_fused.py: the Table 12 cells that docs/results/table12/ does not hold yet, as many as
-#     fit TABLE12_S seconds (probes included). Commit OUT_DIR/table12 as docs/results/table12/<name>/, then
+#     fit TABLE12_S seconds (probes included), compiled with CUDA graphs (TrainConfig's default on CUDA).
+#     Commit OUT_DIR/table12 as docs/results/table12/<name>/, then
 #     `python bench/table12_fused.py --table docs/results/table12` writes the table over every window.
 # (2) bench/graphs_check.py: 7 members (one seed's omegas), 2 epochs in lockstep, torch.compile mode
 #     reduce-overhead (CUDA graphs) against eager and a float64 reference, then one timed epoch of each.
-# (3) bench/fused_throughput.py: K = 1, 7, 35 fused, ResNet-32 MAMix-DRW (K = 1 is also the rate of K
-#     members one after another; (1)'s probes time the pack of every remaining cell in four layouts).
+# (3) bench/fused_throughput.py: K = 1, 7, 35 fused, ResNet-32 MAMix-DRW, eager (K = 1 is also the rate
+#     of K members one after another; (1)'s probes time a pack of the remaining cells compiled, and with
+#     TABLE12_ARGS="--compile off" the pack of every remaining cell in four eager layouts).
 # (4) bench/executors.py: one SGD step of 7 and 35 ResNet-32 members through the fused network's two
 #     executors and through torch.vmap, channels-last, in fp32 and in bf16 as the engine runs on CUDA (the choice
-#     core/fused.py's docstring explains, so far measured on the CPU only); rows appended to fused.jsonl
+#     core/fused.py's docstring explains); rows appended to fused.jsonl
 #     (they carry "way" where (3)'s carry "mode"), as the device tool brings back 8 files at most.
 # Worst case with the defaults: 5 (env) + 360 + 150 + 45 + 30 = 590 s.
 # Knobs (environment): PYTHON TABLE12_S GRAPHS_S FUSED_S EXECUTORS_S FUSED_STEPS FUSED_MEMBERS DEVICE (default
 # cuda; DEVICE=cpu only to dry-run this script's flow), and TABLE12_ARGS GRAPHS_ARGS FUSED_ARGS EXECUTORS_ARGS:
 # extra flags of each step, where a flag given again wins (e.g. FUSED_ARGS="--dataset digits --model small_cnn").
-# A step given 0 s is skipped: once (2) to (4) have run on a GPU, a session gives Table 12 the whole
-# command with TABLE12_S=560 GRAPHS_S=0 FUSED_S=0 EXECUTORS_S=0 (and TABLE12_ARGS="--candidates <the
-# layout that won>", which saves the probes of the others).
+# A step given 0 s is skipped. (2) to (4) first ran on an H200 on 2026-12-04 (docs/results/gpu-2026-12-04/):
+# the graphs check passed, so the next session skips it and measures what that one did not (fused K = 2 to
+# 16, K packed processes, 35 members' executors in bf16) after Table 12's last 8 cells:
+#   TABLE12_S=300 GRAPHS_S=0 FUSED_S=200 EXECUTORS_S=60 FUSED_MEMBERS="1 2 4 8 16 35" \
+#     FUSED_ARGS="--modes fused sequential processes --sequential-up-to 8" bash bench/gpu_session.sh .bench_data $OUT
 set -u -o pipefail
 
 DATA=${1:?usage: bash bench/gpu_session.sh DATA_DIR [OUT_DIR]}

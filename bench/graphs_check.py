@@ -64,7 +64,7 @@ def packs(args: argparse.Namespace) -> tuple[Pack, Pack, Pack]:
     def pack(**changes: Any) -> Pack:
         return set_up([TrainConfig.from_dict({**base, **c, **changes}) for c in cells])
 
-    eager = pack()
+    eager = pack(compile=False)
     reference = pack(amp=False, channels_last=eager.net.channels_last, fuse_executor=eager.net.executor)
     reference.net.double()
     reference.forward = lambda x: reference.net(x.double())

@@ -86,7 +86,9 @@ def base_config(args: argparse.Namespace) -> dict[str, Any]:
     base = paper_setting(args.epochs, **args.set, device=args.device)
     if args.data_root:
         base["data_root"] = os.path.abspath(args.data_root)
-    if args.compile:
+    if args.compile == "off":
+        base["compile"] = False
+    elif args.compile:
         base.update(compile=True, compile_mode=args.compile)
     return base
 
@@ -163,7 +165,7 @@ def probe(cfgs: list[TrainConfig], count: int, evaluation: bool = True) -> dict[
     *_, first_steps = timed([run], pack.device, 2, warmup=0)
     *_, seconds = timed([run], pack.device, count, warmup=0)
     result = {"members": len(cfgs), "setup_s": built - t + first_steps,
-              "compile_s": first_steps if pack.cfg.compile else 0.0, "step_s": seconds / count,
+              "compile_s": first_steps if pack.compiled else 0.0, "step_s": seconds / count,
               "steps_per_epoch": len(batch_bounds(pack.index.shape[1], pack.cfg.batch_size))}
     if evaluation:
         t = time.perf_counter()
@@ -171,6 +173,13 @@ def probe(cfgs: list[TrainConfig], count: int, evaluation: bool = True) -> dict[
         synchronize(pack.device)
         result["eval_s"] = time.perf_counter() - t
     return result
+
+
+def default_candidates(args: argparse.Namespace) -> list[str]:
+    """Every way but ``auto`` for an eager pack on CUDA, else ``auto`` alone: each compiled candidate would
+    compile its own graphs, and on the CPU there is no cuDNN to choose for."""
+    eager = TrainConfig.from_dict(base_config(args)).compile is False  # None: compiled on CUDA
+    return sorted(set(CANDIDATES) - {"auto"}) if args.device.startswith("cuda") and eager else ["auto"]
 
 
 def fastest(args: argparse.Namespace, cells: list[tuple[float, int]]) -> tuple[str, list[dict[str, Any]]]:
@@ -357,7 +366,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | str:
     p.add_argument("--candidates", nargs="+", choices=sorted(CANDIDATES),
                    help="ways to run the pack, the fastest kept (default: all but auto on CUDA unless compiling, "
                         "else auto)")
-    p.add_argument("--compile", help="torch.compile mode (e.g. reduce-overhead); default: eager")
+    p.add_argument("--compile", help="torch.compile mode (e.g. reduce-overhead), or off for eager; default: "
+                                     "TrainConfig's (CUDA graphs on CUDA, eager on the CPU)")
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                    help="TrainConfig fields over the paper's setting (YAML values), e.g. for a dry run on digits")
     args = p.parse_args(argv)
@@ -369,9 +379,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | str:
         return page
     if not args.out:
         p.error("--out is required (or --table DONE)")
-    if args.candidates is None:  # each compiled candidate would compile its own graphs: compiling, one
-        several = args.device.startswith("cuda") and not args.compile
-        args.candidates = sorted(set(CANDIDATES) - {"auto"}) if several else ["auto"]
+    if args.candidates is None:
+        args.candidates = default_candidates(args)
     return window(args)
 
 

@@ -24,8 +24,11 @@ CNN, 8 members x 64 images, the fused pack (grouped) ran 25,046 img/s against 20
 another. ``torch.vmap(grad(loss))`` over ``functional_call``, the ``torch.func`` way, timed on the same
 batches by ``bench/executors.py`` (docs/results/cpu-fused/executors_vmap.jsonl), ran 4 ResNet-32 members
 at 76 img/s against 302 grouped and 391 per member, and 8 small CNNs at 18,206 img/s against 29,325
-grouped; hence explicit fused layers. ``auto`` takes ``grouped`` where launches dominate (any CUDA device, and CPU
-packs whose activations are small) and ``per_member`` for large CPU activations.
+grouped; hence explicit fused layers. On an H200 (docs/results/gpu-2026-12-04/), one SGD step of ResNet-32
+members in fp32 ran 52,503 img/s grouped, 19,620 through vmap and 8,575 per member for 7 members, and
+66,326, 34,774 and 8,498 for 35; vmap's step fails under bf16 autocast (its BatchNorm backward refuses the
+mixed dtypes). ``auto`` takes ``grouped`` where launches dominate (any CUDA device, and CPU packs whose
+activations are small) and ``per_member`` for large CPU activations.
 """
 
 from __future__ import annotations

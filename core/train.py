@@ -117,7 +117,7 @@ class Pack:
     index: torch.Tensor  # (K, N)
     neighbours: torch.Tensor | None  # (N, smote_k) nearest neighbours of each training sample (SMOTE-Mix...)
     net: FusedNetwork
-    forward: Callable[[torch.Tensor], torch.Tensor]  # the net, compiled (cfg.compile_mode) when cfg.compile
+    forward: Callable[[torch.Tensor], torch.Tensor]  # the net, compiled (cfg.compile_mode) unless eager
     optimizer: torch.optim.Optimizer
     generators: list[torch.Generator]
     class_weights: list[ClassWeights]
@@ -140,6 +140,10 @@ class Pack:
     @property
     def size(self) -> int:
         return len(self.cfgs)
+
+    @property
+    def compiled(self) -> bool:
+        return self.forward is not self.net
 
 
 @dataclass
@@ -188,6 +192,12 @@ def prepare_data(cfgs: Sequence[TrainConfig], method: Method, device: torch.devi
                     torch.from_numpy(np.stack(switched)).to(device) if switched else None, neighbours, stage_models)
 
 
+def compiles(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether a pack's step is compiled: ``cfg.compile``, by default on CUDA only, where its CUDA graphs
+    passed ``bench/graphs_check.py`` through whole runs; on the CPU there are no graphs to gain."""
+    return device.type == "cuda" if cfg.compile is None else cfg.compile
+
+
 def set_up(configs: Sequence[TrainConfig]) -> Pack:
     """Data on the device, each member's model initialised under its seed (global RNG untouched) and
     fused, one SGD optimiser, each member's generator, class-weight schedule and label-rule constants."""
@@ -222,7 +232,7 @@ def set_up(configs: Sequence[TrainConfig]) -> Pack:
                if methods[0].loss == "ldam" else None)
     # Static shapes: an epoch's last, partial batch gets a graph of its own, rather than a recompile of the
     # full batch's graph with a symbolic batch size that would then serve every step.
-    forward = torch.compile(net, mode=cfg.compile_mode, dynamic=False) if cfg.compile else net
+    forward = torch.compile(net, mode=cfg.compile_mode, dynamic=False) if compiles(cfg, device) else net
     return Pack(
         cfgs, methods[0], device, amp, data, prepared.index, prepared.neighbours, net, forward, optimizer,
         [torch.Generator(device).manual_seed(c.seed) for c in cfgs],

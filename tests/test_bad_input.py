@@ -115,7 +115,7 @@ def test_random_configs_train_one_epoch_or_name_a_field(values):
     assert metrics["epoch"] == 1 and np.isfinite(metrics["train_loss"])
 
 
-@pytest.mark.parametrize("name,value", [("amp", "yes"), ("channels_last", 1), ("compile", None), ("download", "no"),
+@pytest.mark.parametrize("name,value", [("amp", "yes"), ("channels_last", 1), ("compile", "yes"), ("download", "no"),
                                         ("head_bias", "false")])
 def test_switches_must_be_booleans(name, value):
     with pytest.raises(ConfigError, match=name):

@@ -138,6 +138,19 @@ DIGITS = ["--device", "cpu", "--epochs", "2", "--omegas", "0.25", "4", "--probe-
           "--set", "dataset=digits", "model=small_cnn", "ratio=10", "batch_size=64"]
 
 
+@pytest.mark.parametrize("device,compile_,expected", [
+    ("cuda", None, ["auto"]), ("cuda", "reduce-overhead", ["auto"]), ("cpu", None, ["auto"]), ("cpu", "off", ["auto"]),
+    ("cuda", "off", ["grouped", "grouped+benchmark", "grouped+nchw", "per_member"])])
+def test_a_window_probes_the_eager_layouts_only_when_told_not_to_compile_on_cuda(device, compile_, expected):
+    """Compiled by default on CUDA, a window probes ``auto`` alone (each layout would compile its own
+    graphs); ``--compile off`` brings back the four eager layouts."""
+    import argparse
+
+    from bench import table12_fused
+    args = argparse.Namespace(epochs=None, set={}, device=device, data_root=None, compile=compile_)
+    assert table12_fused.default_candidates(args) == expected
+
+
 def test_table12_windows_train_the_missing_cells_and_table_them_all(tmp_path, capsys):
     """The prepared GPU run, dry-run on digits window after window: the first trains seed 0 (after
     timing two ways of running the pack and keeping the faster), the second, given the first as done,

@@ -14,7 +14,7 @@ from core.methods import METHODS
 from core.config import TrainConfig
 from core.evaluation import eval_logits
 from core.models import create_model
-from core.train import (draw_epoch, epoch_weights, main, make_batch, member_losses, run_epoch,
+from core.train import (compiles, draw_epoch, epoch_weights, main, make_batch, member_losses, run_epoch,
                         set_up, train, train_pack, train_step)
 
 
@@ -121,6 +121,24 @@ def test_compiled_model_trains_like_the_eager_one():
     compiled = train(compiled_config)
     assert compiled["epoch"] == eager["epoch"] == 2
     assert compiled["test_acc"] == pytest.approx(eager["test_acc"], abs=0.05)
+
+
+@pytest.mark.parametrize("compile_,device,expected", [(None, "cuda", True), (None, "cpu", False),
+                                                      (False, "cuda", False), (True, "cpu", True)])
+def test_the_step_is_compiled_by_default_on_cuda_only(compile_, device, expected):
+    assert compiles(TrainConfig.from_dict({"compile": compile_}), torch.device(device)) is expected
+
+
+def test_a_default_cpu_pack_runs_eager():
+    pack = set_up([TrainConfig.from_dict(tiny_config(method="mamix_drw"))])
+    assert TrainConfig().compile is None and TrainConfig().compile_mode == "reduce-overhead"
+    assert not pack.compiled and pack.forward is pack.net
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_default_cuda_pack_is_compiled_with_cuda_graphs():
+    pack = set_up([TrainConfig.from_dict({**tiny_config(method="mamix_drw"), "device": "cuda"})])
+    assert pack.compiled and type(pack.forward).__name__ == "OptimizedModule"
 
 
 # ----------------------------------------------------------------------------- the authors' loss reduction
