@@ -6,7 +6,8 @@
   training the K configurations one after another.
 * ``processes``: K processes, each training a one-member pack at once on the same device (what
   fractional GPUs in Ray do); the aggregate is K x steps x batch over the span from the first timed
-  step's start to the last one's end.
+  step's start to the last one's end. Each process sets up and warms up, then waits until all are ready,
+  so that the timed steps overlap rather than follow each other's start-up.
 
 Members are Table 12's cells: omega cycling through its grid, seeds 0, 1, ... Timing covers ``--steps``
 steps after ``--warmup`` untimed ones, the epochs' draws included, with the device synchronised at both
@@ -39,6 +40,7 @@ from core.train import (Pack, batch_bounds, draw_epoch, epoch_weights, make_batc
 from search_spaces import OMEGA_GRID  # noqa: E402
 
 MODES = ("fused", "sequential", "processes")
+READY = "READY"  # a --worker's line once its pack is set up and warm
 
 
 def member_configs(args: argparse.Namespace, members: int) -> list[TrainConfig]:
@@ -94,25 +96,38 @@ def measure_in_process(args: argparse.Namespace, mode: str, members: int) -> dic
 
 
 def measure_processes(args: argparse.Namespace, argv: list[str], members: int) -> dict[str, Any]:
-    """K copies of this script in --worker mode, started together; each times its own one-member pack."""
+    """K copies of this script in --worker mode; each sets up and warms up its one-member pack, says
+    READY, and times its steps once every copy has said it (a line on its stdin)."""
     command = [sys.executable, os.path.abspath(__file__), *argv]
-    procs = [subprocess.Popen([*command, "--worker", str(m)], stdout=subprocess.PIPE, text=True)
-             for m in range(members)]
+    procs = [subprocess.Popen([*command, "--worker", str(m)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True) for m in range(members)]
+    for proc in procs:
+        if not any(line.strip() == READY for line in proc.stdout):  # EOF before READY: it failed
+            raise RuntimeError(f"worker exited with {proc.wait()} before it was ready")
+    go = time.time()
+    for proc in procs:
+        proc.stdin.write("go\n")
+        proc.stdin.close()
     spans = []
     for proc in procs:
-        out, _ = proc.communicate()
-        if proc.returncode:
+        out = proc.stdout.read()  # through the same buffer that read READY
+        if proc.wait():
             raise RuntimeError(f"worker exited with {proc.returncode}")
         spans.append(json.loads(out.strip().splitlines()[-1]))
     seconds = max(s["end"] for s in spans) - min(s["start"] for s in spans)
     result = row(args, "processes", members, seconds, None)
     result["per_process_img_per_s"] = [s["img_per_s"] for s in spans]
+    result["start_after_go_s"] = [round(s["start"] - go, 4) for s in spans]
     return result
 
 
 def worker(args: argparse.Namespace, member: int) -> None:
     pack = ready([member_configs(args, member + 1)[member]])
-    start, end, seconds = timed([steps(pack)], pack.device, args.steps, args.warmup, clock=time.time)
+    run = steps(pack)
+    timed([run], pack.device, 0, args.warmup)
+    print(READY, flush=True)
+    sys.stdin.readline()
+    start, end, seconds = timed([run], pack.device, args.steps, 0, clock=time.time)
     print(json.dumps({"start": start, "end": end, "img_per_s": args.steps * args.batch / seconds}), flush=True)
 
 

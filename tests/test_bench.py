@@ -134,6 +134,20 @@ def test_fused_throughput_measures_each_mode_and_member_count(tmp_path):
     assert [json.loads(line) for line in out.read_text().splitlines()] == rows
 
 
+def test_packed_processes_time_their_steps_only_once_all_are_ready():
+    """The processes mode (run on CUDA; here called on the CPU, on digits): each worker sets up and warms
+    up, and starts its timed steps only after the parent's go, which follows every worker's READY, so the
+    timed spans overlap instead of following each other's start-up."""
+    from bench import fused_throughput
+
+    argv = ["--device", "cpu", "--dataset", "digits", "--model", "small_cnn", "--batch", "32", "--steps", "2",
+            "--warmup", "1", "--threads", "1"]
+    result = fused_throughput.measure_processes(fused_throughput.parser().parse_args(argv), argv, 2)
+    assert result["mode"] == "processes" and result["members"] == 2 and result["img_per_s"] > 0
+    assert len(result["per_process_img_per_s"]) == 2 and all(r > 0 for r in result["per_process_img_per_s"])
+    assert len(result["start_after_go_s"]) == 2 and all(s >= 0 for s in result["start_after_go_s"])
+
+
 DIGITS = ["--device", "cpu", "--epochs", "2", "--omegas", "0.25", "4", "--probe-steps", "1", "--budget-s", "600",
           "--set", "dataset=digits", "model=small_cnn", "ratio=10", "batch_size=64"]
 
