@@ -103,6 +103,8 @@ def measure_processes(args: argparse.Namespace, argv: list[str], members: int) -
                               text=True) for m in range(members)]
     for proc in procs:
         if not any(line.strip() == READY for line in proc.stdout):  # EOF before READY: it failed
+            for other in procs:  # the others would wait for a go that never comes
+                other.kill()
             raise RuntimeError(f"worker exited with {proc.wait()} before it was ready")
     go = time.time()
     for proc in procs:

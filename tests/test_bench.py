@@ -146,6 +146,9 @@ def test_packed_processes_time_their_steps_only_once_all_are_ready():
     assert result["mode"] == "processes" and result["members"] == 2 and result["img_per_s"] > 0
     assert len(result["per_process_img_per_s"]) == 2 and all(r > 0 for r in result["per_process_img_per_s"])
     assert len(result["start_after_go_s"]) == 2 and all(s >= 0 for s in result["start_after_go_s"])
+    no_data = ["--device", "cpu", "--dataset", "cifar10", "--steps", "1"]  # each worker exits: no --data-root
+    with pytest.raises(RuntimeError, match="before it was ready"):
+        fused_throughput.measure_processes(fused_throughput.parser().parse_args(no_data), no_data, 2)
 
 
 DIGITS = ["--device", "cpu", "--epochs", "2", "--omegas", "0.25", "4", "--probe-steps", "1", "--budget-s", "600",
