@@ -49,7 +49,7 @@ from bench.fused_throughput import ready, steps, timed  # noqa: E402
 from bench.throughput import device_name, synchronize  # noqa: E402
 from core.config import FORMER_DEFAULTS, TRAIN_DEFAULTS, TrainConfig, field_assignments  # noqa: E402
 from core.reporting import markdown_table, mean_std, summarise  # noqa: E402
-from core.train import batch_bounds, evaluate, train_pack  # noqa: E402
+from core.train import batch_bounds, compiles, evaluate, train_pack  # noqa: E402
 from search_spaces import OMEGA_GRID  # noqa: E402
 from sweeps.paper_tables import TABLE12, TABLE12_SETTING  # noqa: E402
 
@@ -178,8 +178,9 @@ def probe(cfgs: list[TrainConfig], count: int, evaluation: bool = True) -> dict[
 def default_candidates(args: argparse.Namespace) -> list[str]:
     """Every way but ``auto`` for an eager pack on CUDA, else ``auto`` alone: each compiled candidate would
     compile its own graphs, and on the CPU there is no cuDNN to choose for."""
-    eager = TrainConfig.from_dict(base_config(args)).compile is False  # None: compiled on CUDA
-    return sorted(set(CANDIDATES) - {"auto"}) if args.device.startswith("cuda") and eager else ["auto"]
+    device = torch.device(args.device)
+    eager = not compiles(TrainConfig.from_dict(base_config(args)), device)
+    return sorted(set(CANDIDATES) - {"auto"}) if device.type == "cuda" and eager else ["auto"]
 
 
 def fastest(args: argparse.Namespace, cells: list[tuple[float, int]]) -> tuple[str, list[dict[str, Any]]]:

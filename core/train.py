@@ -143,7 +143,7 @@ class Pack:
 
     @property
     def compiled(self) -> bool:
-        return self.forward is not self.net
+        return compiles(self.cfg, self.device)
 
 
 @dataclass
