@@ -21,8 +21,16 @@ the slack admits Inductor's own, which put ResNet-32's updates up to
 computation that is wrong, not rounded (logits off by 10 %, statistics never updated: both are planted
 in tests/test_bench.py), is off by far more.
 
-Printed and written to ``--json`` (one object): per batch size and for the weights and the statistics,
-the largest eager and compiled errors and their largest ratio; the largest loss difference; the
+``--variants`` checks other settings in turn, each over Table 12's (and ``--set``): the methods whose
+step differs from MAMix-DRW's where it meets the compiled network (LDAM's cosine head, M2m's eager
+translations through the same network between compiled steps, DeepSMOTE's switch of training set, the
+clean forward pass under no_grad). A method's stages (M2m's g, DeepSMOTE's autoencoder) are trained
+first, eagerly, on the same cut schedule: they are frozen inputs here, not what is checked. A setting
+that fails to build, compile or run gives a line with its error, and the others still run; the exit
+status is 1 unless every setting passed.
+
+Printed and written to ``--json`` (one object per setting): per batch size and for the weights and the
+statistics, the largest eager and compiled errors and their largest ratio; the largest loss difference; the
 largest differences of test accuracy and margin gap at the evaluations; Inductor's count of CUDA-graph
 skips; the first call of each batch shape (its compile); img/s of each executor's timed epoch; and
 ``passed``.
@@ -30,14 +38,19 @@ skips; the first call of each batch shape (its compile); img/s of each executor'
     python bench/graphs_check.py --device cuda --data-root DIR --members 7 --epochs 2 --json OUT/graphs.json
     python bench/graphs_check.py --device cpu --set dataset=digits model=small_cnn ratio=10 \\
         --members 2 --epochs 2 --mode default                                     # the CPU check of the flow
+    python bench/graphs_check.py --device cuda --data-root DIR --members 4 --variants method=ldam_drw \\
+        method=m2m method=deepsmote,deepsmote_epochs=2 clean_forward=true --json OUT/graphs.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+import tempfile
 import time
+import traceback
 from typing import Any
 
 if __package__ in (None, ""):  # run as a file: make the project importable
@@ -48,17 +61,23 @@ import torch  # noqa: E402
 from bench.table12_fused import paper_setting  # noqa: E402
 from bench.throughput import device_name, emit, synchronize  # noqa: E402
 from core.config import COMPILE_MODES, TrainConfig, field_assignments  # noqa: E402
+from core.stages import needed_stages, train_stage_file  # noqa: E402
 from core.train import (Pack, batch_bounds, draw_epoch, epoch_weights, evaluate, make_batch, run_epoch,  # noqa: E402
                         set_learning_rate, set_up, train_step)
 from search_spaces import OMEGA_GRID  # noqa: E402
 
 
-def packs(args: argparse.Namespace) -> tuple[Pack, Pack, Pack]:
+def packs(args: argparse.Namespace, variant: dict[str, Any], stage_dir: str) -> tuple[Pack, Pack, Pack]:
     """The eager, the compiled and the float64 reference pack of the first ``--members`` cells (omegas,
-    then seeds)."""
-    base = paper_setting(args.epochs, **args.set, device=args.device)
+    then seeds), in Table 12's setting with ``--set`` and ``variant``. The stages its method needs are
+    trained into ``stage_dir`` under that setting, eagerly (a stage is frozen input here, not checked)."""
+    base = paper_setting(args.epochs, **{**args.set, **variant}, device=args.device)
     if args.data_root:
         base["data_root"] = os.path.abspath(args.data_root)
+    for name in needed_stages(TrainConfig.from_dict(base)):
+        path = os.path.join(stage_dir, f"{name}.pt")
+        train_stage_file(name, TrainConfig.from_dict({**base, "compile": False}), path)
+        base[name] = path
     cells = [dict(omega=OMEGA_GRID[m % len(OMEGA_GRID)], seed=m // len(OMEGA_GRID)) for m in range(args.members)]
 
     def pack(**changes: Any) -> Pack:
@@ -69,6 +88,12 @@ def packs(args: argparse.Namespace) -> tuple[Pack, Pack, Pack]:
     reference.net.double()
     reference.forward = lambda x: reference.net(x.double())
     return eager, pack(compile=True, compile_mode=args.mode), reference
+
+
+def variant_fields(word: str) -> dict[str, Any]:
+    """A ``--variants`` word's fields: ``FIELD=VALUE`` pairs joined by commas (a comma inside a value,
+    as in ``milestones=[1,2]``, stays in it)."""
+    return field_assignments(re.split(r",(?=\w+=)", word))
 
 
 @torch.no_grad()
@@ -159,7 +184,7 @@ def timed_epoch(pack: Pack, epoch: int) -> float:
     return pack.size * pack.index.shape[1] / (time.perf_counter() - t)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda")
     p.add_argument("--data-root", help="directory holding cifar10.npz (the compact ratio-300 file)")
@@ -170,23 +195,43 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="relative update error allowed beyond the multiple of the eager one (default 1e-2)")
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                    help="TrainConfig fields over Table 12's setting (YAML values), e.g. for a dry run on digits")
-    p.add_argument("--json", help="write the result to this file (one JSON line, appended)")
+    p.add_argument("--variants", nargs="*", default=[], metavar="FIELD=VALUE[,FIELD=VALUE]",
+                   help="check each of these settings in turn (over Table 12's and --set), e.g. method=ldam_drw "
+                        "clean_forward=true; default: Table 12's setting alone")
+    p.add_argument("--json", help="write the results to this file (one JSON line each, appended)")
     args = p.parse_args(argv)
     args.set = field_assignments(args.set)
+    variants = {word: variant_fields(word) for word in args.variants}  # refused here, before any training
+    results = []
+    with tempfile.TemporaryDirectory() as stage_dir:
+        for word, fields in (variants or {"": {}}).items():
+            try:
+                results.append(check(args, word, fields, stage_dir))
+            except Exception as err:  # noqa: BLE001 - a setting that fails to compile or run is its result
+                traceback.print_exc()
+                results.append({"variant": word, "passed": False, "error": f"{type(err).__name__}: {err}"})
+                emit(results[-1], args.json)
+    return results
+
+
+def check(args: argparse.Namespace, variant: str, fields: dict[str, Any], stage_dir: str) -> dict[str, Any]:
+    """One setting's check (``variant`` over Table 12's setting and ``--set``), printed and written."""
     from torch._dynamo.utils import counters
 
-    eager, compiled, reference = packs(args)
+    skips_before = counters["inductor"]["cudagraph_skips"]
+    eager, compiled, reference = packs(args, fields, stage_dir)
     result = {"device": device_name(eager.device), "torch": torch.__version__, "members": eager.size,
               "epochs": args.epochs, "mode": args.mode, "amp": eager.amp, "executor": eager.net.executor,
-              "dataset": eager.cfg.dataset, "model": eager.cfg.model,
-              **lockstep(eager, compiled, reference, args.epochs, 3.0 if eager.amp else 2.0, args.slack),
-              "cudagraph_skips": counters["inductor"]["cudagraph_skips"]}
+              "dataset": eager.cfg.dataset, "model": eager.cfg.model, "method": eager.cfg.method,
+              "variant": variant, "clean_forward": eager.cfg.clean_forward,
+              **lockstep(eager, compiled, reference, args.epochs, 3.0 if eager.amp else 2.0, args.slack)}
     result["eager_img_per_s"] = round(timed_epoch(eager, args.epochs), 1)
     result["compiled_img_per_s"] = round(timed_epoch(compiled, args.epochs), 1)
     result["speedup"] = round(result["compiled_img_per_s"] / result["eager_img_per_s"], 3)
+    result["cudagraph_skips"] = counters["inductor"]["cudagraph_skips"] - skips_before
     emit(result, args.json)
     return result
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(0 if all(r["passed"] for r in main()) else 1)

@@ -262,6 +262,9 @@ class TrainConfig:
 
 TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 TRAIN_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+# Fields that change where or how fast a run trains, not what it learns: a stage trains with its run's,
+# and a saved state resumes under others (a default changed since, another machine).
+RUN_FIELDS = ("data_root", "download", "device", "amp", "channels_last", "fuse_executor", "compile", "compile_mode")
 # Fields added with a default that computes otherwise than the code before them did: what a record
 # written before a field existed (a sweep's settings, a window's setting, a stage's architecture) meant.
 FORMER_DEFAULTS: dict[str, Any] = {"head_bias": True, "head_init": "kaiming_normal"}

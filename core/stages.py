@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.config import FORMER_DEFAULTS, ConfigError, TrainConfig
+from core.config import FORMER_DEFAULTS, RUN_FIELDS, ConfigError, TrainConfig
 from core.data import DATASETS, imbalanced_arrays, load
 from core.deepsmote import Autoencoder, train_autoencoder
 from core.fused import FusedNetwork
@@ -48,8 +48,6 @@ from core.models import create_model
 log = logging.getLogger(__name__)
 
 TRAINING_SET = ("dataset", "imbalance", "ratio", "mu", "subset_seed", "stage_seed")
-# Fields that change where or how fast a stage trains, not what it learns: they follow the run.
-RUN_FIELDS = ("data_root", "download", "device", "amp", "channels_last", "fuse_executor")
 
 
 @dataclass(frozen=True)
@@ -148,6 +146,13 @@ def train_stage(name: str, cfg: TrainConfig) -> tuple[dict[str, Any], dict[str, 
     return checkpoint, {**metrics, "wall_s": time.perf_counter() - started}
 
 
+def train_stage_file(name: str, cfg: TrainConfig, path: str) -> dict[str, float]:
+    """Train stage ``name`` for ``cfg`` into the checkpoint file ``path``; its metrics."""
+    checkpoint, metrics = train_stage(name, cfg)
+    write_checkpoint(checkpoint_bytes(checkpoint), path)
+    return metrics
+
+
 def checkpoint_bytes(checkpoint: dict[str, Any]) -> bytes:
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
@@ -230,8 +235,7 @@ def main(argv: list[str] | None = None) -> str:
         return stage_cache.register(uri, name, cfg, os.path.abspath(register)).info.run_id
     if not out:
         raise ValueError("out: give --out PATH (or --register FILE --tracking-uri URI)")
-    checkpoint, metrics = train_stage(name, cfg)
-    write_checkpoint(checkpoint_bytes(checkpoint), os.path.abspath(out))
+    metrics = train_stage_file(name, cfg, os.path.abspath(out))
     log.info("wrote %s (%.1f s): pass it as --%s %s", out, metrics["wall_s"], name.replace("_", "-"),
              os.path.abspath(out))
     return os.path.abspath(out)

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from core.augment import draw_crops
-from core.config import ConfigError, TrainConfig
+from core.config import RUN_FIELDS, ConfigError, TrainConfig
 from core.data import DATASETS, DeviceData, imbalanced_arrays, load, to_device
 from core.deepsmote import deepsmote_oversample
 from core.evaluation import accuracy_report, eval_logits
@@ -501,11 +501,31 @@ def best_epoch(best: Metrics, metrics: Metrics) -> Metrics:
     return best
 
 
+def config_changes(old: TrainConfig, new: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """``field: (old value, new value)`` for each field that differs."""
+    a, b = old.to_dict(), new.to_dict()
+    return {name: (a[name], b[name]) for name in a if a[name] != b[name]}
+
+
+# What a saved state may resume under other values of: where and how fast it trains, but on the same kind of
+# device, whose generators' states it holds.
+RESUMES_UNDER_OTHER = tuple(f for f in RUN_FIELDS if f != "device")
+
+
 def restore(pack: Pack, state: dict[str, Any]) -> tuple[int, list[Metrics], list[Metrics], dict[int, str]]:
-    """Load a state saved by ``train_pack`` into a freshly set-up pack of the same configs."""
+    """Load a state saved by ``train_pack`` into a freshly set-up pack of the same configs, but for
+    ``RESUMES_UNDER_OTHER``: a run saved before a default of those changed, or on another machine, goes on."""
     saved = [TrainConfig.from_dict(c) for c in state["configs"]]
-    if saved != pack.cfgs:
-        raise ValueError("resume: the saved state belongs to other configs than the ones given")
+    if len(saved) != pack.size:
+        raise ConfigError("resume", f"the saved state holds {len(saved)} member(s), the pack {pack.size}")
+    for m, (old, new) in enumerate(zip(saved, pack.cfgs)):
+        changes = config_changes(old, new)
+        other = [f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items() if k not in RESUMES_UNDER_OTHER]
+        if other:
+            raise ConfigError("resume", f"the saved state's member {m} trained another config ({'; '.join(other)}); "
+                                        f"of its fields only {list(RESUMES_UNDER_OTHER)} may differ")
+        if changes and m == 0:  # these fields are the pack's, shared by its members
+            log.warning("resume: going on with %s", "; ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
     pack.net.load_state_dict(state["net"])
     pack.optimizer.load_state_dict(state["optimizer"])
     for generator, generator_state in zip(pack.generators, state["generators"]):

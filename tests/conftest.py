@@ -43,9 +43,8 @@ def stage_checkpoints(tmp_path_factory):
     cfg = TrainConfig.from_dict(tiny_config(deepsmote_epochs=1))
     paths = {}
     for name in stages.STAGES:
-        checkpoint, _ = stages.train_stage(name, cfg)
         paths[name] = str(folder / f"{name}.pt")
-        stages.write_checkpoint(stages.checkpoint_bytes(checkpoint), paths[name])
+        stages.train_stage_file(name, cfg, paths[name])
     return paths
 
 

@@ -1,6 +1,7 @@
 """Fused packs: members trained together equal the same configs trained alone, the pack refuses
 configs that cannot share its shapes, and a diverging member leaves the others untouched."""
 
+import logging
 import math
 
 import pytest
@@ -192,6 +193,25 @@ def test_a_pack_resumes_every_member_from_a_saved_state():
     full = train_pack(cfgs, save_state=states.append)
     resumed = train_pack(cfgs, resume=states[0])
     assert resumed.metrics == full.metrics
+
+
+def test_a_saved_state_resumes_under_other_run_fields_but_not_another_config(caplog):
+    """A state saved before a default of where or how fast a run trains changed (``compile`` was
+    ``False`` before CUDA graphs became CUDA's default) goes on to the same numbers; one of another
+    setting is refused, naming the field."""
+    cfgs = member_configs([dict(seed=0, omega=0.5), dict(seed=1, omega=4.0)], method="mamix_drw", epochs=2,
+                          milestones=[], batch_size=64)
+    states = []
+    full = train_pack(cfgs, save_state=states.append)
+    before = [{**c, "compile": False, "compile_mode": "default"} for c in states[0]["configs"]]
+    earlier = {**states[0], "configs": before}
+    with caplog.at_level(logging.WARNING, logger="core.train"):
+        assert train_pack(cfgs, resume=earlier).metrics == full.metrics
+    assert "compile False -> None" in caplog.text
+    other = {**states[0], "configs": [{**c, "alpha": c["alpha"] + 1} for c in states[0]["configs"]]}
+    with pytest.raises(ConfigError, match=rf"^resume: the saved state's member 0 trained another config "
+                                          rf"\(alpha {cfgs[0].alpha + 1} -> {cfgs[0].alpha}\)"):
+        train_pack(cfgs, resume=other)
 
 
 # ----------------------------------------------------------------------------- the fused network

@@ -83,3 +83,13 @@ def test_a_generator_checkpoint_written_before_head_bias_existed_builds_the_head
     assert build({**architecture, "head_bias": False}).head.bias is None
     # another head is another g
     assert {"head_bias", "head_init"} <= set(stages.STAGES["m2m_generator"].key_fields)
+
+
+def test_g_trains_where_and_as_fast_as_its_run_but_learns_only_from_its_key():
+    """g's run takes the run's fields of place and speed (device, compile...), its key's fields, and
+    nothing of the run's method or seed: a run that turns compilation off trains an eager g."""
+    run = TrainConfig.from_dict(tiny_config(method="mamix_drw", seed=3, omega=2.0, compile=False,
+                                            compile_mode="default", stage_seed=1))
+    g = stages.generator_config(run)
+    assert (g.compile, g.compile_mode, g.device) == (False, "default", run.device)
+    assert (g.method, g.seed, g.omega) == ("erm", 1, TrainConfig.omega)
