@@ -32,8 +32,8 @@ status is 1 unless every setting passed.
 Printed and written to ``--json`` (one object per setting): per batch size and for the weights and the
 statistics, the largest eager and compiled errors and their largest ratio; the largest loss difference; the
 largest differences of test accuracy and margin gap at the evaluations; Inductor's count of CUDA-graph
-skips; the first call of each batch shape (its compile); img/s of each executor's timed epoch; and
-``passed``.
+skips; the graphs TorchDynamo compiled (at least one a batch size, or the network ran eagerly); the first
+call of each batch shape (its compile); img/s of each executor's timed epoch; and ``passed``.
 
     python bench/graphs_check.py --device cuda --data-root DIR --members 7 --epochs 2 --json OUT/graphs.json
     python bench/graphs_check.py --device cpu --set dataset=digits model=small_cnn ratio=10 \\
@@ -218,7 +218,10 @@ def check(args: argparse.Namespace, variant: str, fields: dict[str, Any], stage_
     """One setting's check (``variant`` over Table 12's setting and ``--set``), printed and written."""
     from torch._dynamo.utils import counters
 
-    skips_before = counters["inductor"]["cudagraph_skips"]
+    # Each setting compiles afresh: TorchDynamo's compiled code is per code object, shared by every pack's
+    # network, and past its recompile limit it would run the later settings eagerly, and pass them unchecked.
+    torch._dynamo.reset()
+    skips_before, graphs_before = counters["inductor"]["cudagraph_skips"], counters["stats"]["unique_graphs"]
     eager, compiled, reference = packs(args, fields, stage_dir)
     result = {"device": device_name(eager.device), "torch": torch.__version__, "members": eager.size,
               "epochs": args.epochs, "mode": args.mode, "amp": eager.amp, "executor": eager.net.executor,
@@ -229,6 +232,7 @@ def check(args: argparse.Namespace, variant: str, fields: dict[str, Any], stage_
     result["compiled_img_per_s"] = round(timed_epoch(compiled, args.epochs), 1)
     result["speedup"] = round(result["compiled_img_per_s"] / result["eager_img_per_s"], 3)
     result["cudagraph_skips"] = counters["inductor"]["cudagraph_skips"] - skips_before
+    result["graphs_compiled"] = counters["stats"]["unique_graphs"] - graphs_before
     emit(result, args.json)
     return result
 

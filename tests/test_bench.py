@@ -411,6 +411,9 @@ def test_graphs_check_runs_each_variant_with_the_stages_its_method_needs(monkeyp
         ("method=ldam_drw", "ldam_drw", False), ("method=m2m", "m2m", False),
         ("method=deepsmote,deepsmote_epochs=1", "deepsmote", False), ("clean_forward=true", "mamix_drw", True)]
     assert all(r["passed"] and r["compiled_img_per_s"] > 0 for r in checked)
+    # each setting's network was compiled afresh, a graph a batch size at least (with TorchDynamo's caches
+    # shared, a later setting past its recompile limit would run eagerly, and pass unchecked)
+    assert all(r["graphs_compiled"] >= len(r["batch_sizes"]) for r in checked)
     # DeepSMOTE's balanced set from the switch epoch (the last) has a last batch of its own
     assert [r["batch_sizes"] for r in checked] == [[64, 38], [64, 38], [64, 48, 38], [64, 38]]
     assert failed["variant"] == "method=no_such_method" and not failed["passed"] and "method" in failed["error"]
