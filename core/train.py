@@ -501,10 +501,10 @@ def best_epoch(best: Metrics, metrics: Metrics) -> Metrics:
     return best
 
 
-def config_changes(old: TrainConfig, new: TrainConfig) -> dict[str, tuple[Any, Any]]:
-    """``field: (old value, new value)`` for each field that differs."""
+def config_changes(old: TrainConfig, new: TrainConfig) -> dict[str, str]:
+    """``field: "field old -> new"`` for each field that differs."""
     a, b = old.to_dict(), new.to_dict()
-    return {name: (a[name], b[name]) for name in a if a[name] != b[name]}
+    return {name: f"{name} {a[name]!r} -> {b[name]!r}" for name in a if a[name] != b[name]}
 
 
 # What a saved state may resume under other values of: where and how fast it trains, but on the same kind of
@@ -520,12 +520,12 @@ def restore(pack: Pack, state: dict[str, Any]) -> tuple[int, list[Metrics], list
         raise ConfigError("resume", f"the saved state holds {len(saved)} member(s), the pack {pack.size}")
     for m, (old, new) in enumerate(zip(saved, pack.cfgs)):
         changes = config_changes(old, new)
-        other = [f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items() if k not in RESUMES_UNDER_OTHER]
+        other = [change for name, change in changes.items() if name not in RESUMES_UNDER_OTHER]
         if other:
             raise ConfigError("resume", f"the saved state's member {m} trained another config ({'; '.join(other)}); "
                                         f"of its fields only {list(RESUMES_UNDER_OTHER)} may differ")
         if changes and m == 0:  # these fields are the pack's, shared by its members
-            log.warning("resume: going on with %s", "; ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
+            log.warning("resume: going on with %s", "; ".join(changes.values()))
     pack.net.load_state_dict(state["net"])
     pack.optimizer.load_state_dict(state["optimizer"])
     for generator, generator_state in zip(pack.generators, state["generators"]):
