@@ -122,13 +122,12 @@ def replays(cfg: TrainConfig, state: dict[str, Any], repeats: int,
     pack = set_up([cfg])
     restore(pack, state)
     out = {"as trained": [evaluate(pack, [0])[0]]}
+    epochs = [draw_epoch(pack, state["epoch"]) for _ in range(repeats)]  # no replay draws: drawn once for all
+    weights = epoch_weights(pack, state["epoch"])
     for name in names:
         replay, out[name] = REPLAYS[name], []
-        for repeat in range(repeats):
+        for draws in epochs:
             restore(pack, state)
-            for _ in range(repeat + 1):
-                draws = draw_epoch(pack, state["epoch"])
-            weights = epoch_weights(pack, state["epoch"])
             for step, (start, end) in enumerate(batch_bounds(draws.order.shape[1], cfg.batch_size)):
                 replay(pack, make_batch(pack, draws, step, start, end), weights)
             out[name].append(evaluate(pack, [0])[0])

@@ -261,6 +261,7 @@ def test_bn_statistics_table_gives_the_best_test_accuracy_of_the_repeats():
         ("as trained", "1", "70.00", "70.00"), ("mixed", "3", "72.00 ± 1.00", "73.00"),
         ("clean, then mixed", "2", "74.25 ± 0.35", "74.50")]
 
+
 def test_bn_statistics_trains_the_cell_once_and_replays_its_final_weights(tmp_path, monkeypatch):
     """The BatchNorm probe: a cell cut short resumes from its last evaluation to the numbers of an
     uninterrupted run; a finished one is not trained again; "as trained" is the training's own last
