@@ -11,19 +11,14 @@ normalises with. So one training answers how much they matter:
 1. Train the cell (Table 12's setting, ``--omega`` and ``--seed``) and keep the pack's state at every
    evaluation in ``OUT/state.pt`` (3.8 MB for ResNet-32; checkpoints stay out of git). An existing final
    state is reused and an unfinished one resumed, so a second run of the same command only evaluates.
-2. From the final weights, replay one more epoch per way of forwarding (``REPLAYS``) at learning rate 0
-   (weights unchanged; BatchNorm in train mode, its momentum as trained), and evaluate each; as often as
-   ``--repeats`` says, on other draws, for the spread that the replayed batches alone cause.
+2. From the final weights, replay one more epoch per way of forwarding (``bench/replays.py``) at
+   learning rate 0 (weights unchanged; BatchNorm in train mode, its momentum as trained), and evaluate
+   each; as often as ``--repeats`` says, on other draws, for the spread that the replayed batches alone cause.
    ``--replays`` picks the ways (default: ``FORWARDING``, the three that change no weight); "mixed,
    trained" is one more epoch of training steps at the learning rate training ended with.
 
-Why the best of the repeats is reported too: the authors' trainers report the best test accuracy over
-all epochs (imbalanced-DL's ``best_acc1``), and the paper's tables print it. In Table 12's last 20
-epochs the learning rate is 1e-5: an epoch then moves the weights too little to change the evaluation
-("mixed, trained" against "mixed" on the same draws tells), while it renews BatchNorm's running
-statistics (momentum 0.1 over its 84 steps leaves 0.9 ** 84, about 1e-4, of the old ones). So each repeat
-is one such epoch as the authors would have evaluated it, and the best of n repeats is what their
-``best_acc1`` saw over n epochs at rest: a lower bound on the best over all 200.
+The best of a row's repeats is printed too: it is what the authors' ``best_acc1`` would have seen over
+that many epochs at rest (``bench/replays.py`` says why).
 
 Written to ``--out``: ``members.jsonl`` and ``final.json`` (the training, as ``bench/table12_fused.py``
 writes them), ``training.json`` (its wall time and config), ``run.json`` (the record of a window that
@@ -41,7 +36,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable, Sequence
+from typing import Any
 
 if __package__ in (None, ""):  # run as a file: make the project importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -51,24 +46,10 @@ import torch  # noqa: E402
 
 from bench.table12_fused import cell_configs, config_setting, progress_log  # noqa: E402
 from bench.throughput import device_name  # noqa: E402
+from bench.replays import FORWARDING, REPLAYS, replays  # noqa: E402
 from core.config import TrainConfig, field_assignments  # noqa: E402
-from core.mixing import MixedBatch  # noqa: E402
 from core.reporting import markdown_table, summarise  # noqa: E402
-from core.train import (Metrics, Pack, batch_bounds, draw_epoch, epoch_weights, evaluate, make_batch,  # noqa: E402
-                        restore, set_up, train_pack, train_step, update_batchnorm)
-
-# What each step of the replayed epoch does with its batch. The forwarding ways touch BatchNorm's running
-# statistics only; "mixed, trained" is one more epoch of training at the learning rate training ended with
-# (the optimiser's state): the same forwards as "mixed", plus what the steps do to the weights.
-REPLAYS: dict[str, Callable[[Pack, MixedBatch, torch.Tensor], object]] = {
-    "mixed": lambda pack, batch, weights: update_batchnorm(pack, batch.x),  # this platform's training
-    # the authors' trainers (clean_forward)
-    "clean, then mixed": lambda pack, batch, weights: [update_batchnorm(pack, x) for x in (batch.x_i, batch.x)],
-    "clean": lambda pack, batch, weights: update_batchnorm(pack, batch.x_i),  # the clean training images alone
-    "mixed, trained": train_step,
-}
-FORWARDING = ("mixed", "clean, then mixed", "clean")  # the default: the ways that change no weight
-
+from core.train import train_pack  # noqa: E402
 
 def cell_config(args: argparse.Namespace) -> TrainConfig:
     """Table 12's setting for one (omega, seed), as ``bench/table12_fused.py`` trains its cells."""
@@ -112,26 +93,6 @@ def write_run(cfg: TrainConfig, out: str) -> dict[str, Any]:
     with open(os.path.join(out, "run.json"), "w") as f:
         json.dump(run, f, indent=1)
     return run
-
-
-def replays(cfg: TrainConfig, state: dict[str, Any], repeats: int,
-            names: Sequence[str] = FORWARDING) -> dict[str, list[Metrics]]:
-    """The test metrics of the trained weights as trained, and after one more epoch of each replay
-    (``names``), once per repeat: repeat r uses the r-th epoch of draws after those training made (from
-    the generators as it left them), the same draws for every replay."""
-    pack = set_up([cfg])
-    restore(pack, state)
-    out = {"as trained": [evaluate(pack, [0])[0]]}
-    epochs = [draw_epoch(pack, state["epoch"]) for _ in range(repeats)]  # no replay draws: drawn once for all
-    weights = epoch_weights(pack, state["epoch"])
-    for name in names:
-        replay, out[name] = REPLAYS[name], []
-        for draws in epochs:
-            restore(pack, state)
-            for step, (start, end) in enumerate(batch_bounds(draws.order.shape[1], cfg.batch_size)):
-                replay(pack, make_batch(pack, draws, step, start, end), weights)
-            out[name].append(evaluate(pack, [0])[0])
-    return out
 
 
 def replay_table(result: dict[str, Any], counts: list[int]) -> str:
@@ -181,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     state = trained_state(cfg, args.out)
     write_run(cfg, args.out)
     result = {"omega": cfg.omega, "seed": cfg.seed, "epoch": state["epoch"],
-              "statistics": replays(cfg, state, args.repeats, args.replays)}
+              "statistics": replays([cfg], state, args.repeats, args.replays)[0]}
     with open(os.path.join(args.out, "replays.json"), "w") as f:
         json.dump(result, f, indent=1)
     page = replay_table(result, state["counts"])

@@ -7,13 +7,16 @@
 # DATA_DIR holds cifar10.npz, the compact long-tailed file (ratio 300, 54.2 MiB):
 #   python /work/shared/data/cifar10/to_npz.py DATA_DIR/cifar10.npz --long-tailed 300
 # OUT_DIR (default: $OUT, else ./gpu_out) receives at most 8 files, as the device tool brings back:
-#   table12/{members.jsonl,final.json,run.json,table12.md}  (1) the next window of Table 12
-#   graphs.jsonl                                            (2) the compiled step against eager, whole runs
-#   fused.jsonl                                             (3) fused throughput, (4) executors vs vmap
-#   env.txt, log.txt
+#   table12/{members.jsonl,final.json,run.json,table12.md,replays.json}  (1) the next window of Table 12
+#   graphs.jsonl                                   (2) the compiled step against eager, whole runs
+#   fused.jsonl                                    (3) fused throughput, (4) executors vs vmap
+#   log.txt                                        everything printed, the environment first
 #
 # (1) bench/table12_fused.py: the Table 12 cells that docs/results/table12/ does not hold yet, as many as
-#     fit TABLE12_S seconds (probes included), compiled with CUDA graphs (TrainConfig's default on CUDA).
+#     fit TABLE12_S seconds (probes included), compiled with CUDA graphs (TrainConfig's default on CUDA);
+#     in the time left, every member's final weights replayed up to 20 times this platform's way and the
+#     authors' (--replays 20, bench/replays.py: the best of the authors' replays is the kind of number the
+#     paper prints, which the GPU machine's checkpoints cannot bring back for a replay here).
 #     Commit OUT_DIR/table12 as docs/results/table12/<name>/, then
 #     `python bench/table12_fused.py --table docs/results/table12` writes the table over every window.
 # (2) bench/graphs_check.py: 7 members (one seed's omegas), 2 epochs in lockstep, torch.compile mode
@@ -72,14 +75,14 @@ step() {
 
 main() {
     echo "== environment"
-    record_env "$DEST/env.txt"
+    record_env
 
     # The limit leaves the script 20 s beyond its own budget to write its files; its members.jsonl is
     # written as training goes, so even a window cut short leaves its evaluations.
     # shellcheck disable=SC2086
     step $((TABLE12_S > 0 ? TABLE12_S + 20 : 0)) "(1) Table 12, the next window (budget $TABLE12_S s)" \
         "$PY" bench/table12_fused.py --data-root "$DATA" --out "$DEST/table12" --device "$DEVICE" \
-        --budget-s "$TABLE12_S" $TABLE12_ARGS
+        --budget-s "$TABLE12_S" --replays 20 $TABLE12_ARGS
     # shellcheck disable=SC2086
     step "$GRAPHS_S" "(2) the compiled step (CUDA graphs) against eager through whole runs" \
         "$PY" bench/graphs_check.py --device "$DEVICE" --data-root "$DATA" --json "$DEST/graphs.jsonl" $GRAPHS_ARGS

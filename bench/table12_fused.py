@@ -14,12 +14,16 @@ may not all fit one window of a few minutes, so each run of this script is one w
 3. It trains the most remaining cells, then with the most frequent evaluation, whose estimate (steps and
    evaluations linear in the pack size between the two probes) fits the time left of ``--budget-s``: all
    members of a pack finish together, so a pack too large for the window would leave nothing.
+4. With ``--replays N``, it replays every member's final weights up to N times in the time left
+   (``bench/replays.py``: this platform's forward passes and the authors'; the best of the authors' is
+   the kind of number the paper prints), with ``--replay-s`` seconds kept from evaluations for them.
 
 Written to ``--out``: ``members.jsonl`` (one line per member and evaluation, written as training goes:
 its omega, seed, epoch, test accuracy, margin statistics), ``final.json`` (every member's last metrics),
-``run.json`` (device, setting, plan, probes, wall time) and ``table12.md``: the table over every window's
-cells, this one's included: final-epoch accuracy, beside it the best evaluated epoch's (a test-set
-selection, the kind of number the authors' code reports), the paper's numbers and the margin gap.
+``run.json`` (device, setting, plan, probes, wall time), ``replays.json`` (with ``--replays``: every
+member's evaluations after each replay) and ``table12.md``: the table over every window's cells, this
+one's included: final-epoch accuracy, beside it the best evaluated epoch's (a test-set selection, the kind
+of number the authors' code reports), the paper's numbers and the margin gap; below it every replayed cell.
 Commit ``--out`` as a new folder under ``--done``; the next window then trains the cells still missing.
 
     python bench/table12_fused.py --data-root DIR --out OUT                  # DIR/cifar10.npz, on CUDA
@@ -46,6 +50,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from bench.fused_throughput import ready, steps, timed  # noqa: E402
+from bench.replays import AUTHORS, replays  # noqa: E402
 from bench.throughput import device_name, synchronize  # noqa: E402
 from core.config import FORMER_DEFAULTS, TRAIN_DEFAULTS, TrainConfig, field_assignments  # noqa: E402
 from core.reporting import markdown_table, mean_std, summarise  # noqa: E402
@@ -54,6 +59,7 @@ from search_spaces import OMEGA_GRID  # noqa: E402
 from sweeps.paper_tables import TABLE12, TABLE12_SETTING  # noqa: E402
 
 EVAL_EVERY_CHOICES = (1, 2, 5, 10, 20)
+REPLAYED = ("mixed", AUTHORS)  # --replays: this platform's forward passes and the authors'
 DONE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "results", "table12")
 # Fields that change how a cell is computed, not what: windows that differ only in these share a table.
 RUN_FIELDS = ("omega", "seed", "device", "data_root", "eval_every", "amp", "channels_last", "compile",
@@ -133,11 +139,17 @@ def read_windows(done: str, setting: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def window_rows(final: list[dict[str, Any]], folder: str, run: dict[str, Any]) -> list[dict[str, Any]]:
-    """A window's members, each with the window's name, its device and how often it evaluated (its best
-    epoch is the best of those evaluations)."""
+    """A window's members, each with the window's name, its device, how often it evaluated (its best
+    epoch is the best of those evaluations) and its replays where the window has ``replays.json``
+    (one cell's of ``bench/bn_statistics.py``, or a list of every member's of ``--replays``)."""
     every = (run.get("plan") or {}).get("eval_every")
+    replayed = {}
+    if os.path.exists(path := os.path.join(folder, "replays.json")):
+        with open(path) as f:
+            cells = json.load(f)
+        replayed = {(c["omega"], c["seed"]): c["statistics"] for c in (cells if isinstance(cells, list) else [cells])}
     return [{**row, "window": os.path.basename(os.path.normpath(folder)), "device": run.get("device", "?"),
-             "eval_every": every} for row in final]
+             "eval_every": every, "replays": replayed.get((row["omega"], row["seed"]), {})} for row in final]
 
 
 def cell_configs(args: argparse.Namespace, cells: list[tuple[float, int]], eval_every: int,
@@ -216,13 +228,16 @@ def estimate(probes: list[dict[str, float]], members: int, epochs: int, every: i
             + math.ceil(epochs / every) * cost("eval_s"))
 
 
-def plan(remaining: int, epochs: int, probes: list[dict[str, float]], budget: float) -> dict[str, Any] | None:
-    """The most remaining cells, then the most frequent evaluation, whose estimate fits ``budget``."""
+def plan(remaining: int, epochs: int, probes: list[dict[str, float]], budget: float,
+         reserve: float = 0.0) -> dict[str, Any] | None:
+    """The most remaining cells whose estimate fits ``budget``, then the most frequent evaluation that
+    leaves ``reserve`` seconds of it (the replays') free, or the least frequent."""
     for members in range(remaining, 0, -1):
-        for every in EVAL_EVERY_CHOICES:
-            seconds = estimate(probes, members, epochs, every)
-            if seconds <= budget:
-                return {"members": members, "eval_every": every, "estimated_s": round(seconds, 1)}
+        if estimate(probes, members, epochs, EVAL_EVERY_CHOICES[-1]) <= budget:
+            every = next((e for e in EVAL_EVERY_CHOICES if estimate(probes, members, epochs, e) <= budget - reserve),
+                         EVAL_EVERY_CHOICES[-1])
+            return {"members": members, "eval_every": every,
+                    "estimated_s": round(estimate(probes, members, epochs, every), 1)}
     return None
 
 
@@ -246,6 +261,31 @@ def table(final: list[dict[str, Any]]) -> str:
     return markdown_table(summary[["omega", "n", *PERCENT_COLUMNS.values(), "Paper (%)", "Margin gap"]])
 
 
+def replay_table(rows: list[dict[str, Any]]) -> str:
+    """One row per replayed cell: its final epoch, the replays' mean +- std (%), this platform's forward
+    passes' and the authors', and the best of the authors' (their ``best_acc1`` over that many epochs at
+    rest, ``bench/replays.py``) beside the paper's number; empty if no cell was replayed."""
+    cells = []
+    for row in sorted((r for r in rows if r.get("replays", {}).get(AUTHORS)),
+                      key=lambda r: (r["omega"], r["seed"], r["window"])):
+        accuracy = {way: [100 * m["test_acc"] for m in row["replays"].get(way, [])] for way in REPLAYED}
+        cell = {"omega": row["omega"], "seed": row["seed"], "window": row["window"], "n": len(accuracy[AUTHORS]),
+                "Final epoch (%)": f"{100 * row['test_acc']:.2f}"}
+        for way, values in accuracy.items():
+            spread = pd.Series(values, dtype=float)
+            cell[f"{way.capitalize()} (%)"] = (mean_std([spread.mean()], [spread.std()], [len(values)], digits=2)[0]
+                                               if values else "-")
+        cell["Best of n, the authors' way (%, test-selected)"] = f"{max(accuracy[AUTHORS]):.2f}"
+        cell["Paper (%)"] = f"{TABLE12[row['omega']][0]:.2f}" if row["omega"] in TABLE12 else "-"
+        cells.append(cell)
+    if not cells:
+        return ""
+    return ("\nReplayed cells: the final weights evaluated after n more epochs of forward passes at rest, this "
+            "platform's (mixed) and the authors' (clean, then mixed); the best of the authors' n is what their "
+            "best_acc1, the paper's kind of number, saw over n epochs at rest (bench/replays.py).\n\n"
+            + markdown_table(pd.DataFrame(cells)) + "\n")
+
+
 def table_page(rows: list[dict[str, Any]], setting: dict[str, Any], cells: int) -> str:
     """The table of ``rows`` (the members of every window) with a line saying what it holds."""
     finished = [r for r in rows if r.get("failure") is None]
@@ -261,7 +301,7 @@ def table_page(rows: list[dict[str, Any]], setting: dict[str, Any], cells: int) 
             f"{' or '.join(map(str, every)) or '?'} epoch(s), the last always), a test-set selection; the "
             "authors' code reports that kind of number, over every epoch.\n")
     return head + "\n\n" + (table(finished) + "\n" + best if finished else "(no finished member yet)\n") + (
-        "\nFailed: " + "; ".join(failed) + "\n" if failed else "")
+        "\nFailed: " + "; ".join(failed) + "\n" if failed else "") + replay_table(finished)
 
 
 def write_table(args: argparse.Namespace) -> str:
@@ -292,10 +332,14 @@ def window(args: argparse.Namespace) -> dict[str, Any]:
     elif (chosen := plan_window(args, remaining, started, run)) is not None:
         cfgs = cell_configs(args, remaining[: chosen["members"]], chosen["eval_every"], CANDIDATES[run["candidate"]])
         training_started = time.time()
-        result = train_pack(cfgs, progress_log(args.out, cfgs, started))
+        last: dict[str, Any] = {}  # the pack's state at its last evaluation, the final one
+        result = train_pack(cfgs, progress_log(args.out, cfgs, started),
+                            save_state=last.update if args.replays else None)
         run.update(training_s=round(time.time() - training_started, 1), failures=result.failures)
         final = [{"omega": c.omega, "seed": c.seed, **result.metrics[m], "failure": result.failures.get(m)}
                  for m, c in enumerate(cfgs)]
+        if args.replays and len(result.failures) < len(cfgs):  # then ``last`` is the final epoch's
+            replay_window(args, cfgs, last, started, run)
     run.update(members=len(final), total_s=round(time.time() - started, 1))
     rows = done_rows + window_rows(final, args.out, run)
     page = table_page(rows, setting, len(all_cells(args))) + (
@@ -306,6 +350,22 @@ def window(args: argparse.Namespace) -> dict[str, Any]:
             f.write(text)
     print(page, flush=True)
     return run
+
+
+def replay_window(args: argparse.Namespace, cfgs: list[TrainConfig], state: dict[str, Any], started: float,
+                  run: dict[str, Any]) -> None:
+    """Every member's final weights replayed (``REPLAYED``) up to ``--replays`` times, as often as the
+    budget's time left allows; ``out/replays.json`` (one entry per member, as ``bench/bn_statistics.py``
+    writes one) and the repeats and seconds in ``run``."""
+    replay_started = time.time()
+    members = replays(cfgs, state, args.replays, REPLAYED, deadline=started + args.budget_s)
+    cells = [{"omega": c.omega, "seed": c.seed, "epoch": state["epoch"], "statistics": statistics}
+             for c, statistics in zip(cfgs, members)]
+    with open(os.path.join(args.out, "replays.json"), "w") as f:
+        json.dump(cells, f, indent=1)
+    repeats = max((len(s[AUTHORS]) for s in members if s), default=0)
+    run.update(replays_s=round(time.time() - replay_started, 1), replay_repeats=repeats)
+    print(f"replayed every member's final weights {repeats} time(s) each way ({run['replays_s']:.0f} s)", flush=True)
 
 
 def plan_window(args: argparse.Namespace, remaining: list[tuple[float, int]], started: float,
@@ -321,7 +381,7 @@ def plan_window(args: argparse.Namespace, remaining: list[tuple[float, int]], st
     if len(remaining) > len(args.omegas):
         probes.append(probe(cell_configs(args, remaining, 1, candidate), args.probe_steps))
     left = (args.budget_s - (time.time() - started)) * (1 - args.margin)
-    chosen = plan(len(remaining), run["setting"]["epochs"], probes, left)
+    chosen = plan(len(remaining), run["setting"]["epochs"], probes, left, args.replay_s if args.replays else 0.0)
     run.update(candidate=name, candidates=timings, probes=probes, plan=chosen, budget_left_s=round(left, 1))
     print(json.dumps({"candidate": name, "probes": probes, "plan": chosen}), flush=True)
     if chosen is None:
@@ -363,6 +423,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | str:
     p.add_argument("--budget-s", type=float, default=540,
                    help="seconds this script may take, probes included (default: 9 minutes, in a 10-minute command)")
     p.add_argument("--margin", type=float, default=0.1, help="fraction of the time left kept free of the plan")
+    p.add_argument("--replays", type=int, default=0, metavar="N",
+                   help="after training, replay every member's final weights up to N times this platform's way "
+                        "and the authors' (bench/replays.py) in the budget's time left; the best of the authors' "
+                        "replays estimates the paper's kind of number (default: 0, none)")
+    p.add_argument("--replay-s", type=float, default=90,
+                   help="seconds of the budget that evaluations may not take from the replays (default: 90)")
     p.add_argument("--probe-steps", type=int, default=10)
     p.add_argument("--candidates", nargs="+", choices=sorted(CANDIDATES),
                    help="ways to run the pack, the fastest kept (default: all but auto on CUDA unless compiling, "

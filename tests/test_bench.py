@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ if ROOT not in sys.path:
 
 from bench import throughput  # noqa: E402
 from core.augment import draw_crops  # noqa: E402
-from core.config import TrainConfig  # noqa: E402
+from core.config import TrainConfig, field_assignments  # noqa: E402
 from core.data import DATASETS, DeviceData  # noqa: E402
 
 DRAWS = 3000
@@ -221,18 +222,59 @@ def test_table12_windows_train_the_missing_cells_and_table_them_all(tmp_path, ca
     assert f"left out {done / 'w0-short'}: another setting (drw_epoch, epochs" in capsys.readouterr().out
 
 
+def test_table12_window_replays_every_member_as_a_pack_member_and_alone(tmp_path):
+    """``--replays``: after training, each member's final weights replayed this platform's way and the
+    authors'; its "as trained" row is its own final evaluation (members not swapped), its replays those of
+    the same cell trained and replayed alone, and the table gives the best of the authors' replays. A
+    deadline already past leaves the final evaluation alone."""
+    from bench import table12_fused
+    from bench.replays import replays
+    from core.train import train_pack
+
+    run = table12_fused.main(["--out", str(tmp_path / "w"), "--done", str(tmp_path / "none"), "--seeds", "1",
+                              "--replays", "2", *DIGITS])
+    assert run["members"] == 2 and run["replay_repeats"] == 2 and run["replays_s"] > 0
+    final = json.loads((tmp_path / "w" / "final.json").read_text())
+    cells = json.loads((tmp_path / "w" / "replays.json").read_text())
+    assert [(c["omega"], c["seed"], c["epoch"]) for c in cells] == [(r["omega"], r["seed"], 2) for r in final]
+    assert [list(c["statistics"]) for c in cells] == [["as trained", "mixed", "clean, then mixed"]] * 2
+    trained = [c["statistics"]["as trained"][0] for c in cells]
+    assert [(t["test_acc"], t["margin_gap"]) for t in trained] == [(r["test_acc"], r["margin_gap"]) for r in final]
+    assert trained[0]["margin_gap"] != trained[1]["margin_gap"]  # so a swap of members would show
+
+    setting = table12_fused.paper_setting(2, **field_assignments(DIGITS[DIGITS.index("--set") + 1:]), device="cpu")
+    cfg = TrainConfig.from_dict({**setting, "omega": 4.0, "seed": 0, "eval_every": run["plan"]["eval_every"]})
+    alone: dict = {}
+    train_pack([cfg], save_state=alone.update)
+    solo = replays([cfg], alone, 2, table12_fused.REPLAYED)[0]
+    for way in table12_fused.REPLAYED:
+        assert [m["test_acc"] for m in solo[way]] == [m["test_acc"] for m in cells[1]["statistics"][way]]
+        assert [m["margin_gap"] for m in solo[way]] == pytest.approx(
+            [m["margin_gap"] for m in cells[1]["statistics"][way]], rel=1e-3, abs=1e-4)
+
+    page = (tmp_path / "w" / "table12.md").read_text()
+    best = max(100 * m["test_acc"] for m in cells[1]["statistics"]["clean, then mixed"])
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in page.split("Replayed cells")[1].splitlines()
+            if line.startswith("| ")]
+    assert rows[2][:4] == ["4", "0", "w", "2"] and rows[2][-2] == f"{best:.2f}"  # rows[0] is the header
+
+    late = replays([cfg], alone, 3, table12_fused.REPLAYED, deadline=time.time() - 1)[0]
+    assert late == {"as trained": solo["as trained"], "mixed": [], "clean, then mixed": []}
+
+
 def test_committed_table12_is_what_its_command_prints(tmp_path, capsys):
     """docs/results/table12/table12.md, the table docs/RESULTS.md and README.md cite, is the page that
-    ``bench/table12_fused.py --table`` writes over the committed windows in the default setting, and the
-    windows of another setting (the former linear head's) are named and left out."""
+    ``bench/table12_fused.py --table`` writes over the committed windows in the default setting (their
+    replays included), and the windows of another setting (the former linear head's) are named and left out."""
     from bench import table12_fused
 
     committed = os.path.join(ROOT, "docs", "results", "table12")
     for window in sorted(os.listdir(committed)):
         if os.path.isfile(os.path.join(committed, window, "run.json")):
             os.makedirs(tmp_path / window)
-            for name in ("run.json", "final.json"):
-                shutil.copy(os.path.join(committed, window, name), tmp_path / window / name)
+            for name in ("run.json", "final.json", "replays.json"):
+                if os.path.exists(os.path.join(committed, window, name)):
+                    shutil.copy(os.path.join(committed, window, name), tmp_path / window / name)
     page = table12_fused.main(["--table", str(tmp_path)])
     with open(os.path.join(committed, "table12.md")) as f:
         assert page == f.read()
@@ -266,15 +308,15 @@ def test_bn_statistics_trains_the_cell_once_and_replays_its_final_weights(tmp_pa
     """The BatchNorm probe: a cell cut short resumes from its last evaluation to the numbers of an
     uninterrupted run; a finished one is not trained again; "as trained" is the training's own last
     evaluation, and the replays' statistics change the evaluation."""
-    from bench import bn_statistics
+    from bench import bn_statistics, replays
 
     whole = bn_statistics.main(["--out", str(tmp_path / "whole"), "--repeats", "2", *BN_DIGITS])
     final = json.loads((tmp_path / "whole" / "final.json").read_text())[0]
     statistics = whole["statistics"]
     assert [m["test_acc"] for m in statistics["as trained"]] == [final["test_acc"]] and final["epoch"] == 2
-    assert list(statistics) == ["as trained", *bn_statistics.FORWARDING]
-    gaps = {m["margin_gap"] for name in bn_statistics.FORWARDING for m in statistics[name]}
-    assert len(gaps) == 2 * len(bn_statistics.FORWARDING), "each replay and repeat must move the statistics"
+    assert list(statistics) == ["as trained", *replays.FORWARDING]
+    gaps = {m["margin_gap"] for name in replays.FORWARDING for m in statistics[name]}
+    assert len(gaps) == 2 * len(replays.FORWARDING), "each replay and repeat must move the statistics"
     page = (tmp_path / "whole" / "replays.md").read_text()
     assert "| clean, then mixed" in page and " ± " in page
     trained = (tmp_path / "whole" / "training.json").stat().st_mtime_ns
@@ -292,7 +334,7 @@ def test_bn_statistics_trains_the_cell_once_and_replays_its_final_weights(tmp_pa
     for group in state["optimizer"]["param_groups"]:
         group["lr"] = 0.0
     cfg = TrainConfig.from_dict(state["configs"][0])
-    at_rest = bn_statistics.replays(cfg, state, 2, ["mixed", "mixed, trained"])
+    at_rest = replays.replays([cfg], state, 2, ["mixed", "mixed, trained"])[0]
     assert at_rest["mixed, trained"] == at_rest["mixed"] == picked["mixed"][:2]
 
     real_log = bn_statistics.progress_log
@@ -345,6 +387,9 @@ def test_table12_plan_keeps_the_most_cells_that_fit():
     assert plan(5, 10, probes[:1], 13.01) == {"members": 5, "eval_every": 10, "estimated_s": 13.0}
     # compiling, the last batch's graph costs what the full batch's did, once more
     assert estimate([{**probes[0], "compile_s": 5.0}], 7, 10, 10) == 13 + 5
+    # time kept for replays costs evaluations, never cells: every 5 epochs leaves 78.01 - 47.6 >= 30 s
+    assert plan(35, 10, probes, 78.01, reserve=30) == {"members": 35, "eval_every": 5, "estimated_s": 47.6}
+    assert plan(35, 10, probes, 50, reserve=40) == {"members": 35, "eval_every": 20, "estimated_s": 43.8}
 
 
 def test_table12_windows_of_older_code_still_count_unless_a_field_differs():
@@ -484,8 +529,8 @@ def test_gpu_session_script_runs_its_four_steps_and_leaves_what_the_device_tool_
     digits = "--set dataset=digits model=small_cnn ratio=10"
     env = {**os.environ, "DEVICE": "cpu", "PYTHON": sys.executable, "FUSED_MEMBERS": "1 2", "FUSED_STEPS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(image), os.environ.get("PYTHONPATH")])),
-           "TABLE12_ARGS": f"--epochs 1 --seeds 1 --omegas 0.25 --probe-steps 1 --done {tmp_path / 'none'} {digits}"
-                           " batch_size=64",
+           "TABLE12_ARGS": f"--epochs 1 --seeds 1 --omegas 0.25 --probe-steps 1 --replays 2 --done {tmp_path / 'none'} "
+                           f"{digits} batch_size=64",
            # the graphs check's test compiles the same 2-member network: Inductor's cache serves it here
            "GRAPHS_ARGS": f"--members 2 --epochs 1 --mode default {digits}",
            "FUSED_ARGS": "--dataset digits --model small_cnn --batch 32",
@@ -494,11 +539,12 @@ def test_gpu_session_script_runs_its_four_steps_and_leaves_what_the_device_tool_
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert files == ["env.txt", "fused.jsonl", "graphs.jsonl", "log.txt", "table12/final.json",
-                     "table12/members.jsonl", "table12/run.json", "table12/table12.md"]
+    assert files == ["fused.jsonl", "graphs.jsonl", "log.txt", "table12/final.json", "table12/members.jsonl",
+                     "table12/replays.json", "table12/run.json", "table12/table12.md"]
     log = (out / "log.txt").read_text()
-    assert "stopped" not in log and "== done in" in log
-    assert json.loads((out / "table12" / "run.json").read_text())["members"] == 1
+    assert "stopped" not in log and "== done in" in log and "torch" in log.split("== (1)")[0]  # the environment
+    run = json.loads((out / "table12" / "run.json").read_text())
+    assert run["members"] == 1 and run["replay_repeats"] == 2
     assert json.loads((out / "graphs.jsonl").read_text())["passed"]
     rows = [json.loads(line) for line in (out / "fused.jsonl").read_text().splitlines()]
     assert [(r["mode"], r["members"]) for r in rows if "mode" in r] == [("fused", 1), ("sequential", 1), ("fused", 2)]
@@ -522,7 +568,7 @@ def test_gpu_session_skips_a_step_given_no_time_and_stops_one_out_of_time(tmp_pa
     assert done.returncode == 0, done.stdout + done.stderr
     log = (tmp_path / "out" / "log.txt").read_text()
     assert log.count("skipped (0 s)") == 3 and "graphs_check.py stopped (exit 124)" in log and "== done in" in log
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["env.txt", "log.txt"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["log.txt"]
 
 
 def test_the_tree_leaves_room_for_the_compact_cifar_file_on_the_gpu_machine():
