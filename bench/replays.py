@@ -51,8 +51,8 @@ def replays(cfgs: Sequence[TrainConfig], state: dict[str, Any], repeats: int, na
     """Each member's test metrics as trained and after one more epoch of each replay (``names``), once per
     repeat: repeat r uses the r-th epoch of draws after those training made (from the generators as it
     left them), the same draws for every replay and member. ``state`` is a ``train_pack`` state of
-    ``cfgs``; members it failed get no rows. Repeats stop before one that would start past ``deadline``
-    (``time.time()``), with every replay run as often as the others."""
+    ``cfgs``; members it failed get no rows. Repeats stop before one that, at the last one's pace, would
+    end past ``deadline`` (``time.time()``), with every replay run as often as the others."""
     # Forward passes only: a compiled pack would compile graphs for them first.
     pack = set_up([dataclasses.replace(c, compile=False) for c in cfgs])
     restore(pack, state)
