@@ -35,7 +35,7 @@ from core import stage_cache, stages, tracking
 from core.config import FORMER_DEFAULTS, TRAIN_DEFAULTS, TrainConfig
 from core.progress import SweepProgress, error_reason, member_cells, trial_label
 from core.train import pack_key
-from core.tune import search_trial, trial
+from core.tune import FAULT_POINTS, end_stopped_run, search_trial, trial
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class SweepSpec:
     search_alg: Any = None  # e.g. OptunaSearch; then grid must be empty and num_samples set
     num_samples: int = 1
     scheduler: Any = None  # searcher and scheduler carry their own metric and mode
-    fault: tuple[str, int] | None = None  # drill: ("raise" | "sigkill", epoch), once per trial
+    fault: tuple[str, int] | None = None  # drill: (a kind of core.tune.FAULT_POINTS, epoch), once per trial
     restart: bool = False  # archive a previous sweep of this name (folder and parent run) and start afresh
     # Grid cells that share a fusable key (core.train.pack_key) train as one Ray trial of at most this
     # many members; 1: a trial per cell; "auto": each key's cells spread evenly over the trials the
@@ -104,6 +104,8 @@ def grid_configs(spec: SweepSpec) -> list[dict[str, Any]]:
     if spec.num_samples < 1:
         raise ValueError(f"num_samples: got {spec.num_samples}; allowed: an integer >= 1")
     check_fuse(spec.fuse)
+    if spec.fault is not None and spec.fault[0] not in FAULT_POINTS:
+        raise ValueError(f"fault: got {spec.fault[0]!r}; allowed: {sorted(FAULT_POINTS)}")
     return [TrainConfig.from_dict({**spec.base, **cell}).to_dict() for cell in grid_cells(spec)]
 
 
@@ -343,7 +345,7 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
         tracking.set_status(uri, parent, "KILLED")
         raise
     table = trial_table(results)
-    close_orphans(uri, experiment, parent)
+    close_orphans(results, uri, experiment, parent)
     tracking.set_status(uri, parent, "FINISHED" if results.num_errors == 0 else "FAILED")
     return SweepResult(table, experiment, parent, uri, results.num_errors)
 
@@ -397,9 +399,25 @@ def trial_table(results: tune.ResultGrid) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def close_orphans(uri: str, experiment: str, parent: str) -> None:
-    """Child runs still RUNNING after the sweep belong to trials that were killed with their process:
-    mark them KILLED rather than leaving them RUNNING."""
-    for run in tracking.child_runs(uri, experiment, parent):
-        if run.info.status == "RUNNING":
-            tracking.set_status(uri, run.info.run_id, "KILLED")
+def close_orphans(results: tune.ResultGrid, uri: str, experiment: str, parent: str) -> None:
+    """End the child runs still RUNNING after the sweep. A trial Ray stopped after a report (a scheduler's
+    decision) ended without error, but its process may have ended before its runs did: each member gets
+    that report's step and ends FINISHED (FAILED if it had diverged). The others belong to trials killed
+    with their process and end KILLED."""
+    stopped = {r.metrics["trial_id"]: r.metrics for r in results if r.error is None and r.metrics}
+    for found in tracking.child_runs(uri, experiment, parent):
+        if found.info.status != "RUNNING":
+            continue
+        metrics = stopped.get(found.data.tags.get(tracking.TRIAL_TAG))
+        if metrics is None or "member_metrics" not in metrics:
+            tracking.set_status(uri, found.info.run_id, "KILLED")
+            continue
+        member = int(found.data.tags.get(tracking.MEMBER_TAG, 0))
+        run = tracking.TrialRun(uri, experiment, parent, found.data.tags[tracking.TRIAL_TAG], found.info.run_name,
+                                {}, member)
+        failure = (metrics.get("member_failures") or {}).get(str(member))
+        if failure:
+            run.finish("FAILED", f"DivergenceError: {failure}")
+            continue
+        end_stopped_run(run, metrics["member_metrics"][member], int(found.data.params["epochs"]))
+        run.finish("FINISHED")

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 PARENT_TAG = "mlflow.parentRunId"
 TRIAL_TAG = "ray.trial_id"
 MEMBER_TAG = "member"  # the member's index in its trial's pack
+STOPPED_TAG = "stopped_early"  # why a scheduler ended the member's trial before its last epoch
 STAGE_TAG = "stage"
 STAGE_KEY_TAG = "stage_key"
 ARCHIVED_TAG = "archived"  # on a parent run set aside by `--restart`: the folder its sweep moved to
@@ -184,12 +185,16 @@ class TrialRun:
     def log_epoch(self, metrics: dict[str, float]) -> None:
         """Log one evaluation as a step. When the store stays unreachable past the retries, the step is
         kept and sent with the next one (or at ``finish``), so a logging outage never fails a trial."""
+        self.queue(metrics)
+        self.flush(attempts=3)
+
+    def queue(self, metrics: dict[str, float]) -> None:
+        """Keep one evaluation for the next ``flush``, as a step, unless the run holds that step already."""
         step = int(metrics["epoch"])
         if step <= self.last_step:
             return  # logged before a crash; the history stays continuous
         self.pending.append((step, metrics))
         self.last_step = step
-        self.flush(attempts=3)
 
     def flush(self, attempts: int = 8) -> None:
         while self.pending:

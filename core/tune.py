@@ -2,10 +2,11 @@
 
 A trial trains a pack of members (one or more grid cells that share a fusable key; ``core.sweep``
 forms them). Each evaluation becomes one ``tune.report`` carrying a checkpoint of the whole pack
-(weights, optimiser, schedule position, every member's generator state, epoch, best accuracies), and
-one step of each member's MLflow child run. A crashed trial restarts from its last checkpoint
-(``FailureConfig(max_failures=...)``) and every member continues its MLflow run, found again by the
-Ray trial id and its member index. Ray calls live here and in ``core.sweep``.
+(weights, optimiser, schedule position, every member's generator state, epoch, best accuracies), and,
+once Ray holds that checkpoint, one step of each member's MLflow child run. A crashed trial restarts
+from its last checkpoint (``FailureConfig(max_failures=...)``) and every member continues its MLflow
+run, found again by the Ray trial id and its member index, so MLflow and Ray keep the same attempt's
+values of every epoch. Ray calls live here and in ``core.sweep``.
 """
 
 from __future__ import annotations
@@ -38,13 +39,25 @@ class InjectedFault(RuntimeError):
     """Raised on purpose by the ``fault`` drill, to rehearse recovery from a crashed trial."""
 
 
+# Fault drills, to rehearse recovery from a crashed trial: each strikes once, on the trial's first
+# attempt, in the report of the epoch it names, at a point of that report:
+#   raise                  an exception, once the epoch is reported to Ray and logged to MLflow;
+#   sigkill                SIGKILL of the trial's own process a moment later, while the next epoch trains
+#                          (no clean-up runs, as when a node dies or the OOM killer strikes);
+#   sigkill_before_report  SIGKILL with the epoch's checkpoint written but not yet reported to Ray;
+#   sigkill_before_log     SIGKILL once Ray holds the epoch's checkpoint, before MLflow has the epoch.
+FAULT_POINTS = {"raise": "done", "sigkill": "done", "sigkill_before_report": "before_report",
+                "sigkill_before_log": "before_log"}
+
+
 def inject_fault(kind: str, epoch: int) -> None:
-    """Fault drills: ``raise`` an exception now, or ``sigkill`` the trial's own process a moment later,
-    while the next epoch trains (no clean-up runs, as when a node dies or the OOM killer strikes)."""
+    """Strike the fault drill ``kind`` (one of ``FAULT_POINTS``) after epoch ``epoch``."""
+    if kind == "raise":
+        raise InjectedFault(f"injected crash after epoch {epoch}")
     if kind == "sigkill":
         threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGKILL)).start()
         return
-    raise InjectedFault(f"injected crash after epoch {epoch}")
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def load_checkpoint_state(checkpoint: tune.Checkpoint | None) -> dict[str, Any] | None:
@@ -137,6 +150,11 @@ def train_members(cells: list[dict[str, Any]], base: dict[str, Any], platform: d
     # does not make a trial look cheaper; the work an attempt lost after its last checkpoint is not kept,
     # so its time is not counted either.
     before_s = resume.get("pack_wall_s", 0.0) if resume else 0.0
+    # What the attempt that wrote the checkpoint had not logged when it stopped (steps MLflow holds are skipped).
+    for run, rows in zip(runs, resume.get("unlogged", []) if resume else []):
+        for row in rows:
+            run.queue(row)
+        run.flush(attempts=3)
     started = time.perf_counter()
     latest: dict[str, Any] = {}
 
@@ -150,23 +168,45 @@ def train_members(cells: list[dict[str, Any]], base: dict[str, Any], platform: d
         timing = {"wall_s": pack_wall_s / len(cfgs), "stage_s": stage_s}
         metrics = [{**m, **timing} if m else m for m in metrics]
         for m, run in enumerate(runs):
+            if m not in failures:
+                run.queue(metrics[m])
+        fault = platform.get("fault")
+        epoch = max(int(m.get("epoch", 0)) for m in metrics)
+
+        def drill(point: str) -> None:
+            if fault and resume is None and epoch == fault[1] and FAULT_POINTS[fault[0]] == point:
+                inject_fault(fault[0], epoch)
+
+        # MLflow gets an epoch only once Ray holds its checkpoint: a retry resumes from Ray's last
+        # checkpoint, and an epoch logged before Ray had it would keep a lost attempt's values where
+        # Ray's results keep the retry's. The steps not logged yet travel in the checkpoint instead.
+        with tempfile.TemporaryDirectory() as d:
+            torch.save({**latest, **(extra or {}), "pack_wall_s": pack_wall_s,
+                        "unlogged": [[row for _, row in run.pending] for run in runs]}, os.path.join(d, STATE_FILE))
+            drill("before_report")
+            try:
+                tune.report({**pack_summary(metrics, failures), "member_cells": cells},
+                            checkpoint=tune.Checkpoint.from_directory(d))
+            except SystemExit:  # Ray stopped the trial after this report (a scheduler's or stopper's decision)
+                finish(PackResult(metrics, failures), stopped=True)
+                raise
+        drill("before_log")
+        for m, run in enumerate(runs):
             if m in failures:
                 run.finish("FAILED", f"DivergenceError: {failures[m]}")
             else:
-                run.log_epoch(metrics[m])
-        with tempfile.TemporaryDirectory() as d:
-            torch.save({**latest, **(extra or {}), "pack_wall_s": pack_wall_s}, os.path.join(d, STATE_FILE))
-            tune.report({**pack_summary(metrics, failures), "member_cells": cells},
-                        checkpoint=tune.Checkpoint.from_directory(d))
+                run.flush(attempts=3)
         if on_checkpoint is not None:
             on_checkpoint()
-        fault = platform.get("fault")
-        epoch = max(int(m.get("epoch", 0)) for m in metrics)
-        if fault and resume is None and epoch == fault[1]:
-            inject_fault(fault[0], epoch)
+        drill("done")
 
-    try:
-        result = train_pack(cfgs, report, resume=resume, save_state=save_state)
+    def finish(result: PackResult, stopped: bool = False) -> None:
+        # A trial Ray stopped (``stopped``) loses its process a moment later: each member's last step
+        # goes first, and the driver's close_orphans ends the runs this leaves RUNNING.
+        if stopped:
+            for m, run in enumerate(runs):
+                if m not in result.failures:
+                    end_stopped_run(run, result.metrics[m], cfgs[m].epochs)
         state = latest or resume or {}
         for m, run in enumerate(runs):
             if m in result.failures:
@@ -175,6 +215,10 @@ def train_members(cells: list[dict[str, Any]], base: dict[str, Any], platform: d
             if result.metrics[m] and state:
                 log_trial_artifacts(run, result.metrics[m], state["counts"], state["classes"], cfgs[m])
             run.finish("FINISHED")
+
+    try:
+        result = train_pack(cfgs, report, resume=resume, save_state=save_state)
+        finish(result)
         if len(result.failures) == len(cfgs):
             tune.report({**pack_summary(result.metrics, result.failures), "member_cells": cells, "diverged": 1.0,
                          "error": "; ".join(sorted(set(result.failures.values())))})
@@ -210,6 +254,15 @@ def run_name(method: str, config: dict[str, Any]) -> str:
     """The MLflow child run's name: the method and the swept values, e.g. ``mamix_drw omega=0.125 seed=0``."""
     label = trial_label(config)
     return label if "method" in config else f"{method} {label}"
+
+
+def end_stopped_run(run: tracking.TrialRun, metrics: dict[str, float], epochs: int) -> None:
+    """Log the last evaluation of a member whose trial Ray stopped after it, and say so on its run when
+    that came before its last epoch (an early stop: its metrics are not a full run's)."""
+    run.queue(metrics)
+    run.flush()
+    if metrics["epoch"] < epochs:
+        run.set_tag(tracking.STOPPED_TAG, f"stopped by the scheduler after epoch {int(metrics['epoch'])} of {epochs}")
 
 
 def log_trial_artifacts(run: tracking.TrialRun, metrics: dict[str, float], counts: list[int],

@@ -34,12 +34,16 @@ def _value(text: str) -> Any:
 
 
 def trials_from_mlflow(tracking_uri: str, experiment_id: str, parent_run_id: str) -> pd.DataFrame:
-    """One row per child run: its params, its last value of every metric, and its status."""
+    """One row per child run: its params, its last value of every metric, its name as ``trial``, its
+    status (``STOPPED`` for a member a scheduler stopped before its last epoch) and, for a run that did
+    not finish, the reason as ``error``."""
     rows = []
     for run in tracking.child_runs(tracking_uri, experiment_id, parent_run_id):
         row = dict(run.data.metrics)
         row.update({k: _value(v) for k, v in run.data.params.items()})  # as in core.sweep.trial_table
-        row["status"] = run.info.status
+        stopped = run.data.tags.get(tracking.STOPPED_TAG)
+        row.update(trial=run.info.run_name, status="STOPPED" if stopped else run.info.status,
+                   error=stopped or run.data.tags.get("error", ""))
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -7,26 +7,38 @@ import sys
 import pytest
 import torch
 from ray import tune
+from ray.tune.schedulers import FIFOScheduler
 
 from core import tracking
-from core.sweep import SweepSpec, run_sweep
+from core.sweep import SweepSpec, close_orphans, run_sweep
+from core.tracking import STOPPED_TAG
 from core.tune import STATE_FILE, load_checkpoint_state
+from sweeps.cli import failures
+from sweeps.report import trials_from_mlflow
 from test_sweep import runs_of, steps
 
 DIGITS = dict(dataset="digits", method="mixup_drw", epochs=3, milestones=[2], drw_epoch=2, warmup_epochs=1,
               device="cpu")
 
 
-def test_a_trial_killed_mid_epoch_resumes_with_one_continuous_history(ray_session, tmp_path):
+@pytest.mark.parametrize("kill, epoch", [("sigkill", 1), ("sigkill_before_report", 3), ("sigkill_before_log", 3)])
+def test_a_killed_trial_resumes_with_one_continuous_history(ray_session, tmp_path, kill, epoch):
+    """Killed while the next epoch trains; with the last epoch's checkpoint written but not yet reported
+    to Ray (MLflow logged it first once, so the lost attempt's values stayed there while Ray's table got
+    the retry's); or reported to Ray but not yet logged. Each step is in MLflow once, and the last one
+    holds the values of Ray's result."""
     result = run_sweep(SweepSpec(name="sigkill", base=DIGITS, grid={"seed": [0]}, results_dir=str(tmp_path),
-                                 max_failures=2, fault=("sigkill", 1)))
+                                 max_failures=2, fault=(kill, epoch)))
     assert result.num_errors == 0
     client, _, children = runs_of(tmp_path, "sigkill")
     assert len(children) == 1 and children[0].info.status == "FINISHED", "the retry continues the trial's run"
     assert steps(client, children[0], "test_acc") == [1, 2, 3]
     assert result.trials["epoch"].tolist() == [3]
-    # The crash after epoch 1 does not reset the trial's wall time: the retry adds its own to epoch 1's.
-    wall = [m.value for m in sorted(client.get_metric_history(children[0].info.run_id, "wall_s"), key=lambda m: m.step)]
+    history = {key: [m.value for m in sorted(client.get_metric_history(children[0].info.run_id, key),
+                                             key=lambda m: m.step)] for key in ("wall_s", "test_acc")}
+    assert result.trials["test_acc"].tolist() == history["test_acc"][-1:]
+    # A crash does not reset the trial's wall time: the retry adds its own to its checkpoint's.
+    wall = history["wall_s"]
     assert wall[0] < wall[1] < wall[2] and result.trials["wall_s"].tolist() == [wall[2]]
 
 
@@ -96,3 +108,53 @@ def test_sixteen_concurrent_trials_lose_no_metric_in_sqlite(tmp_path):
 
     row = measure(trials=16, epochs=5, folder=str(tmp_path))
     assert row["arrived_steps"] == row["expected_steps"] == 80
+
+
+class StopLikeASHA(FIFOScheduler):
+    """Stops the trial of seed 1 after its first epoch, as ASHA stops a trial at a rung, and every
+    trial at its last epoch, as ASHA does at ``max_t``."""
+
+    def on_trial_result(self, tune_controller, trial, result):
+        seeds = [cell["seed"] for cell in trial.config.get("members", [trial.config])]
+        return self.STOP if result["epoch"] == 3 or (seeds == [1] and result["epoch"] == 1) else self.CONTINUE
+
+
+def test_trials_a_scheduler_stops_end_finished_with_every_reported_step(ray_session, tmp_path):
+    result = run_sweep(SweepSpec(name="asha", base=DIGITS, grid={"seed": [0, 1]}, results_dir=str(tmp_path),
+                                 scheduler=StopLikeASHA(), fuse=1))
+    assert result.num_errors == 0 and sorted(result.trials["epoch"]) == [1, 3]
+    client, parents, children = runs_of(tmp_path, "asha")
+    by_seed = {c.data.params["seed"]: c for c in children}
+    assert [c.info.status for c in children] == ["FINISHED", "FINISHED"], "not FAILED with 'SystemExit: 0'"
+    assert steps(client, by_seed["0"], "test_acc") == [1, 2, 3] and STOPPED_TAG not in by_seed["0"].data.tags
+    assert steps(client, by_seed["1"], "test_acc") == [1]
+    assert by_seed["1"].data.tags[STOPPED_TAG] == "stopped by the scheduler after epoch 1 of 3"
+    # The searches' report reads the trials back from MLflow and lists the stopped one with its reason.
+    trials = trials_from_mlflow(result.tracking_uri, parents[0].info.experiment_id, parents[0].info.run_id)
+    assert sorted(trials["status"]) == ["FINISHED", "STOPPED"]
+    assert "stopped by the scheduler after epoch 1 of 3" in failures(trials)
+
+
+class Ended:
+    """What ``close_orphans`` reads of a Ray ``Result``."""
+
+    def __init__(self, error, metrics):
+        self.error, self.metrics = error, metrics
+
+
+def test_runs_left_running_end_finished_if_ray_stopped_their_trial_else_killed(tmp_path):
+    """A stopped trial's process may end before its runs do: the driver logs the report they lack."""
+    uri = tracking.default_tracking_uri(str(tmp_path))
+    exp = tracking.experiment_id(uri, "left")
+    parent = tracking.start_parent_run(uri, exp, "left", {})
+    for trial_id in ("stopped", "killed"):
+        tracking.TrialRun(uri, exp, parent, trial_id, trial_id, {"epochs": 3}).log_epoch({"epoch": 1, "test_acc": 0.5})
+    report = {"epoch": 2, "test_acc": 0.6}
+    close_orphans([Ended(None, {"trial_id": "stopped", "member_metrics": [report], "member_failures": {}}),
+                   Ended(RuntimeError("node lost"), {"trial_id": "killed"})], uri, exp, parent)
+    client = tracking.client(uri)
+    runs = {r.info.run_name: r for r in tracking.child_runs(uri, exp, parent)}
+    assert runs["stopped"].info.status == "FINISHED" and runs["killed"].info.status == "KILLED"
+    assert [(m.step, m.value) for m in client.get_metric_history(runs["stopped"].info.run_id, "test_acc")] \
+        == [(1, 0.5), (2, 0.6)]
+    assert runs["stopped"].data.tags[STOPPED_TAG] == "stopped by the scheduler after epoch 2 of 3"

@@ -119,11 +119,13 @@ def test_a_sweep_started_before_a_default_changed_what_trials_compute_does_not_r
     claim_folder(spec)  # this code's own record resumes
 
 
-def test_empty_grids_are_refused():
+def test_empty_grids_and_unknown_fault_drills_are_refused():
     with pytest.raises(ValueError, match="^omega: the grid holds no value"):
         grid_configs(SweepSpec(name="x", base=dict(dataset="digits", method="mamix_drw"), grid={"omega": []}))
     with pytest.raises(ValueError, match="^num_samples: "):
         grid_configs(SweepSpec(name="x", base=dict(dataset="digits"), num_samples=0))
+    with pytest.raises(ValueError, match="^fault: got 'sigterm'; allowed: .*'sigkill_before_log'"):
+        grid_configs(SweepSpec(name="x", base=dict(dataset="digits"), fault=("sigterm", 1)))
 
 
 def test_a_sweep_whose_trials_all_failed_ends_with_their_reasons(ray_session, tmp_path, caplog):
