@@ -35,6 +35,14 @@ def member_cells(config: dict[str, Any], result: dict[str, Any]) -> list[dict[st
     return result.get("member_cells") or config.get("members", [config])
 
 
+def stop_reason(epoch: float | None, epochs: int | None) -> str:
+    """Why a member's run ended at ``epoch`` of ``epochs`` when that is before its last: a scheduler
+    (ASHA) stopped its trial. Empty for a full run, or when either is unknown."""
+    if epoch is None or epochs is None or epoch >= epochs:
+        return ""
+    return f"stopped by the scheduler after epoch {int(epoch)} of {int(epochs)}"
+
+
 def error_reason(error: BaseException | str | None) -> str:
     """One line saying why a trial failed: the original exception inside Ray's wrapper, first line."""
     cause = getattr(error, "cause", None) or error
@@ -84,7 +92,8 @@ class SweepProgress(tune.Callback):
                 log.info("trial %s diverged: %s", trial_label(cell), failures[str(m)])
                 continue
             metrics = member_metrics[m]
-            log.info("trial %s finished: test_acc %.4f, margin_gap %.4f, %.0f s", trial_label(cell),
+            how = stop_reason(metrics.get("epoch"), result.get("epochs")) or "finished"
+            log.info("trial %s %s: test_acc %.4f, margin_gap %.4f, %.0f s", trial_label(cell), how,
                      metrics.get("test_acc", float("nan")), metrics.get("margin_gap", float("nan")),
                      result.get("time_total_s", float("nan")))
 

@@ -4,9 +4,11 @@ A search's study lives in an SQLite file in the search's results folder, so a fi
 re-plotted, and extended with more trials without running the old ones again. Each Ray trial of a
 search asks the study for K configurations of the define-by-run space (``search_spaces``), trains them
 as one fused pack, and tells the study K results: the objective at the last epoch, ``PRUNED`` for a
-member stopped early, ``FAIL`` for one that diverged. After the search, parameter importances
-(fANOVA, and the mean decrease in impurity of a random forest as a second opinion) and the usual plots
-(matplotlib, PNG) explain which of omega, alpha, tau, P and the DRW epoch mattered.
+member stopped early, ``FAIL`` for one that diverged. A search of one configuration per Ray trial is
+driven by Ray's OptunaSearch on the same study instead (``StoppedArePruned``: the same three states).
+After the search, parameter importances (fANOVA, and the mean decrease in impurity of a random forest
+as a second opinion) and the usual plots (matplotlib, PNG) explain which of omega, alpha, tau, P and
+the DRW epoch mattered.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, Callable
 
 import optuna
 import pandas as pd
+from ray.tune.search.optuna import OptunaSearch
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,25 @@ def tell(study: optuna.Study, trial_number: int, value: float | None, finished: 
         study.tell(trial_number, value)
     else:
         study.tell(trial_number, state=optuna.trial.TrialState.PRUNED)
+
+
+class StoppedArePruned(OptunaSearch):
+    """Ray's OptunaSearch, telling the study what ``tell`` tells for a fused member. Ray tells a trial
+    with a last value COMPLETE, so a trial a scheduler (ASHA) stopped early would enter the study with its
+    early value beside the finished trials' final ones, and a trial that crashed for good with the value
+    it had; here they are PRUNED (Optuna keeps the last value Ray reported for it) and FAIL."""
+
+    def __init__(self, *args, epochs: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.epochs = epochs
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if result is not None and not error and result.get("epoch", 0) < self.epochs:
+            self.on_trial_result(trial_id, result)  # Ray gives a searcher the result it stops on only here
+            result = None  # no value and no error: Ray tells PRUNED, with the last value reported
+        elif error:
+            result = None  # no value: Ray tells FAIL
+        super().on_trial_complete(trial_id, result, error)
 
 
 def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

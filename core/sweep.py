@@ -33,7 +33,7 @@ from ray.tune.logger import JsonLoggerCallback
 
 from core import stage_cache, stages, tracking
 from core.config import FORMER_DEFAULTS, TRAIN_DEFAULTS, TrainConfig
-from core.progress import SweepProgress, error_reason, member_cells, trial_label
+from core.progress import SweepProgress, error_reason, member_cells, stop_reason, trial_label
 from core.train import pack_key
 from core.tune import FAULT_POINTS, end_stopped_run, search_trial, trial
 
@@ -393,8 +393,9 @@ def trial_table(results: tune.ResultGrid) -> pd.DataFrame:
             if "time_total_s" in metrics:
                 row["time_total_s"] = metrics["time_total_s"]
             failure = failures.get(str(m))
-            row["status"] = "ERROR" if result.error else "DIVERGED" if failure else "FINISHED"
-            row["error"] = error_reason(result.error) if result.error else failure or ""
+            stopped = stop_reason(member_metrics[m].get("epoch"), metrics.get("epochs"))
+            row["status"] = "ERROR" if result.error else "DIVERGED" if failure else "STOPPED" if stopped else "FINISHED"
+            row["error"] = error_reason(result.error) if result.error else failure or stopped
             rows.append(row)
     return pd.DataFrame(rows)
 

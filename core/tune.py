@@ -26,7 +26,7 @@ from ray import tune
 
 from core import stage_cache, tracking
 from core.config import TrainConfig
-from core.progress import trial_label
+from core.progress import stop_reason, trial_label
 from core.reporting import margin_bar_chart, per_class_table
 from core.train import PackResult, train_pack
 
@@ -185,7 +185,7 @@ def train_members(cells: list[dict[str, Any]], base: dict[str, Any], platform: d
                         "unlogged": [[row for _, row in run.pending] for run in runs]}, os.path.join(d, STATE_FILE))
             drill("before_report")
             try:
-                tune.report({**pack_summary(metrics, failures), "member_cells": cells},
+                tune.report({**pack_summary(metrics, failures, cfgs[0].epochs), "member_cells": cells},
                             checkpoint=tune.Checkpoint.from_directory(d))
             except SystemExit:  # Ray stopped the trial after this report (a scheduler's or stopper's decision)
                 finish(PackResult(metrics, failures), stopped=True)
@@ -220,7 +220,8 @@ def train_members(cells: list[dict[str, Any]], base: dict[str, Any], platform: d
         result = train_pack(cfgs, report, resume=resume, save_state=save_state)
         finish(result)
         if len(result.failures) == len(cfgs):
-            tune.report({**pack_summary(result.metrics, result.failures), "member_cells": cells, "diverged": 1.0,
+            summary = pack_summary(result.metrics, result.failures, cfgs[0].epochs)
+            tune.report({**summary, "member_cells": cells, "diverged": 1.0,
                          "error": "; ".join(sorted(set(result.failures.values())))})
         return result
     except BaseException as err:
@@ -235,12 +236,12 @@ HEADLINE = ("test_acc", "test_balanced_acc", "margin_gap", "test_acc_best", "val
             "test_acc_at_val_best", "train_loss", "wall_s", "stage_s")
 
 
-def pack_summary(metrics: list[dict[str, float]], failures: dict[int, str]) -> dict[str, Any]:
-    """The Ray result of a pack: epoch, members alive, the headline metrics' mean over the live
-    members, every member's metrics (``member_metrics``) and the failures (``member_failures``)."""
+def pack_summary(metrics: list[dict[str, float]], failures: dict[int, str], epochs: int) -> dict[str, Any]:
+    """The Ray result of a pack: epoch of ``epochs``, members alive, the headline metrics' mean over the
+    live members, every member's metrics (``member_metrics``) and the failures (``member_failures``)."""
     alive = [m for i, m in enumerate(metrics) if i not in failures and m]
     summary: dict[str, Any] = {"epoch": max((int(m.get("epoch", 0)) for m in metrics), default=0),
-                               "members_alive": len(alive)}
+                               "epochs": epochs, "members_alive": len(alive)}
     for key in HEADLINE:
         values = [m[key] for m in alive if key in m]
         if values:
@@ -261,8 +262,9 @@ def end_stopped_run(run: tracking.TrialRun, metrics: dict[str, float], epochs: i
     that came before its last epoch (an early stop: its metrics are not a full run's)."""
     run.queue(metrics)
     run.flush()
-    if metrics["epoch"] < epochs:
-        run.set_tag(tracking.STOPPED_TAG, f"stopped by the scheduler after epoch {int(metrics['epoch'])} of {epochs}")
+    reason = stop_reason(metrics["epoch"], epochs)
+    if reason:
+        run.set_tag(tracking.STOPPED_TAG, reason)
 
 
 def log_trial_artifacts(run: tracking.TrialRun, metrics: dict[str, float], counts: list[int],

@@ -26,6 +26,7 @@ from search_spaces.spaces import (
     KAPPA_RANGE,
     OMEGA_RANGE,
     TAU_RANGE,
+    comparable_epoch,
     drw_epoch_bounds,
     drw_epoch_space,
     joint_space,
@@ -39,7 +40,7 @@ from search_spaces.spaces import (
 
 __all__ = [
     "ALPHA_RANGE", "KAPPA_RANGE", "OMEGA_RANGE", "TAU_RANGE",
-    "drw_epoch_bounds", "drw_epoch_space", "joint_space", "mamix_space", "method_params",
+    "comparable_epoch", "drw_epoch_bounds", "drw_epoch_space", "joint_space", "mamix_space", "method_params",
     "method_space", "mixup_alpha_space", "paper_params", "remix_space",
     "COMPARISON_METHODS", "EXTREME_CINIC10_METHODS", "EXTREME_KINDS_METHODS", "EXTREME_KINDS_RATIO",
     "EXTREME_METHODS", "EXTREME_RATIO_GRID", "IMBALANCE_KINDS", "MARGIN_METHODS",

@@ -106,6 +106,18 @@ def method_params(method: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+def comparable_epoch(method: str, epochs: int, milestones: Sequence[int] = ()) -> int:
+    """The first epoch (1-based) at which trials of ``method``'s space can be ranked against each other,
+    ASHA's default grace period: one past the first learning-rate decay, since at the full rate test
+    accuracy swings by points from one evaluation to the next (a MAMix-DRW cell of Table 12: 41.5 to
+    54.4 % over epochs 60 to 160, docs/RESULTS.md), and one past the latest DRW epoch the space can
+    suggest, since before it trials minimise different losses. ``epochs`` when no earlier epoch is."""
+    first = min(milestones, default=0) + 1  # milestones are 0-based: epoch m + 1 is the first decayed one
+    if "drw_epoch" in method_params(method):
+        first = max(first, drw_epoch_bounds(epochs)[1] + 1)
+    return min(first, epochs)
+
+
 def _suggest_for(trial: BaseTrial, method: str, epochs: int) -> None:
     """The conditional branch shared by ``method_space`` and ``joint_space``."""
     params = method_params(method)

@@ -19,8 +19,11 @@ The study is stored in ``<results-dir>/<name>.optuna.db``. Re-running with a lar
 adds the missing trials to the same study in a new round (a sweep ``<name>-more<N>`` in the same
 MLflow experiment); re-running a finished search only tabulates and plots it again. ``--fuse K`` asks
 the study for K configurations per Ray trial and trains them as one fused pack (``auto``: the trials
-spread over what runs at once); ``--asha`` (early stopping, grace period past the largest DRW epoch,
-on the objective) needs ``--fuse 1``, where Ray's OptunaSearch drives the same stored study.
+spread over what runs at once); ``--asha`` (early stopping on the objective) needs ``--fuse 1``, where
+Ray's OptunaSearch drives the same stored study. ASHA ranks trials from ``--grace-period`` on, by default
+the first epoch at which they are comparable (``search_spaces.comparable_epoch``: past the first
+learning-rate decay and past the latest DRW epoch the space suggests). A DRW method's searched DRW epoch
+reaches the last epoch, so there ``--asha`` needs an explicit, earlier ``--grace-period``.
 
 At the end: parameter importances by fANOVA (and a random forest's mean decrease in impurity as a
 second opinion), the optimisation history, and slice and contour plots of the two most important
@@ -49,7 +52,7 @@ from core.config import TRAIN_FIELDS, field_assignments  # noqa: E402
 from core.methods import METHODS  # noqa: E402
 from core.sweep import SweepResult, run_sweep  # noqa: E402
 from core.train import _number_or_name  # noqa: E402
-from search_spaces import drw_epoch_bounds, method_params, method_space  # noqa: E402
+from search_spaces import comparable_epoch, drw_epoch_bounds, method_params, method_space  # noqa: E402
 from sweeps import cli  # noqa: E402
 from sweeps.report import trials_from_mlflow  # noqa: E402
 
@@ -73,8 +76,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                    help="default: val_acc with a validation split, else test_acc (test-set selection)")
     p.add_argument("--val-split", type=_number_or_name,
                    help="validation images held out of the test set: per class (e.g. 100), a fraction, or none")
-    p.add_argument("--asha", action="store_true", help="early stopping, grace period past the largest DRW epoch "
-                                                        "(needs --fuse 1)")
+    p.add_argument("--asha", action="store_true", help="early stopping on the objective (needs --fuse 1)")
+    p.add_argument("--grace-period", type=int, help="epochs every trial trains before --asha may stop it "
+                                                     "(default: the first comparable epoch)")
     args = p.parse_args(argv)
     chosen = cli.settings(args, PRESETS, f"tune_{args.method}", ("val_split",))
     epochs = chosen["epochs"]
@@ -89,6 +93,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     if args.asha and args.fuse != 1:
         raise ValueError("asha: early stopping stops whole Ray trials, and a fused trial is a pack of members; "
                          "pass --fuse 1 with --asha")
+    if args.grace_period is not None and not args.asha:
+        raise ValueError("grace_period: only with --asha, whose early stopping it delays")
+    grace = asha_grace_period(args, base) if args.asha else None
     space = method_space(args.method, epochs)
     cli.check_space(space, base, fixed=field_assignments(args.set))
 
@@ -106,7 +113,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     uri = args.tracking_uri or tracking.default_tracking_uri(results_dir)
     if todo > 0:
         log.info("search %s: the study holds %d finished trial(s); %d more in round %s", name, done, todo, round_name)
-        spec = search_spec({**chosen, "name": round_name}, args, base, space, objective, path, name, todo)
+        spec = search_spec({**chosen, "name": round_name}, args, base, space, objective, path, name, todo, grace)
         cli.start(spec, args.num_cpus)
         result = run_sweep(spec)
         parent, folder = result.parent_run_id, spec.path
@@ -117,24 +124,42 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     return report(study, name, uri, parent, folder, args.method, base, objective)
 
 
-def search_spec(chosen: dict, args, base: dict, space, objective: str, path: str, name: str, todo: int):
+def asha_grace_period(args, base: dict) -> int:
+    """``--grace-period``, else the method's first comparable epoch; refused where ASHA could stop
+    no trial before its last epoch."""
+    epochs = base["epochs"]
+    if args.grace_period is not None:
+        if not 1 <= args.grace_period < epochs:
+            raise ValueError(f"grace_period: got {args.grace_period}; allowed: an integer from 1 to {epochs - 1} "
+                             f"(epochs - 1)")
+        return args.grace_period
+    grace = comparable_epoch(args.method, epochs, base.get("milestones") or ())
+    if grace >= epochs:
+        why = (f"{args.method}'s DRW epoch is searched up to the last epoch (drw_epoch {epochs - 1}, 0-based), so "
+               f"its trials minimise different losses until then" if "drw_epoch" in method_params(args.method)
+               else f"the first learning-rate decay comes at the last epoch ({epochs}), and trials are ranked after it")
+        raise ValueError(f"asha: {why}, and ASHA would stop no trial early; pass --grace-period N (1 to "
+                         f"{epochs - 1}) to rank them earlier anyway, or leave out --asha")
+    return grace
+
+
+def search_spec(chosen: dict, args, base: dict, space, objective: str, path: str, name: str, todo: int,
+                grace: int | None):
     """The round's sweep (``todo`` more trials of the study ``name`` stored at ``path``, in the MLflow
-    experiment ``name``): Ray's OptunaSearch on the stored study with ``--fuse 1`` (ASHA possible), else
-    fused packs that ask the study themselves (``core.tune.search_trial``)."""
+    experiment ``name``): Ray's OptunaSearch on the stored study with ``--fuse 1`` (ASHA from epoch
+    ``grace`` on, when given), else fused packs that ask the study themselves (``core.tune.search_trial``)."""
     study = {"path": path, "name": name, "space": space, "objective": objective, "seed": args.search_seed}
     extra = dict(experiment=study["name"], num_samples=todo)
     if args.fuse != 1:
         return cli.spec_from(chosen, args, base, {}, study=study, **extra)
     import optuna
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
     storage = optuna.storages.RDBStorage(studies.storage_url(path))
-    searcher = OptunaSearch(space=space, metric=objective, mode="max", storage=storage, study_name=study["name"],
-                            seed=args.search_seed)
+    searcher = studies.StoppedArePruned(space=space, metric=objective, mode="max", storage=storage,
+                                        study_name=study["name"], seed=args.search_seed, epochs=base["epochs"])
     scheduler = None
-    if args.asha:
-        grace = drw_epoch_bounds(base["epochs"])[1] + 1
+    if grace is not None:
         scheduler = ASHAScheduler(metric=objective, mode="max", time_attr="epoch", grace_period=grace,
                                   max_t=base["epochs"])
     return cli.spec_from(chosen, args, base, {}, search_alg=searcher, scheduler=scheduler, **extra)

@@ -56,6 +56,15 @@ def test_a_field_the_search_chooses_cannot_be_set(capsys):
     fails_with(capsys, tune_hparams.main, ["--preset", "demo", "--set", "omega=0.5"], "set", "omega", "search")
 
 
+@pytest.mark.parametrize("argv,words", [
+    (["--method", "mamix_drw", "--asha"], ["asha", "DRW epoch is searched up to the last epoch", "--grace-period"]),
+    (["--method", "mamix", "--asha", "--grace-period", "10"], ["grace_period", "got 10", "1 to 9"]),
+    (["--method", "mamix", "--grace-period", "3"], ["grace_period", "only with --asha"]),
+])
+def test_early_stopping_that_could_stop_no_trial_is_refused(capsys, argv, words):
+    fails_with(capsys, tune_hparams.main, ["--preset", "demo", "--fuse", "1", *argv], *words)
+
+
 def test_unknown_method_for_the_search_is_named(capsys):
     fails_with(capsys, tune_hparams.main, ["--preset", "demo", "--method", "cutmix"], "--method", "invalid choice")
 

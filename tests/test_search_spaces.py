@@ -17,6 +17,7 @@ from core.methods import METHODS
 from search_spaces import (
     ALPHA_RANGE,
     COMPARISON_METHODS,
+    comparable_epoch,
     EXTREME_CINIC10_METHODS,
     EXTREME_KINDS_METHODS,
     EXTREME_KINDS_RATIO,
@@ -191,6 +192,18 @@ def test_drw_epoch_never_reaches_the_end_of_training(epochs):
     (_, name, (low, high), _), = trial.calls
     assert name == "drw_epoch"
     assert 0 <= low <= high <= max(epochs - 1, 0) < epochs
+
+
+@pytest.mark.parametrize("method,epochs,milestones,first", [
+    ("mamix", 200, (160, 180), 161),  # CIFAR: one epoch at the decayed learning rate
+    ("remix", 120, (90,), 91),  # Tiny-ImageNet
+    ("mixup", 4, (), 1),  # no decay: from the first epoch
+    ("mamix_drw", 200, (160, 180), 200),  # the searched DRW epoch reaches 199
+    ("ldam_drw", 10, (8,), 10),
+    ("mamix", 8, (8,), 8),  # the decay at the last epoch
+])
+def test_trials_are_comparable_past_the_first_decay_and_the_latest_drw_epoch(method, epochs, milestones, first):
+    assert comparable_epoch(method, epochs, milestones) == first
 
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "200"])

@@ -5,7 +5,8 @@ import warnings
 import optuna
 import pytest
 
-from core.study import ask, completed, evaluators_agree, importances, open_study, plots, tell
+from core.study import (StoppedArePruned, ask, completed, evaluators_agree, importances, open_study, plots, storage_url,
+                        tell)
 from search_spaces import method_space
 
 
@@ -62,3 +63,22 @@ def test_importances_find_the_parameter_that_matters_and_plots_are_pngs(tmp_path
         images = plots(study, table, "val_acc")
     assert set(images) == {"importances.png", "history.png", "slice.png", "contour.png"}
     assert all(png.startswith(b"\x89PNG") for png in images.values())
+
+
+def test_ray_searches_tell_a_stopped_trial_pruned_and_a_crashed_one_failed(tmp_path):
+    """What Ray's OptunaSearch would tell COMPLETE with its last value (the early score of a trial ASHA
+    stopped, the last score of one that crashed for good) enters the study as a fused member's would."""
+    open_study(str(tmp_path / "s.db"), "search", sampler_seed=0)
+    searcher = StoppedArePruned(space=method_space("mamix", 4, {"dataset": "digits"}), metric="val_acc",
+                                mode="max", storage=optuna.storages.RDBStorage(storage_url(str(tmp_path / "s.db"))),
+                                study_name="search", seed=0, epochs=4)
+    results = {"full": [0.5, 0.6, 0.7, 0.8], "stopped": [0.4, 0.3], "crashed": [0.2]}
+    for trial_id, values in results.items():
+        searcher.suggest(trial_id)
+        *reported, last = [{"val_acc": v, "epoch": e, "training_iteration": e} for e, v in enumerate(values, 1)]
+        for result in reported:  # as Ray does, the result a trial ends on goes to on_trial_complete only
+            searcher.on_trial_result(trial_id, result)
+        searcher.on_trial_complete(trial_id, last, error=trial_id == "crashed")
+    told = [(t.state, t.value) for t in open_study(str(tmp_path / "s.db"), "search", sampler_seed=1).trials]
+    assert told == [(optuna.trial.TrialState.COMPLETE, 0.8), (optuna.trial.TrialState.PRUNED, 0.3),
+                    (optuna.trial.TrialState.FAIL, None)]

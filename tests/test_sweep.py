@@ -12,6 +12,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from core.progress import SweepProgress
+from core.tracking import STOPPED_TAG
 from core.sweep import SweepSpec, grid_configs, packs, run_sweep, trial_resources, trial_table
 from core.train import train_pack
 from core.tune import pack_summary
@@ -251,6 +252,30 @@ def test_search_selects_on_validation_logs_importances_and_extends_its_study(ray
     assert len(more) == 5 and len(runs_of(tmp_path, "search")[1]) == 2  # a second round, same experiment
 
 
+def test_asha_stops_trials_early_and_the_study_and_mlflow_agree_which(ray_session, tmp_path):
+    """--asha ranks trials from --grace-period on: those it stops enter the study PRUNED with their last
+    value, end in MLflow with the reason and that value, and stay out of the ranked table. One trial at a
+    time (--max-concurrent 1), so which trials stop is decided the same way on every run."""
+    import optuna
+
+    from sweeps import tune_hparams
+
+    table = tune_hparams.main(["--preset", "demo", "--method", "mamix", "--epochs", "4", "--num-samples", "6",
+                               "--fuse", "1", "--asha", "--grace-period", "2", "--max-concurrent", "1",
+                               "--results-dir", str(tmp_path), "--name", "asha"])
+    study = optuna.load_study(study_name="asha", storage=f"sqlite:///{tmp_path}/asha.optuna.db")
+    pruned = {t.params["omega"]: t.value for t in study.trials if t.state == optuna.trial.TrialState.PRUNED}
+    complete = [t.params["omega"] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert pruned and len(pruned) + len(complete) == 6
+    client, _, children = runs_of(tmp_path, "asha")
+    stopped = {float(c.data.params["omega"]): c for c in children if STOPPED_TAG in c.data.tags}
+    assert set(stopped) == set(pruned)
+    for omega, run in stopped.items():  # grace 2 and ASHA's reduction factor 4 leave one rung, epoch 2, of 4
+        assert run.data.tags[STOPPED_TAG] == "stopped by the scheduler after epoch 2 of 4"
+        assert steps(client, run, "val_acc") == [1, 2] and run.data.metrics["val_acc"] == pytest.approx(pruned[omega])
+    assert sorted(table["omega"]) == sorted(complete)
+
+
 def test_search_on_validation_needs_a_split():
     from sweeps import tune_hparams
 
@@ -327,13 +352,18 @@ def test_a_packs_result_gives_each_member_its_row_and_status():
 
     metrics = [{"epoch": 2, "test_acc": 0.75, "margin_gap": 1.0}, {"epoch": 1, "test_acc": 0.25, "margin_gap": 3.0}]
     failures = {1: "train_loss is nan at epoch 2"}
-    summary = pack_summary(metrics, failures)
+    summary = pack_summary(metrics, failures, epochs=2)
     assert summary["epoch"] == 2 and summary["members_alive"] == 1
     assert summary["test_acc"] == 0.75 and summary["margin_gap"] == 1.0  # the live member's, not a mean with the failed
     result = SimpleNamespace(config={"members": [{"omega": 0.5}, {"omega": 2.0}]}, metrics=summary, error=None)
     table = trial_table([result])
     assert table[["omega", "status", "test_acc"]].values.tolist() == [[0.5, "FINISHED", 0.75], [2.0, "DIVERGED", 0.25]]
     assert table["error"].tolist() == ["", "train_loss is nan at epoch 2"]
+    # the same report in a run of 3 epochs: a scheduler stopped the pack after epoch 2
+    result.metrics = pack_summary(metrics, failures, epochs=3)
+    table = trial_table([result])
+    assert table["status"].tolist() == ["STOPPED", "DIVERGED"]
+    assert table["error"].tolist() == ["stopped by the scheduler after epoch 2 of 3", "train_loss is nan at epoch 2"]
 
 
 def test_progress_names_each_member_of_a_fused_trial(caplog):
@@ -346,3 +376,8 @@ def test_progress_names_each_member_of_a_fused_trial(caplog):
     assert caplog.messages == ["trial omega=0.5 seed=0 finished: test_acc 0.5000, margin_gap 1.2500, 8 s",
                                "trial omega=2 seed=0 diverged: train_loss is nan at epoch 2"]
     assert progress.status([trial]).startswith("status: 2/3 done, 0 running, 1 pending")
+    caplog.clear()
+    trial.last_result.update(epochs=3, member_metrics=[{"epoch": 2, "test_acc": 0.5, "margin_gap": 1.25}, {}])
+    progress.on_trial_complete(2, [trial], trial)
+    assert caplog.messages[0] == ("trial omega=0.5 seed=0 stopped by the scheduler after epoch 2 of 3: "
+                                  "test_acc 0.5000, margin_gap 1.2500, 8 s")
