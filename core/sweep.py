@@ -400,15 +400,20 @@ def trial_table(results: tune.ResultGrid) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def close_orphans(results: tune.ResultGrid, uri: str, experiment: str, parent: str) -> None:
+def close_orphans(results: tune.ResultGrid, uri: str, experiment: str, parent: str, wait_s: float = 10.0) -> None:
     """End the child runs still RUNNING after the sweep. A trial Ray stopped after a report (a scheduler's
     decision) ended without error, but its process may have ended before its runs did: each member gets
     that report's step and ends FINISHED (FAILED if it had diverged). The others belong to trials killed
-    with their process and end KILLED."""
+    with their process and end KILLED. Ray's fit can return while a stopped trial's process still ends
+    its runs, so runs get ``wait_s`` to end on their own first: else both would log the last step."""
     stopped = {r.metrics["trial_id"]: r.metrics for r in results if r.error is None and r.metrics}
-    for found in tracking.child_runs(uri, experiment, parent):
-        if found.info.status != "RUNNING":
-            continue
+    deadline = time.monotonic() + wait_s
+    while True:
+        running = [r for r in tracking.child_runs(uri, experiment, parent) if r.info.status == "RUNNING"]
+        if time.monotonic() >= deadline or not any(r.data.tags.get(tracking.TRIAL_TAG) in stopped for r in running):
+            break
+        time.sleep(0.5)
+    for found in running:
         metrics = stopped.get(found.data.tags.get(tracking.TRIAL_TAG))
         if metrics is None or "member_metrics" not in metrics:
             tracking.set_status(uri, found.info.run_id, "KILLED")

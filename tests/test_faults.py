@@ -151,7 +151,7 @@ def test_runs_left_running_end_finished_if_ray_stopped_their_trial_else_killed(t
         tracking.TrialRun(uri, exp, parent, trial_id, trial_id, {"epochs": 3}).log_epoch({"epoch": 1, "test_acc": 0.5})
     report = {"epoch": 2, "test_acc": 0.6}
     close_orphans([Ended(None, {"trial_id": "stopped", "member_metrics": [report], "member_failures": {}}),
-                   Ended(RuntimeError("node lost"), {"trial_id": "killed"})], uri, exp, parent)
+                   Ended(RuntimeError("node lost"), {"trial_id": "killed"})], uri, exp, parent, wait_s=0)
     client = tracking.client(uri)
     runs = {r.info.run_name: r for r in tracking.child_runs(uri, exp, parent)}
     assert runs["stopped"].info.status == "FINISHED" and runs["killed"].info.status == "KILLED"

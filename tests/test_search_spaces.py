@@ -17,7 +17,6 @@ from core.methods import METHODS
 from search_spaces import (
     ALPHA_RANGE,
     COMPARISON_METHODS,
-    comparable_epoch,
     EXTREME_CINIC10_METHODS,
     EXTREME_KINDS_METHODS,
     EXTREME_KINDS_RATIO,
@@ -33,6 +32,7 @@ from search_spaces import (
     TABLE6_METHODS,
     TABLE_METHODS,
     TAU_RANGE,
+    comparable_epoch,
     drw_epoch_bounds,
     drw_epoch_space,
     joint_space,
