@@ -3,6 +3,8 @@ and many trials logging to one SQLite store at once."""
 
 import os
 import sys
+import threading
+import time
 
 import pytest
 import torch
@@ -12,7 +14,7 @@ from ray.tune.schedulers import FIFOScheduler
 from core import tracking
 from core.sweep import SweepSpec, close_orphans, run_sweep
 from core.tracking import STOPPED_TAG
-from core.tune import STATE_FILE, load_checkpoint_state
+from core.tune import STATE_FILE, end_stopped_run, load_checkpoint_state
 from sweeps.cli import failures
 from sweeps.report import trials_from_mlflow
 from test_sweep import runs_of, steps
@@ -158,3 +160,30 @@ def test_runs_left_running_end_finished_if_ray_stopped_their_trial_else_killed(t
     assert [(m.step, m.value) for m in client.get_metric_history(runs["stopped"].info.run_id, "test_acc")] \
         == [(1, 0.5), (2, 0.6)]
     assert runs["stopped"].data.tags[STOPPED_TAG] == "stopped by the scheduler after epoch 2 of 3"
+
+
+def test_a_stopped_trial_that_ends_its_runs_after_ray_returns_is_not_logged_twice(tmp_path):
+    """Ray's fit can return while a stopped trial's process still logs its last step and ends its run;
+    the driver waits for it rather than log that step too (with ``wait_s=0`` it reads step 1 as the
+    run's last, and both log step 2: the history of a real sweep read [1, 2, 3, 3])."""
+    uri = tracking.default_tracking_uri(str(tmp_path))
+    exp = tracking.experiment_id(uri, "late")
+    parent = tracking.start_parent_run(uri, exp, "late", {})
+    own = tracking.TrialRun(uri, exp, parent, "stopped", "stopped", {"epochs": 3})
+    own.log_epoch({"epoch": 1, "test_acc": 0.5})
+    report = {"epoch": 2, "test_acc": 0.6}
+
+    def the_trials_process_ends_late():
+        time.sleep(1.0)
+        end_stopped_run(own, report, 3)
+        own.finish("FINISHED")
+
+    late = threading.Thread(target=the_trials_process_ends_late)
+    late.start()
+    close_orphans([Ended(None, {"trial_id": "stopped", "member_metrics": [report], "member_failures": {}})],
+                  uri, exp, parent)
+    late.join()
+    (run,) = tracking.child_runs(uri, exp, parent)
+    assert run.info.status == "FINISHED"
+    assert [(m.step, m.value) for m in tracking.client(uri).get_metric_history(run.info.run_id, "test_acc")] \
+        == [(1, 0.5), (2, 0.6)]
