@@ -286,6 +286,21 @@ def replay_table(rows: list[dict[str, Any]]) -> str:
             + markdown_table(pd.DataFrame(cells)) + "\n")
 
 
+def cell_table(rows: list[dict[str, Any]]) -> str:
+    """Each cell's final-epoch test accuracy (%), an omega a row and a seed a column, marked with the
+    device that trained it; a cell trained in two windows shows both."""
+    marks = {device: chr(ord("a") + i) for i, device in enumerate(sorted({r.get("device", "?") for r in rows}))}
+    seeds = sorted({r["seed"] for r in rows})
+    grid: dict[float, dict[int, list[str]]] = {}
+    for row in sorted(rows, key=lambda r: r["window"]):
+        grid.setdefault(row["omega"], {}).setdefault(row["seed"], []).append(
+            f"{100 * row['test_acc']:.2f} {marks[row.get('device', '?')]}")
+    frame = pd.DataFrame([{"omega": f"{omega:g}", **{f"seed {s}": "; ".join(grid[omega].get(s, [])) for s in seeds}}
+                          for omega in sorted(grid)])
+    legend = ", ".join(f"{mark}: {device}" for device, mark in marks.items())
+    return f"\nEach cell's final-epoch test accuracy (%), marked with its device ({legend}):\n\n{markdown_table(frame)}\n"
+
+
 def table_page(rows: list[dict[str, Any]], setting: dict[str, Any], cells: int) -> str:
     """The table of ``rows`` (the members of every window) with a line saying what it holds."""
     finished = [r for r in rows if r.get("failure") is None]
@@ -300,7 +315,8 @@ def table_page(rows: list[dict[str, Any]], setting: dict[str, Any], cells: int) 
     best = ("\nBest epoch: the highest test accuracy over the evaluated epochs (every "
             f"{' or '.join(map(str, every)) or '?'} epoch(s), the last always), a test-set selection; the "
             "authors' code reports that kind of number, over every epoch.\n")
-    return head + "\n\n" + (table(finished) + "\n" + best if finished else "(no finished member yet)\n") + (
+    return head + "\n\n" + (table(finished) + "\n" + best + cell_table(finished) if finished
+                              else "(no finished member yet)\n") + (
         "\nFailed: " + "; ".join(failed) + "\n" if failed else "") + replay_table(finished)
 
 

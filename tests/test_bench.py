@@ -281,6 +281,32 @@ def test_committed_table12_is_what_its_command_prints(tmp_path, capsys):
     assert "another setting (head_bias, head_init differ)" in capsys.readouterr().out
 
 
+def test_cell_table_marks_each_cell_with_its_device_and_keeps_a_cell_trained_twice():
+    """The per-cell grid: an omega a row, a seed a column, each cell marked with the device of its window
+    (a seed's run on one device is not its run on another); a cell not trained is empty, one trained in
+    two windows shows both."""
+    from bench.table12_fused import cell_table
+
+    def row(omega, seed, acc, window, device):
+        return {"omega": omega, "seed": seed, "test_acc": acc, "window": window, "device": device}
+
+    page = cell_table([row(0.5, 0, 0.7012, "w2", "NVIDIA H200"), row(0.5, 1, 0.69, "w1", "AMD EPYC"),
+                       row(8.0, 1, 0.655, "w1", "AMD EPYC"), row(0.5, 0, 0.7, "w1", "AMD EPYC")])
+    assert "(a: AMD EPYC, b: NVIDIA H200)" in page
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in page.splitlines() if line.startswith("| ")]
+    assert rows == [["omega", "seed 0", "seed 1"], ["0.5", "70.00 a; 70.12 b", "69.00 a"], ["8", "", "65.50 a"]]
+
+
+def test_results_page_shows_the_committed_cell_table():
+    """docs/RESULTS.md's per-cell table is the one the committed table12.md prints, not one typed by hand."""
+    with open(os.path.join(ROOT, "docs", "results", "table12", "table12.md")) as f:
+        page = f.read()
+    start = page.index("| omega   | seed 0")
+    grid = page[start:page.index("\n\n", start)]
+    with open(os.path.join(ROOT, "docs", "RESULTS.md")) as f:
+        assert grid in f.read()
+
+
 BN_DIGITS = ["--device", "cpu", "--epochs", "2", "--eval-every", "1", "--set", "dataset=digits", "model=small_cnn",
              "ratio=10", "batch_size=64", "lr=0.05"]
 
