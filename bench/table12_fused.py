@@ -289,12 +289,12 @@ def replay_table(rows: list[dict[str, Any]]) -> str:
 def cell_table(rows: list[dict[str, Any]]) -> str:
     """Each cell's final-epoch test accuracy (%), an omega a row and a seed a column, marked with the
     device that trained it; a cell trained in two windows shows both."""
-    marks = {device: chr(ord("a") + i) for i, device in enumerate(sorted({r.get("device", "?") for r in rows}))}
+    marks = {device: chr(ord("a") + i) for i, device in enumerate(sorted({r["device"] for r in rows}))}
     seeds = sorted({r["seed"] for r in rows})
     grid: dict[float, dict[int, list[str]]] = {}
     for row in sorted(rows, key=lambda r: r["window"]):
         grid.setdefault(row["omega"], {}).setdefault(row["seed"], []).append(
-            f"{100 * row['test_acc']:.2f} {marks[row.get('device', '?')]}")
+            f"{100 * row['test_acc']:.2f} {marks[row['device']]}")
     frame = pd.DataFrame([{"omega": f"{omega:g}", **{f"seed {s}": "; ".join(grid[omega].get(s, [])) for s in seeds}}
                           for omega in sorted(grid)])
     legend = ", ".join(f"{mark}: {device}" for device, mark in marks.items())
