@@ -298,7 +298,8 @@ def cell_table(rows: list[dict[str, Any]]) -> str:
     frame = pd.DataFrame([{"omega": f"{omega:g}", **{f"seed {s}": "; ".join(grid[omega].get(s, [])) for s in seeds}}
                           for omega in sorted(grid)])
     legend = ", ".join(f"{mark}: {device}" for device, mark in marks.items())
-    return f"\nEach cell's final-epoch test accuracy (%), marked with its device ({legend}):\n\n{markdown_table(frame)}\n"
+    heading = f"Each cell's final-epoch test accuracy (%), marked with its device ({legend}):"
+    return f"\n{heading}\n\n{markdown_table(frame)}\n"
 
 
 def table_page(rows: list[dict[str, Any]], setting: dict[str, Any], cells: int) -> str:
@@ -315,9 +316,8 @@ def table_page(rows: list[dict[str, Any]], setting: dict[str, Any], cells: int) 
     best = ("\nBest epoch: the highest test accuracy over the evaluated epochs (every "
             f"{' or '.join(map(str, every)) or '?'} epoch(s), the last always), a test-set selection; the "
             "authors' code reports that kind of number, over every epoch.\n")
-    return head + "\n\n" + (table(finished) + "\n" + best + cell_table(finished) if finished
-                              else "(no finished member yet)\n") + (
-        "\nFailed: " + "; ".join(failed) + "\n" if failed else "") + replay_table(finished)
+    body = table(finished) + "\n" + best + cell_table(finished) if finished else "(no finished member yet)\n"
+    return head + "\n\n" + body + ("\nFailed: " + "; ".join(failed) + "\n" if failed else "") + replay_table(finished)
 
 
 def write_table(args: argparse.Namespace) -> str:
