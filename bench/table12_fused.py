@@ -25,6 +25,9 @@ member's evaluations after each replay) and ``table12.md``: the table over every
 one's included: final-epoch accuracy, beside it the best evaluated epoch's (a test-set selection, the kind
 of number the authors' code reports), the paper's numbers and the margin gap; below it every replayed cell.
 Commit ``--out`` as a new folder under ``--done``; the next window then trains the cells still missing.
+Windows of another setting (``--set``, e.g. the authors' clean forward pass, ``clean_forward=true``) may
+share the folder: a window counts and tables only its own setting's cells, and ``--table`` names another
+setting's page after its changes (``table12-clean_forward=true.md``), leaving ``table12.md`` to Table 12's.
 
     python bench/table12_fused.py --data-root DIR --out OUT                  # DIR/cifar10.npz, on CUDA
     python bench/table12_fused.py --table docs/results/table12               # the table of the windows run
@@ -114,6 +117,24 @@ def setting_differences(theirs: dict[str, Any], ours: dict[str, Any]) -> list[st
     existed) counts as the field's default then: its former default (``FORMER_DEFAULTS``), or its default."""
     defaults = {**TRAIN_DEFAULTS, **FORMER_DEFAULTS}
     return sorted(k for k in {**theirs, **ours} if theirs.get(k, defaults.get(k)) != ours.get(k, defaults.get(k)))
+
+
+def changes_from_paper(setting: dict[str, Any]) -> list[str]:
+    """``setting``'s fields that differ from Table 12's own (``--set`` and ``--epochs``), as FIELD=VALUE."""
+    paper = config_setting(TrainConfig.from_dict(paper_setting(device="cpu")))
+
+    def word(value: Any) -> str:
+        if isinstance(value, bool):
+            return str(value).lower()
+        return (",".join(map(str, value)) or "none") if isinstance(value, list) else str(value)
+
+    return [f"{k}={word(setting.get(k))}" for k in setting_differences(paper, setting)]
+
+
+def table_name(setting: dict[str, Any]) -> str:
+    """``table12.md`` for Table 12's setting; another setting's page names its changes, so that the pages of
+    two settings whose windows share a folder do not overwrite each other."""
+    return "-".join(["table12", *changes_from_paper(setting)]) + ".md"
 
 
 def all_cells(args: argparse.Namespace) -> list[tuple[float, int]]:
@@ -308,8 +329,10 @@ def table_page(rows: list[dict[str, Any]], setting: dict[str, Any], cells: int) 
     # One setting's cells may come from different devices, whose random streams and arithmetic differ
     # (a seed's run on the CPU is not its run on a GPU): each window is named with its device.
     windows = sorted({(r["window"], r.get("device", "?")) for r in rows})
+    changes = changes_from_paper(setting)
     head = ("Table 12 ({method}, {dataset} {imbalance} ratio {ratio:g}, {model}, {epochs} epochs, final-epoch test "
-            "accuracy)".format(**setting) + f": {len(finished)} member(s) of the grid's {cells} "
+            "accuracy)".format(**setting) + (f" in Table 12's setting but {', '.join(changes)}" if changes else "")
+            + f": {len(finished)} member(s) of the grid's {cells} "
             f"from {len(windows)} window(s) ({', '.join(f'{w} on {d}' for w, d in windows)})")
     failed = [f"omega {r['omega']:g} seed {r['seed']}: {r['failure']}" for r in rows if r.get("failure")]
     every = sorted({r["eval_every"] for r in finished if r.get("eval_every")})
@@ -321,10 +344,11 @@ def table_page(rows: list[dict[str, Any]], setting: dict[str, Any], cells: int) 
 
 
 def write_table(args: argparse.Namespace) -> str:
-    """``DONE/table12.md`` over the windows under ``DONE`` (``--table``) in the setting of the flags."""
+    """The page over the windows under ``DONE`` (``--table``) in the setting of the flags: ``DONE/table12.md``
+    in Table 12's setting, else the name ``table_name`` gives it."""
     setting = setting_of(args)
     page = table_page(read_windows(args.table, setting), setting, len(all_cells(args)))
-    with open(os.path.join(args.table, "table12.md"), "w") as f:
+    with open(os.path.join(args.table, table_name(setting)), "w") as f:
         f.write(page)
     return page
 
@@ -430,7 +454,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | str:
     p.add_argument("--data-root", help="directory holding cifar10.npz (the compact ratio-300 file)")
     p.add_argument("--out", help="folder for members.jsonl, final.json, table12.md, run.json")
     p.add_argument("--table", metavar="DONE", help="only write DONE/table12.md from the windows under DONE "
-                                                   "(those of the setting the other flags give)")
+                                                   "(those of the setting the other flags give; another "
+                                                   "setting's page is named after its changes, e.g. "
+                                                   "table12-clean_forward=true.md)")
     p.add_argument("--done", default=DONE, help="folder of the windows already run (default: docs/results/table12)")
     p.add_argument("--device", default="cuda")
     p.add_argument("--seeds", type=int, default=5, help="the grid's seeds: 0..N-1")

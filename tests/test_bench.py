@@ -218,7 +218,10 @@ def test_table12_windows_train_the_missing_cells_and_table_them_all(tmp_path, ca
     table12_fused.main(["--out", str(done / "w0-short"), "--done", str(tmp_path / "none"), "--seeds", "1", *other])
     capsys.readouterr()
     page = table12_fused.main(["--table", str(done), "--seeds", "2", *DIGITS])
-    assert page == (done / "table12.md").read_text() and f"from 2 window(s) (w1 on {cpu}, w2 on {cpu})" in page
+    [written] = done.glob("table12*.md")  # named after the setting's changes from Table 12's
+    assert "dataset=digits" in written.name and "model=small_cnn" in written.name
+    assert page == written.read_text() and f"from 2 window(s) (w1 on {cpu}, w2 on {cpu})" in page
+    assert "in Table 12's setting but batch_size=64, dataset=digits" in page
     assert f"left out {done / 'w0-short'}: another setting (drw_epoch, epochs" in capsys.readouterr().out
 
 
@@ -279,6 +282,25 @@ def test_committed_table12_is_what_its_command_prints(tmp_path, capsys):
     with open(os.path.join(committed, "table12.md")) as f:
         assert page == f.read()
     assert "another setting (head_bias, head_init differ)" in capsys.readouterr().out
+
+
+def test_another_settings_table_gets_its_own_page_beside_table12s(tmp_path, capsys):
+    """The windows of Table 12's setting and of another (the authors' clean forward pass) share the folder;
+    ``--table`` in the other setting leaves every committed window out and names its page after the change,
+    so table12.md, the page the docs cite, is not overwritten."""
+    from bench import table12_fused
+
+    committed = os.path.join(ROOT, "docs", "results", "table12")
+    for window in ("2026-12-04-nvidia-h200", "2026-12-05-cpu-amd-epyc-omega-4.0-seed-4"):
+        shutil.copytree(os.path.join(committed, window), tmp_path / window)
+    page = table12_fused.main(["--table", str(tmp_path), "--set", "clean_forward=true"])
+    assert sorted(p.name for p in tmp_path.glob("*.md")) == ["table12-clean_forward=true.md"]
+    assert page == (tmp_path / "table12-clean_forward=true.md").read_text()
+    assert "in Table 12's setting but clean_forward=true: 0 member(s) of the grid's 35" in page
+    assert "(no finished member yet)" in page
+    assert "another setting (clean_forward differ)" in capsys.readouterr().out
+    table12_fused.main(["--table", str(tmp_path)])
+    assert "22 member(s) of the grid's 35" in (tmp_path / "table12.md").read_text()
 
 
 def test_cell_table_marks_each_cell_with_its_device_and_keeps_a_cell_trained_twice():
