@@ -33,10 +33,14 @@
 # cuda; DEVICE=cpu only to dry-run this script's flow), and TABLE12_ARGS GRAPHS_ARGS FUSED_ARGS EXECUTORS_ARGS:
 # extra flags of each step, where a flag given again wins (e.g. FUSED_ARGS="--dataset digits --model small_cnn").
 # A step given 0 s is skipped. (2) to (4) first ran on an H200 on 2026-12-04 (docs/results/gpu-2026-12-04/):
-# the graphs check of MAMix-DRW passed, so the next session trains Table 12's last cells, then checks the
-# methods whose step meets the compiled network otherwise (graphs_check.py --variants), in one command:
-#   TABLE12_S=300 GRAPHS_S=270 FUSED_S=0 EXECUTORS_S=0 GRAPHS_ARGS="--members 4 --variants method=m2m \
-#     method=ldam_drw method=deepsmote,deepsmote_epochs=2 clean_forward=true" bash bench/gpu_session.sh .bench_data $OUT
+# the graphs check of MAMix-DRW passed. Table 12's 35 cells are all trained in the default setting (2026-12-06),
+# so the next session trains the grid again with the authors' clean forward pass (windows of their own setting,
+# paged by `--table docs/results/table12 --set clean_forward=true` as table12-clean_forward=true.md), then
+# checks the methods whose step meets the compiled network otherwise (graphs_check.py --variants; the window's
+# numbers stand once its clean_forward=true variant passes), in one command:
+#   TABLE12_S=300 GRAPHS_S=270 FUSED_S=0 EXECUTORS_S=0 TABLE12_ARGS="--set clean_forward=true" \
+#     GRAPHS_ARGS="--members 4 --variants method=m2m method=ldam_drw method=deepsmote,deepsmote_epochs=2 \
+#     clean_forward=true" bash bench/gpu_session.sh .bench_data $OUT
 # and at once, on the still warm machine, measures what that one did not (fused K = 2 to 16, K packed
 # processes, 35 members' executors in bf16):
 #   TABLE12_S=0 GRAPHS_S=0 FUSED_S=150 EXECUTORS_S=45 FUSED_MEMBERS="1 2 4 8 16 35" \
