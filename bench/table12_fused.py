@@ -23,7 +23,8 @@ its omega, seed, epoch, test accuracy, margin statistics), ``final.json`` (every
 ``run.json`` (device, setting, plan, probes, wall time), ``replays.json`` (with ``--replays``: every
 member's evaluations after each replay) and ``table12.md``: the table over every window's cells, this
 one's included: final-epoch accuracy, beside it the best evaluated epoch's (a test-set selection, the kind
-of number the authors' code reports), the paper's numbers and the margin gap; below it every replayed cell.
+of number the authors' code reports), the paper's numbers and the margin gap; below it the trend over
+omega (slopes per doubling over the cells, ``core.reporting.trend``), each cell, and every replayed cell.
 Commit ``--out`` as a new folder under ``--done``; the next window then trains the cells still missing.
 Windows of another setting (``--set``, e.g. the authors' clean forward pass, ``clean_forward=true``) may
 share the folder: a window counts and tables only its own setting's cells, and ``--table`` names another
@@ -56,7 +57,7 @@ from bench.fused_throughput import ready, steps, timed  # noqa: E402
 from bench.replays import AUTHORS, replays  # noqa: E402
 from bench.throughput import device_name, synchronize  # noqa: E402
 from core.config import FORMER_DEFAULTS, TRAIN_DEFAULTS, TrainConfig, field_assignments  # noqa: E402
-from core.reporting import markdown_table, mean_std, summarise  # noqa: E402
+from core.reporting import markdown_table, mean_std, summarise, trend  # noqa: E402
 from core.train import batch_bounds, compiles, evaluate, train_pack  # noqa: E402
 from search_spaces import OMEGA_GRID  # noqa: E402
 from sweeps.paper_tables import TABLE12, TABLE12_SETTING  # noqa: E402
@@ -268,18 +269,35 @@ def plan(remaining: int, epochs: int, probes: list[dict[str, float]], budget: fl
 PERCENT_COLUMNS = {"test_acc": "Reproduced (%)", "test_acc_best": "Best epoch (%, test-selected)"}
 
 
-def table(final: list[dict[str, Any]]) -> str:
-    """Table 12 (final-epoch accuracy, and beside it the best evaluated epoch's, in %, mean +- std over
-    seeds) beside the paper's numbers."""
+def percent_trials(final: list[dict[str, Any]]) -> pd.DataFrame:
+    """The members' final metrics, one row each, accuracies in %."""
     trials = pd.DataFrame(final)
     for column in PERCENT_COLUMNS:
         trials[column] *= 100
-    summary = summarise(trials, ["omega"], {**PERCENT_COLUMNS, "margin_gap": "Margin gap"})
+    return trials
+
+
+def table(final: list[dict[str, Any]]) -> str:
+    """Table 12 (final-epoch accuracy, and beside it the best evaluated epoch's, in %, mean +- std over
+    seeds) beside the paper's numbers."""
+    summary = summarise(percent_trials(final), ["omega"], {**PERCENT_COLUMNS, "margin_gap": "Margin gap"})
     for column, title in PERCENT_COLUMNS.items():
         summary[title] = mean_std(summary[f"{column}_mean"], summary[f"{column}_std"], summary["n"], digits=2)
     summary["Paper (%)"] = [f"{TABLE12[w][0]:.2f} ± {TABLE12[w][1]:.2f}" if w in TABLE12 else "-"
                             for w in summary["omega"]]
     return markdown_table(summary[["omega", "n", *PERCENT_COLUMNS.values(), "Paper (%)", "Margin gap"]])
+
+
+def trend_table(final: list[dict[str, Any]]) -> str:
+    """How accuracy and the margin gap move with omega over the cells (``core.reporting.trend``), and the
+    paper's accuracy over its seven means (it publishes no seed's number)."""
+    ours = trend(percent_trials(final), "omega", {**PERCENT_COLUMNS, "margin_gap": "Margin gap"},
+                 digits={column: 2 for column in PERCENT_COLUMNS})
+    paper = pd.DataFrame({"omega": list(TABLE12), "mean": [mean for mean, _ in TABLE12.values()]})
+    theirs = trend(paper, "omega", {"mean": f"Paper (%), over its {len(paper)} means"}, digits=2)
+    return ("\nTrend over omega: the least-squares slope per doubling of omega over the cells (each seed's, as "
+            "independent draws), its 95% confidence interval and p-value, and Spearman's rank correlation; the "
+            "paper's over its means.\n\n" + markdown_table(pd.concat([ours, theirs], ignore_index=True)) + "\n")
 
 
 def replay_table(rows: list[dict[str, Any]]) -> str:
@@ -339,7 +357,8 @@ def table_page(rows: list[dict[str, Any]], setting: dict[str, Any], cells: int) 
     best = ("\nBest epoch: the highest test accuracy over the evaluated epochs (every "
             f"{' or '.join(map(str, every)) or '?'} epoch(s), the last always), a test-set selection; the "
             "authors' code reports that kind of number, over every epoch.\n")
-    body = table(finished) + "\n" + best + cell_table(finished) if finished else "(no finished member yet)\n"
+    body = (table(finished) + "\n" + best + trend_table(finished) + cell_table(finished) if finished
+            else "(no finished member yet)\n")
     return head + "\n\n" + body + ("\nFailed: " + "; ".join(failed) + "\n" if failed else "") + replay_table(finished)
 
 

@@ -54,6 +54,43 @@ def summarise(trials: pd.DataFrame, by: Sequence[str], metrics: dict[str, str],
     return table.reset_index()
 
 
+def trend(trials: pd.DataFrame, x: str, metrics: Mapping[str, str], log2: bool = True,
+          digits: int | Mapping[str, int] = 4, level: float = 0.95) -> pd.DataFrame:
+    """Whether each metric moves with the hyperparameter ``x``, over the trials themselves (every seed of
+    every setting, read as independent draws), one row per metric: the least-squares slope of the metric
+    on log2(x) (a change per doubling: sensitivity grids such as Table 12's omegas are powers of two; per
+    unit of ``x`` with ``log2`` off), its ``level`` confidence interval and two-sided p-value (Student's
+    t with n - 2 degrees of freedom, ``scipy.stats.linregress``), and Spearman's rank correlation with
+    its p-value. A table of means (``summarise``) says how far two settings lie apart against the
+    seeds' spread; this says whether the metric follows the setting over the whole grid. Slopes and
+    their bounds to ``digits`` places (as ``summarise``); "-" where fewer than three trials or a single
+    value of ``x`` leave a number undefined."""
+    from scipy import stats  # kept off the import path of Ray workers, which never print tables
+
+    values = trials[x].astype(float)
+    position = values.map(math.log2) if log2 else values
+    fits = len(trials) >= 3 and position.nunique() >= 2
+    quantile = stats.t.ppf((1 + level) / 2, len(trials) - 2) if fits else math.nan
+
+    def text(value: float, places: str) -> str:
+        return f"{value:{places}}" if math.isfinite(value) else "-"
+
+    rows = []
+    for column, title in metrics.items():
+        places = f".{digits if isinstance(digits, int) else digits.get(column, 4)}f"
+        fit = stats.linregress(position, trials[column]) if fits else None
+        slope, error, p = (fit.slope, fit.stderr, fit.pvalue) if fit else (math.nan, math.nan, math.nan)
+        rank = stats.spearmanr(position, trials[column]) if fits and trials[column].nunique() > 1 else None
+        rho, p_rank = (rank.statistic, rank.pvalue) if rank else (math.nan, math.nan)
+        half = quantile * error
+        rows.append({
+            "metric": title, "n": len(trials), "Slope per doubling" if log2 else "Slope": text(slope, places),
+            f"{level:.0%} CI": f"{slope - half:{places}} to {slope + half:{places}}" if math.isfinite(half) else "-",
+            "p (slope)": text(p, ".2g"), "Spearman rho": text(rho, ".3f"), "p (Spearman)": text(p_rank, ".2g"),
+        })
+    return pd.DataFrame(rows)
+
+
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")

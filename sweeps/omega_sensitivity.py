@@ -21,7 +21,7 @@ import sys
 if __package__ in (None, ""):  # run as a file (ray submit uploads the script alone)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from core.reporting import sensitivity_plot, summarise  # noqa: E402
+from core.reporting import sensitivity_plot, summarise, trend  # noqa: E402
 from search_spaces import OMEGA_GRID  # noqa: E402
 from sweeps import cli  # noqa: E402
 from sweeps.paper_tables import TABLE12_SETTING  # noqa: E402
@@ -42,8 +42,11 @@ def tables(trials, s) -> list[cli.Table]:
                             f"MAMix-DRW on {s['dataset']}, ratio {s['ratio']:g}")
     title = (f"Table 12: sensitivity of omega (MAMix-DRW, {s['dataset']} long-tailed, ratio {s['ratio']:g}, "
              f"{s['epochs']} epochs, mean ± std over seeds)")
+    slopes = ("How the metrics move with omega over every trial (seeds as independent draws): least-squares slope "
+              "per doubling of omega with its 95% confidence interval and p-value, and Spearman's rank correlation")
     return [cli.Table("table12", title, summary[["omega", "n", *METRICS.values()]],
-                      {"accuracy_vs_omega.png": plot})]
+                      {"accuracy_vs_omega.png": plot}),
+            cli.Table("table12_trend", slopes, trend(trials, "omega", METRICS))]
 
 
 SWEEP = cli.Sweep("omega_sensitivity", __doc__, PRESETS, {"omegas": "omega"}, tables)

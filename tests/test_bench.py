@@ -319,14 +319,16 @@ def test_cell_table_marks_each_cell_with_its_device_and_keeps_a_cell_trained_twi
     assert rows == [["omega", "seed 0", "seed 1"], ["0.5", "70.00 a; 70.12 b", "69.00 a"], ["8", "", "65.50 a"]]
 
 
-def test_results_page_shows_the_committed_cell_table():
-    """docs/RESULTS.md's per-cell table is the one the committed table12.md prints, not one typed by hand."""
+def test_results_page_shows_the_committed_cell_and_trend_tables():
+    """docs/RESULTS.md's per-cell table and its trend over omega are the ones the committed table12.md
+    prints, not typed by hand."""
     with open(os.path.join(ROOT, "docs", "results", "table12", "table12.md")) as f:
         page = f.read()
-    start = page.index("| omega   | seed 0")
-    grid = page[start:page.index("\n\n", start)]
     with open(os.path.join(ROOT, "docs", "RESULTS.md")) as f:
-        assert grid in f.read()
+        results = f.read()
+    for first_row in ("| omega   | seed 0", "| metric "):
+        start = page.index(first_row)
+        assert page[start:page.index("\n\n", start)] in results
 
 
 BN_DIGITS = ["--device", "cpu", "--epochs", "2", "--eval-every", "1", "--set", "dataset=digits", "model=small_cnn",

@@ -52,6 +52,58 @@ def test_mean_and_std_are_over_seeds():
     assert "| 0.9000     |" in markdown_table(single[["omega", "Accuracy"]])
 
 
+def test_trend_is_the_least_squares_slope_per_doubling_over_every_trial():
+    import scipy.stats
+
+    from core.reporting import trend
+
+    # accuracy falls by exactly 0.5 per doubling of omega, the seeds 0.2 apart; the gap falls with noise
+    omegas = [0.25, 0.5, 1.0, 2.0, 4.0]
+    trials = pd.DataFrame([{"omega": w, "seed": s, "acc": 70.0 - 0.5 * np.log2(w) + 0.2 * s}
+                           for w in omegas for s in (0, 1)])
+    trials["gap"] = -0.1 * np.log2(trials["omega"]) + np.random.default_rng(0).normal(0, 0.05, len(trials))
+    trials["flat"] = 1.0
+    table = trend(trials, "omega", {"acc": "Accuracy (%)", "gap": "Margin gap", "flat": "Constant"},
+                  digits={"acc": 2}).set_index("metric")
+    assert table.loc["Accuracy (%)", "Slope per doubling"] == "-0.50"
+    assert table.loc["Accuracy (%)", "n"] == 10
+    # the seeds' offset is the residual spread: the interval is around -0.5 and excludes 0
+    low, high = (float(v) for v in table.loc["Accuracy (%)", "95% CI"].split(" to "))
+    assert low < -0.5 < high < 0
+    rho = scipy.stats.spearmanr(trials["omega"], trials["acc"]).statistic
+    assert table.loc["Accuracy (%)", "Spearman rho"] == f"{rho:.3f}"
+    # against a fit by hand on log2(omega), and its p-value against Student's t with n - 2 degrees of freedom
+    x = np.log2(trials["omega"])
+    slope, intercept = np.polyfit(x, trials["gap"], 1)
+    assert table.loc["Margin gap", "Slope per doubling"] == f"{slope:.4f}"
+    residual = trials["gap"] - (intercept + slope * x)
+    error = np.sqrt((residual ** 2).sum() / (len(trials) - 2) / ((x - x.mean()) ** 2).sum())
+    half = scipy.stats.t.ppf(0.975, len(trials) - 2) * error
+    assert table.loc["Margin gap", "95% CI"] == f"{slope - half:.4f} to {slope + half:.4f}"
+    assert table.loc["Margin gap", "p (slope)"] == f"{2 * scipy.stats.t.sf(abs(slope / error), len(trials) - 2):.2g}"
+    # a metric that does not move has slope 0 and no rank correlation to show
+    assert table.loc["Constant", "Slope per doubling"] == "0.0000"
+    assert table.loc["Constant", "95% CI"] == table.loc["Constant", "Spearman rho"] == "-"
+    # a slope per unit of omega without log2; nothing to fit on two trials or on one omega
+    assert "Slope" in trend(trials, "omega", {"acc": "A"}, log2=False).columns
+    for few in (trials.iloc[:2], trials[trials["omega"] == 1.0]):
+        row = trend(few, "omega", {"acc": "A"}).iloc[0]
+        assert row["Slope per doubling"] == row["95% CI"] == row["p (slope)"] == row["Spearman rho"] == "-"
+
+
+def test_omega_sweep_tables_the_trend_over_every_trial_beside_the_means():
+    from sweeps import omega_sensitivity
+
+    settings = dict(omega_sensitivity.PRESETS["demo"], name="omega_sensitivity-demo", preset="demo")
+    trials = fake_trials(omega_sensitivity.SWEEP, settings)
+    trials["test_acc"] = 0.9 - 0.01 * np.log2(trials["omega"])
+    table, slopes = omega_sensitivity.tables(trials, settings)
+    assert slopes.stem == "table12_trend" and "per doubling of omega" in slopes.title
+    row = slopes.frame.set_index("metric").loc["Accuracy (final epoch)"]
+    assert row["n"] == len(trials) == 2 * len(settings["omegas"])
+    assert row["Slope per doubling"] == "-0.0100" and row["Spearman rho"] == "-1.000"
+
+
 def test_method_comparison_reports_each_methods_cost_beside_mamix_drw():
     from sweeps import method_comparison
 
