@@ -1,7 +1,9 @@
 """The benchmarks: both input pipelines augment alike, and throughput.py runs end to end."""
 
+import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -329,6 +331,22 @@ def test_results_page_shows_the_committed_cell_and_trend_tables():
     for first_row in ("| omega   | seed 0", "| metric "):
         start = page.index(first_row)
         assert page[start:page.index("\n\n", start)] in results
+
+
+def test_results_pages_demo_tables_are_files_the_demo_wrote():
+    """Every table in docs/RESULTS.md's "Demo presets" is, line for line, in a file a sweep wrote under
+    docs/results/demo/ (bench/demo_results.sh), not typed or edited by hand."""
+    with open(os.path.join(ROOT, "docs", "RESULTS.md")) as f:
+        results = f.read()
+    part = results[results.index("## Demo presets"):results.index("## Which of the paper's claims")]
+    tables = re.findall(r"(?:^\|.*\n)+", part, flags=re.MULTILINE)
+    written = []
+    for path in glob.glob(os.path.join(ROOT, "docs", "results", "demo", "*", "*.md")):
+        with open(path) as f:
+            written.append(f.read())
+    assert len(tables) >= 15
+    for table in tables:
+        assert any(table in text for text in written), table.splitlines()[0]
 
 
 BN_DIGITS = ["--device", "cpu", "--epochs", "2", "--eval-every", "1", "--set", "dataset=digits", "model=small_cnn",
