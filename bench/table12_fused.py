@@ -290,7 +290,10 @@ def table(final: list[dict[str, Any]]) -> str:
 
 def trend_table(final: list[dict[str, Any]]) -> str:
     """How accuracy and the margin gap move with omega over the cells (``core.reporting.trend``), and the
-    paper's accuracy over its seven means (it publishes no seed's number)."""
+    paper's accuracy over its seven means (it publishes no seed's number); empty while the cells span
+    one omega or fewer than three cells, which leave no slope."""
+    if len(final) < 3 or len({row["omega"] for row in final}) < 2:
+        return ""
     ours = trend(percent_trials(final), "omega", {**PERCENT_COLUMNS, "margin_gap": "Margin gap"},
                  digits={column: 2 for column in PERCENT_COLUMNS})
     paper = pd.DataFrame({"omega": list(TABLE12), "mean": [mean for mean, _ in TABLE12.values()]})

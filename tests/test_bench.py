@@ -284,6 +284,11 @@ def test_committed_table12_is_what_its_command_prints(tmp_path, capsys):
     with open(os.path.join(committed, "table12.md")) as f:
         assert page == f.read()
     assert "another setting (head_bias, head_init differ)" in capsys.readouterr().out
+    # and the former head's page, its one cell (docs/RESULTS.md, "The former head's cell")
+    page = table12_fused.main(["--table", str(tmp_path), "--set", "head_bias=true", "head_init=kaiming_normal"])
+    with open(os.path.join(committed, "table12-head_bias=true-head_init=kaiming_normal.md")) as f:
+        assert page == f.read()
+    assert "1 member(s) of the grid's 35" in page
 
 
 def test_another_settings_table_gets_its_own_page_beside_table12s(tmp_path, capsys):
@@ -333,20 +338,47 @@ def test_results_page_shows_the_committed_cell_and_trend_tables():
         assert page[start:page.index("\n\n", start)] in results
 
 
-def test_results_pages_demo_tables_are_files_the_demo_wrote():
-    """Every table in docs/RESULTS.md's "Demo presets" is, line for line, in a file a sweep wrote under
-    docs/results/demo/ (bench/demo_results.sh), not typed or edited by hand."""
+def test_every_results_table_is_in_a_file_a_command_wrote():
+    """Every table of docs/RESULTS.md is, line for line, in a committed file under docs/results/ that a
+    command wrote (a sweep's table, table12.md, a cell's replays.md), not typed or edited by hand; but
+    two: the claims table (verdicts in words) and the best-of-20 table, checked against its folders below."""
     with open(os.path.join(ROOT, "docs", "RESULTS.md")) as f:
         results = f.read()
-    part = results[results.index("## Demo presets"):results.index("## Which of the paper's claims")]
-    tables = re.findall(r"(?:^\|.*\n)+", part, flags=re.MULTILINE)
+    tables = re.findall(r"(?:^\|.*\n)+", results, flags=re.MULTILINE)
     written = []
-    for path in glob.glob(os.path.join(ROOT, "docs", "results", "demo", "*", "*.md")):
+    for path in glob.glob(os.path.join(ROOT, "docs", "results", "**", "*.md"), recursive=True):
         with open(path) as f:
             written.append(f.read())
-    assert len(tables) >= 15
-    for table in tables:
-        assert any(table in text for text in written), table.splitlines()[0]
+    by_hand = [t for t in tables if not any(t in text for text in written)]
+    assert len(tables) >= 30
+    assert [t.splitlines()[0].split("|")[1].strip() for t in by_hand] == ["omega", "claim of the paper"]
+    assert "best of 20 below the paper" in by_hand[0]
+
+
+def test_results_best_of_20_table_is_its_folders_replays():
+    """The table of "The authors' best epoch": each row's numbers are those its folder's replays.md printed
+    (as trained, mixed and clean-then-mixed rows: mean ± std and best of 20), beside the paper's mean and the
+    two differences from it."""
+    from sweeps.paper_tables import TABLE12
+
+    with open(os.path.join(ROOT, "docs", "RESULTS.md")) as f:
+        results = f.read()
+    start = results.index("| omega | seed | final epoch | mixed | mixed, best of 20 |")
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in results[start:results.index("\n\n", start)]
+            .splitlines()[2:]]
+    assert len(rows) == 4
+    for omega, seed, final, mixed, mixed_best, authors, authors_best, paper, final_below, best_below in rows:
+        folder = os.path.join(ROOT, "docs", "results", "bn-statistics",
+                              f"2026-12-04-best-of-20-omega-{float(omega):.1f}-seed-{seed}")
+        with open(os.path.join(folder, "replays.md")) as f:
+            replayed = {cells[0]: cells[1:4] for cells in ([c.strip() for c in line.split("|")[1:-1]]
+                                                           for line in f if line.startswith("| "))}
+        assert replayed["as trained"] == ["1", final, final]
+        assert replayed["mixed"] == ["20", mixed, mixed_best]
+        assert replayed["clean, then mixed"] == ["20", authors, authors_best]
+        mean, std = TABLE12[float(omega)]
+        assert paper == f"{mean:.2f} ± {std:.2f}"
+        assert final_below == f"{mean - float(final):.2f}" and best_below == f"{mean - float(authors_best):.2f}"
 
 
 BN_DIGITS = ["--device", "cpu", "--epochs", "2", "--eval-every", "1", "--set", "dataset=digits", "model=small_cnn",
