@@ -381,6 +381,52 @@ def test_results_best_of_20_table_is_its_folders_replays():
         assert final_below == f"{mean - float(final):.2f}" and best_below == f"{mean - float(authors_best):.2f}"
 
 
+def test_fused_tables_row_per_k_and_executor_with_the_last_line_of_each():
+    """bench/fused_tables.py: a table per setting, a row per K (and fused executor), fused against the
+    other modes, a way that failed as "error", and of a K measured twice in a mode its last line."""
+    from bench.fused_tables import tables
+
+    common = {"model": "resnet32", "device_name": "GPU X", "dataset": "cifar10", "method": "mamix_drw",
+              "batch": 128, "amp": True, "compile": False, "steps": 30, "warmup": 5}
+    lines = [{"mode": "fused", "members": 4, "img_per_s": 900.0, "executor": "grouped", **common},
+             {"mode": "fused", "members": 4, "img_per_s": 1000.0, "executor": "grouped", **common},  # again: counts
+             {"mode": "fused", "members": 4, "img_per_s": 600.0, "executor": "per_member", **common},
+             {"mode": "sequential", "members": 4, "img_per_s": 400.0, "executor": None, **common},
+             {"mode": "processes", "members": 4, "img_per_s": 800.0, "executor": None, **common},
+             {"mode": "fused", "members": 1, "img_per_s": 250.0, "executor": "grouped", **common},
+             {"mode": "fused", "members": 1, "img_per_s": 99.0, "executor": "grouped", **common, "batch": 64},
+             {"way": "vmap", "members": 7, "amp": True, "error": "RuntimeError: no", **common},
+             {"way": "grouped", "members": 7, "amp": True, "img_per_s": 48367.14, **common}]
+    text = tables(lines)
+    parts = text.split("\n\n")
+    assert parts[0] == ("Fused throughput, GPU X, resnet32 on cifar10 (mamix_drw), batch 128, bf16, "
+                        "30 timed steps after 5:")
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in parts[1].splitlines()]
+    assert rows[0] == ["K", "fused img/s", "executor", "sequential img/s", "processes img/s", "fused / sequential",
+                       "fused / processes"]
+    assert rows[2:] == [["1", "250", "grouped", "", "", "", ""],
+                        ["4", "1,000", "grouped", "400", "800", "2.50", "1.25"],
+                        ["4", "600", "per_member", "400", "800", "1.50", "0.75"]]
+    assert "batch 64, bf16" in parts[2]  # another setting: its own table
+    assert [c.strip() for c in parts[3].splitlines()[2].split("|")[1:-1]] == ["1", "99", "grouped"]
+    assert parts[4] == "Executors (one SGD step), GPU X, resnet32, batch 128, 30 timed steps after 5:"
+    assert [c.strip() for c in parts[5].splitlines()[2].split("|")[1:-1]] == ["7", "bf16", "48,367", "error"]
+
+
+def test_performance_page_shows_the_fused_tables_its_measurements_print():
+    """docs/PERFORMANCE.md's fused throughput and executor tables are what bench/fused_tables.py prints
+    from the committed measurements, not typed by hand."""
+    from bench.fused_tables import tables
+    from bench.summarise import read
+
+    with open(os.path.join(ROOT, "docs", "PERFORMANCE.md")) as f:
+        page = f.read()
+    for measured in ("cpu-fused/small_cnn_digits.jsonl", "cpu-fused/resnet32_cifar10_lt300.jsonl",
+                     "cpu-fused/executors_vmap.jsonl", "gpu-2026-12-04/window-eager/fused.jsonl"):
+        for table in tables(read([os.path.join(ROOT, "docs", "results", measured)])).split("\n\n"):
+            assert table.strip() in page, (measured, table[:80])
+
+
 BN_DIGITS = ["--device", "cpu", "--epochs", "2", "--eval-every", "1", "--set", "dataset=digits", "model=small_cnn",
              "ratio=10", "batch_size=64", "lr=0.05"]
 
@@ -653,6 +699,10 @@ def test_gpu_session_script_runs_its_four_steps_and_leaves_what_the_device_tool_
     assert sorted((r["amp"], r["way"]) for r in ways) == [(a, w) for a in (False, True)
                                                           for w in ("grouped", "per_member", "vmap")]
     assert all(r["img_per_s"] > 0 for r in ways if not (r["amp"] and r["way"] == "vmap"))
+    # and the log ends with them as tables, as docs/PERFORMANCE.md shows them
+    tables = log.split("== (3) and (4) as tables")[1]
+    assert "small_cnn on digits (mamix_drw), batch 32, fp32, 1 timed steps after 5:" in tables
+    assert "Executors (one SGD step), " in tables and "|   2 | bf16        |" in tables and "| error " in tables
 
 
 def test_gpu_session_skips_a_step_given_no_time_and_stops_one_out_of_time(tmp_path):

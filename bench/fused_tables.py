@@ -1,0 +1,115 @@
+"""The tables of docs/PERFORMANCE.md's fused-trial sections, from the JSON lines that
+``bench/fused_throughput.py`` (lines with ``mode``) and ``bench/executors.py`` (lines with ``way``) append,
+so that the page shows what a command printed and a GPU session's measurements table themselves.
+
+* Throughput: a row per K (and fused executor) with each mode's aggregate img/s (fused with the executor it ran), and fused
+  against sequential (the same K configurations trained one after another) and against processes.
+* Executors: a row per K and precision with each way's img/s, or "error" where it could not run.
+
+One table per setting measured (device, model, dataset, method, batch, precision, timed steps), under a
+line naming it. The files are appended to run after run, so where a K was measured more than once in a
+mode (and executor) or way, its last line counts.
+
+    python bench/fused_tables.py docs/results/cpu-fused/small_cnn_digits.jsonl [more.jsonl ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+if __package__ in (None, ""):  # run as a file: make the project importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import pandas as pd  # noqa: E402
+
+from bench.executors import WAYS  # noqa: E402
+from bench.fused_throughput import MODES  # noqa: E402
+from bench.summarise import read  # noqa: E402
+from core.reporting import markdown_table  # noqa: E402
+
+# What a line's numbers depend on besides K and its mode or way: lines that differ here get their own table.
+THROUGHPUT_SETTING = ("device_name", "model", "dataset", "method", "batch", "amp", "compile", "steps", "warmup")
+EXECUTORS_SETTING = ("device_name", "model", "batch", "steps", "warmup")
+
+
+def rate(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def heading(setting: dict[str, Any]) -> str:
+    """The setting of a table in words, e.g. "NVIDIA H200, resnet32 on cifar10 (mamix_drw), batch 128, bf16,
+    30 timed steps after 5"."""
+    data = f" on {setting['dataset']} ({setting['method']})" if "dataset" in setting else ""
+    precision = "" if "amp" not in setting else ", bf16" if setting["amp"] else ", fp32"
+    compiled = f", compiled ({setting['compile']})" if setting.get("compile") else ""
+    return (f"{setting['device_name']}, {setting['model']}{data}, batch {setting['batch']}{precision}{compiled}, "
+            f"{setting['steps']} timed steps after {setting['warmup']}")
+
+
+def throughput_table(lines: list[dict[str, Any]]) -> pd.DataFrame:
+    """One setting's ``fused_throughput.py`` lines: a row per K and fused executor (``--executor`` may
+    differ between runs), a column per mode measured, and fused against each other mode."""
+    last = {(line["members"], line["mode"], line.get("executor")): line for line in lines}
+    modes = [m for m in MODES if any(mode == m for _, mode, _ in last)]
+    rows = []
+    for k in sorted({k for k, *_ in last}):
+        at_k = [line for (members, *_), line in last.items() if members == k]
+        others = {line["mode"]: line for line in at_k if line["mode"] != "fused"}
+        for fused in [line for line in at_k if line["mode"] == "fused"] or [None]:
+            row: dict[str, Any] = {"K": k}
+            for mode in modes:
+                line = fused if mode == "fused" else others.get(mode)
+                row[f"{mode} img/s"] = rate(line["img_per_s"]) if line else ""
+                if mode == "fused":
+                    row["executor"] = fused["executor"] if fused else ""
+            for mode in modes:
+                if mode != "fused" and "fused" in modes:
+                    other = others.get(mode)
+                    row[f"fused / {mode}"] = f"{fused['img_per_s'] / other['img_per_s']:.2f}" if fused and other else ""
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def executors_table(lines: list[dict[str, Any]]) -> pd.DataFrame:
+    """One setting's ``executors.py`` lines: a row per K and precision, a column per way measured."""
+    last = {(line["members"], bool(line.get("amp")), line["way"]): line for line in lines}
+    ways = [w for w in WAYS if any(way == w for *_, way in last)]
+    rows = []
+    for k, amp in sorted({(k, amp) for k, amp, _ in last}):
+        row: dict[str, Any] = {"K": k, "precision": "bf16" if amp else "fp32"}
+        for way in ways:
+            line = last.get((k, amp, way))
+            row[f"{way} img/s"] = ("" if line is None else "error" if "error" in line else rate(line["img_per_s"]))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def tables(lines: list[dict[str, Any]]) -> str:
+    """Every setting's table, throughput first, each under its heading."""
+    parts = []
+    for kind, fields, build in (("mode", THROUGHPUT_SETTING, throughput_table),
+                                ("way", EXECUTORS_SETTING, executors_table)):
+        groups: dict[tuple, list[dict[str, Any]]] = {}
+        for line in lines:
+            if kind in line:
+                groups.setdefault(tuple(line.get(f) for f in fields), []).append(line)
+        for key, group in groups.items():
+            setting = {f: v for f, v in zip(fields, key) if v is not None}
+            title = "Fused throughput" if kind == "mode" else "Executors (one SGD step)"
+            parts.append(f"{title}, {heading(setting)}:\n\n{markdown_table(build(group))}\n")
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> str:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("jsonl", nargs="+", help="files of bench/fused_throughput.py and bench/executors.py lines")
+    text = tables(read(p.parse_args(argv).jsonl))
+    print(text, end="")
+    return text
+
+
+if __name__ == "__main__":
+    main()
