@@ -1,13 +1,17 @@
 """The tables of docs/PERFORMANCE.md's fused-trial sections, from the JSON lines that
-``bench/fused_throughput.py`` (lines with ``mode``) and ``bench/executors.py`` (lines with ``way``) append,
-so that the page shows what a command printed and a GPU session's measurements table themselves.
+``bench/fused_throughput.py``, ``bench/executors.py`` (lines with ``way``) and ``bench/graphs_check.py``
+(lines with ``passed``) append, so that the page shows what a command printed and a GPU session's
+measurements table themselves.
 
 * Throughput: a row per K (and fused executor) with each mode's aggregate img/s (fused with the executor it ran), and fused
   against sequential (the same K configurations trained one after another) and against processes.
 * Executors: a row per K and precision with each way's img/s, or "error" where it could not run.
+* CUDA graphs against eager: a row per check and batch size, the largest update errors of the eager and
+  the compiled step from the float64 reference (weights, with their worst ratio; BatchNorm statistics),
+  both speeds and the verdict, or the error that stopped the check.
 
-One table per setting measured (device, model, dataset, method, batch, precision, timed steps), under a
-line naming it. The files are appended to run after run, so where a K was measured more than once in a
+One table per setting measured (device, model, dataset, method, batch, precision, timed steps; for the
+graphs checks, device and torch), under a line naming it. The files are appended to run after run, so where a K was measured more than once in a
 mode (and executor) or way, its last line counts.
 
     python bench/fused_tables.py docs/results/cpu-fused/small_cnn_digits.jsonl [more.jsonl ...]
@@ -33,6 +37,7 @@ from core.reporting import markdown_table  # noqa: E402
 # What a line's numbers depend on besides K and its mode or way: lines that differ here get their own table.
 THROUGHPUT_SETTING = ("device_name", "model", "dataset", "method", "batch", "amp", "compile", "steps", "warmup")
 EXECUTORS_SETTING = ("device_name", "model", "batch", "steps", "warmup")
+GRAPHS_SETTING = ("device", "torch")
 
 
 def rate(value: float) -> str:
@@ -87,19 +92,55 @@ def executors_table(lines: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def graphs_table(lines: list[dict[str, Any]]) -> pd.DataFrame:
+    """One device's ``graphs_check.py`` lines: a row per check and batch size, in the order run; a check
+    of ``--variants`` is named after its variant."""
+    rows = []
+    for line in lines:
+        variant = f"{line['variant']}: " if line.get("variant") else ""
+        if "error" in line:
+            rows.append({"check": variant.rstrip(": ") or "-", "passed": "no: " + line["error"]})
+            continue
+        check = (f"{variant}{line['model']}, {line['dataset']}, {line['members']} member(s), {line['epochs']} "
+                 f"epoch(s), {line['mode']}, {'bf16' if line['amp'] else 'fp32'}")
+        for i, (batch, errors) in enumerate(line["update_errors"].items()):
+            weights, statistics = errors["weights"], errors["statistics"]
+            rows.append({
+                "check": "" if i else check, "batch": batch,
+                "weights: eager / compiled error (worst ratio)":
+                    f"{weights['eager_error']:.1e} / {weights['compiled_error']:.1e} ({weights['worst_ratio']:.2f})",
+                "statistics: eager / compiled error":
+                    f"{statistics['eager_error']:.1e} / {statistics['compiled_error']:.1e}",
+                "eager / compiled img/s":
+                    "" if i else f"{rate(line['eager_img_per_s'])} / {rate(line['compiled_img_per_s'])}",
+                "passed": "" if i else "yes" if line["passed"] else "no"})
+    return pd.DataFrame(rows).fillna("")
+
+
+def graphs_heading(setting: dict[str, Any]) -> str:
+    return f"{setting.get('device', 'device not recorded')}, torch {setting.get('torch', '?')}"
+
+
+# The three kinds of line: a table's title, which lines belong, what they share, how the table is built and
+# how its setting reads.
+KINDS = (("Fused throughput", lambda line: line.get("mode") in MODES and "passed" not in line,
+          THROUGHPUT_SETTING, throughput_table, heading),
+         ("Executors (one SGD step)", lambda line: "way" in line, EXECUTORS_SETTING, executors_table, heading),
+         ("CUDA graphs against eager (bench/graphs_check.py)", lambda line: "passed" in line, GRAPHS_SETTING,
+          graphs_table, graphs_heading))
+
+
 def tables(lines: list[dict[str, Any]]) -> str:
-    """Every setting's table, throughput first, each under its heading."""
+    """Every setting's table, throughput first, then executors and graphs checks, each under its heading."""
     parts = []
-    for kind, fields, build in (("mode", THROUGHPUT_SETTING, throughput_table),
-                                ("way", EXECUTORS_SETTING, executors_table)):
+    for title, belongs, fields, build, describe in KINDS:
         groups: dict[tuple, list[dict[str, Any]]] = {}
         for line in lines:
-            if kind in line:
+            if belongs(line):
                 groups.setdefault(tuple(line.get(f) for f in fields), []).append(line)
         for key, group in groups.items():
             setting = {f: v for f, v in zip(fields, key) if v is not None}
-            title = "Fused throughput" if kind == "mode" else "Executors (one SGD step)"
-            parts.append(f"{title}, {heading(setting)}:\n\n{markdown_table(build(group))}\n")
+            parts.append(f"{title}, {describe(setting)}:\n\n{markdown_table(build(group))}\n")
     return "\n".join(parts)
 
 

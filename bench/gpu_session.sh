@@ -11,7 +11,7 @@
 #   graphs.jsonl                                   (2) the compiled step against eager, whole runs
 #   fused.jsonl                                    (3) fused throughput, (4) executors vs vmap
 #   log.txt                                        everything printed, the environment first and
-#                                                  fused.jsonl's tables last (bench/fused_tables.py)
+#                                                  (2)-(4)'s tables last (bench/fused_tables.py)
 #
 # (1) bench/table12_fused.py: the Table 12 cells that docs/results/table12/ does not hold yet, as many as
 #     fit TABLE12_S seconds (probes included), compiled with CUDA graphs (TrainConfig's default on CUDA);
@@ -102,9 +102,11 @@ main() {
         "$PY" bench/executors.py --device "$DEVICE" --model resnet32 --members 7 35 --batch 128 --steps 10 --warmup 3 \
         --precisions fp32 bf16 --channels-last --json "$DEST/fused.jsonl" $EXECUTORS_ARGS
     # the tables docs/PERFORMANCE.md shows, in the log: the device tool brings back 8 files at most
-    echo "== (3) and (4) as tables"
-    if [ -s "$DEST/fused.jsonl" ]; then
-        "$PY" bench/fused_tables.py "$DEST/fused.jsonl" || echo "fused_tables.py stopped (exit $?)"
+    echo "== (2), (3) and (4) as tables"
+    local measured=()
+    for file in "$DEST/graphs.jsonl" "$DEST/fused.jsonl"; do [ -s "$file" ] && measured+=("$file"); done
+    if [ ${#measured[@]} -gt 0 ]; then
+        "$PY" bench/fused_tables.py "${measured[@]}" || echo "fused_tables.py stopped (exit $?)"
     else
         echo "no measurement"
     fi

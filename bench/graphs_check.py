@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 results.append(check(args, word, fields, stage_dir))
             except Exception as err:  # noqa: BLE001 - a setting that fails to compile or run is its result
                 traceback.print_exc()
-                results.append({"variant": word, "passed": False, "error": f"{type(err).__name__}: {err}"})
+                results.append({"device": device_name(torch.device(args.device)), "torch": torch.__version__,
+                                "variant": word, "passed": False, "error": f"{type(err).__name__}: {err}"})
                 emit(results[-1], args.json)
     return results
 

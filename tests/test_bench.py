@@ -414,16 +414,20 @@ def test_fused_tables_row_per_k_and_executor_with_the_last_line_of_each():
 
 
 def test_performance_page_shows_the_fused_tables_its_measurements_print():
-    """docs/PERFORMANCE.md's fused throughput and executor tables are what bench/fused_tables.py prints
-    from the committed measurements, not typed by hand."""
+    """docs/PERFORMANCE.md's fused throughput, executor and graphs-check tables are what
+    bench/fused_tables.py prints from the committed measurements, not typed by hand."""
     from bench.fused_tables import tables
     from bench.summarise import read
 
     with open(os.path.join(ROOT, "docs", "PERFORMANCE.md")) as f:
         page = f.read()
-    for measured in ("cpu-fused/small_cnn_digits.jsonl", "cpu-fused/resnet32_cifar10_lt300.jsonl",
-                     "cpu-fused/executors_vmap.jsonl", "gpu-2026-12-04/window-eager/fused.jsonl"):
-        for table in tables(read([os.path.join(ROOT, "docs", "results", measured)])).split("\n\n"):
+    graphs_cpu = ("graphs-cpu/small_cnn_digits.jsonl", "gpu-session-cpu-dryrun/graphs.jsonl",
+                  "graphs-cpu/variants-cifar10-small_cnn/graphs.jsonl")
+    for measured in (["cpu-fused/small_cnn_digits.jsonl"], ["cpu-fused/resnet32_cifar10_lt300.jsonl"],
+                     ["cpu-fused/executors_vmap.jsonl"], ["gpu-2026-12-04/window-eager/fused.jsonl"],
+                     ["gpu-2026-12-04/window-eager/graphs.jsonl"], graphs_cpu):
+        printed = tables(read([os.path.join(ROOT, "docs", "results", m) for m in measured]))
+        for table in printed.split("\n\n"):
             assert table.strip() in page, (measured, table[:80])
 
 
@@ -642,6 +646,19 @@ def test_graphs_check_runs_each_variant_with_the_stages_its_method_needs(monkeyp
     # DeepSMOTE's balanced set from the switch epoch (the last) has a last batch of its own
     assert [r["batch_sizes"] for r in checked] == [[64, 38], [64, 38], [64, 48, 38], [64, 38]]
     assert failed["variant"] == "method=no_such_method" and not failed["passed"] and "method" in failed["error"]
+    # bench/fused_tables.py tables them under one heading (the failed line carries its device too), the
+    # failed setting with its error
+    from bench.fused_tables import tables
+
+    page = tables(results)
+    assert page.count("CUDA graphs against eager") == 1 and failed["device"] == checked[0]["device"]
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in page.splitlines() if line.startswith("| ")]
+    assert [r[0] for r in rows if r[0]][1:] == [
+        "method=ldam_drw: small_cnn, digits, 2 member(s), 2 epoch(s), default, fp32",
+        "method=m2m: small_cnn, digits, 2 member(s), 2 epoch(s), default, fp32",
+        "method=deepsmote,deepsmote_epochs=1: small_cnn, digits, 2 member(s), 2 epoch(s), default, fp32",
+        "clean_forward=true: small_cnn, digits, 2 member(s), 2 epoch(s), default, fp32", "method=no_such_method"]
+    assert [r[-1] for r in rows if r[0]][1:-1] == ["yes"] * 4 and rows[-1][-1].startswith("no: ")
 
 
 # Imported by every Python the session script starts (sitecustomize, from PYTHONPATH): the packages the
@@ -700,7 +717,8 @@ def test_gpu_session_script_runs_its_four_steps_and_leaves_what_the_device_tool_
                                                           for w in ("grouped", "per_member", "vmap")]
     assert all(r["img_per_s"] > 0 for r in ways if not (r["amp"] and r["way"] == "vmap"))
     # and the log ends with them as tables, as docs/PERFORMANCE.md shows them
-    tables = log.split("== (3) and (4) as tables")[1]
+    tables = log.split("== (2), (3) and (4) as tables")[1]
+    assert "CUDA graphs against eager (bench/graphs_check.py), " in tables
     assert "small_cnn on digits (mamix_drw), batch 32, fp32, 1 timed steps after 5:" in tables
     assert "Executors (one SGD step), " in tables and "|   2 | bf16        |" in tables and "| error " in tables
 
