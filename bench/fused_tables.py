@@ -1,18 +1,18 @@
 """The tables of docs/PERFORMANCE.md's fused-trial sections, from the JSON lines that
-``bench/fused_throughput.py``, ``bench/executors.py`` (lines with ``way``) and ``bench/graphs_check.py``
-(lines with ``passed``) append, so that the page shows what a command printed and a GPU session's
-measurements table themselves.
+``bench/fused_throughput.py`` (lines whose ``mode`` is one of its modes), ``bench/executors.py`` (with
+``way``) and ``bench/graphs_check.py`` (with ``passed``) append, so that the page shows what a command
+printed and a GPU session's measurements table themselves.
 
-* Throughput: a row per K (and fused executor) with each mode's aggregate img/s (fused with the executor it ran), and fused
-  against sequential (the same K configurations trained one after another) and against processes.
+* Throughput: a row per K and fused executor with each mode's aggregate img/s, and fused against
+  sequential (the same K configurations trained one after another) and against processes.
 * Executors: a row per K and precision with each way's img/s, or "error" where it could not run.
 * CUDA graphs against eager: a row per check and batch size, the largest update errors of the eager and
   the compiled step from the float64 reference (weights, with their worst ratio; BatchNorm statistics),
   both speeds and the verdict, or the error that stopped the check.
 
 One table per setting measured (device, model, dataset, method, batch, precision, timed steps; for the
-graphs checks, device and torch), under a line naming it. The files are appended to run after run, so where a K was measured more than once in a
-mode (and executor) or way, its last line counts.
+graphs checks, device and torch), under a line naming it. The files are appended to run after run, so
+where a K was measured more than once in a mode (and executor) or way, its last line counts.
 
     python bench/fused_tables.py docs/results/cpu-fused/small_cnn_digits.jsonl [more.jsonl ...]
 """
@@ -123,8 +123,7 @@ def graphs_heading(setting: dict[str, Any]) -> str:
 
 # The three kinds of line: a table's title, which lines belong, what they share, how the table is built and
 # how its setting reads.
-KINDS = (("Fused throughput", lambda line: line.get("mode") in MODES and "passed" not in line,
-          THROUGHPUT_SETTING, throughput_table, heading),
+KINDS = (("Fused throughput", lambda line: line.get("mode") in MODES, THROUGHPUT_SETTING, throughput_table, heading),
          ("Executors (one SGD step)", lambda line: "way" in line, EXECUTORS_SETTING, executors_table, heading),
          ("CUDA graphs against eager (bench/graphs_check.py)", lambda line: "passed" in line, GRAPHS_SETTING,
           graphs_table, graphs_heading))
@@ -146,7 +145,7 @@ def tables(lines: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("jsonl", nargs="+", help="files of bench/fused_throughput.py and bench/executors.py lines")
+    p.add_argument("jsonl", nargs="+", help="JSON lines of fused_throughput.py, executors.py or graphs_check.py")
     text = tables(read(p.parse_args(argv).jsonl))
     print(text, end="")
     return text

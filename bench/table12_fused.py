@@ -290,12 +290,12 @@ def table(final: list[dict[str, Any]]) -> str:
 
 def trend_table(final: list[dict[str, Any]]) -> str:
     """How accuracy and the margin gap move with omega over the cells (``core.reporting.trend``), and the
-    paper's accuracy over its seven means (it publishes no seed's number); empty while the cells span
-    one omega or fewer than three cells, which leave no slope."""
-    if len(final) < 3 or len({row["omega"] for row in final}) < 2:
-        return ""
+    paper's accuracy over its seven means (it publishes no seed's number); empty while the cells leave no
+    slope (one omega, or fewer than three cells)."""
     ours = trend(percent_trials(final), "omega", {**PERCENT_COLUMNS, "margin_gap": "Margin gap"},
                  digits={column: 2 for column in PERCENT_COLUMNS})
+    if (ours["Slope per doubling"] == "-").all():
+        return ""
     paper = pd.DataFrame({"omega": list(TABLE12), "mean": [mean for mean, _ in TABLE12.values()]})
     theirs = trend(paper, "omega", {"mean": f"Paper (%), over its {len(paper)} means"}, digits=2)
     return ("\nTrend over omega: the least-squares slope per doubling of omega over the cells (each seed's, as "
