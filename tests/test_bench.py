@@ -341,7 +341,8 @@ def test_results_page_shows_the_committed_cell_and_trend_tables():
 def test_every_results_table_is_in_a_file_a_command_wrote():
     """Every table of docs/RESULTS.md is, line for line, in a committed file under docs/results/ that a
     command wrote (a sweep's table, table12.md, a cell's replays.md), not typed or edited by hand; but
-    two: the claims table (verdicts in words) and the best-of-20 table, checked against its folders below."""
+    three: the two claims tables (verdicts in words) and the best-of-20 table, checked against its folders
+    below."""
     with open(os.path.join(ROOT, "docs", "RESULTS.md")) as f:
         results = f.read()
     tables = re.findall(r"(?:^\|.*\n)+", results, flags=re.MULTILINE)
@@ -351,8 +352,9 @@ def test_every_results_table_is_in_a_file_a_command_wrote():
             written.append(f.read())
     by_hand = [t for t in tables if not any(t in text for text in written)]
     assert len(tables) >= 30
-    assert [t.splitlines()[0].split("|")[1].strip() for t in by_hand] == ["omega", "claim of the paper"]
-    assert "best of 20 below the paper" in by_hand[0]
+    assert [t.splitlines()[0].split("|")[1].strip() for t in by_hand] == [
+        "claim of the paper, Table 12", "omega", "claim of the paper"]
+    assert "best of 20 below the paper" in by_hand[1]
 
 
 def test_results_best_of_20_table_is_its_folders_replays():
