@@ -14,6 +14,7 @@ the DRW epoch mattered.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import math
 from typing import Any, Callable
@@ -92,13 +93,25 @@ def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
 
 
+def in_canonical_order(study: optuna.Study) -> optuna.Study:
+    """The study's completed trials, in memory, ordered by their parameters. Concurrent packs number
+    their trials in the order they happen to ask, and the importance evaluators' forests depend on the
+    order of their rows: in trial order, the same trials gave other importances, and other ranks, from
+    one run of a search to the next."""
+    ordered = optuna.create_study(directions=study.directions)
+    ordered.add_trials(sorted(completed(study), key=lambda t: json.dumps(t.params, sort_keys=True)))
+    return ordered
+
+
 def importances(study: optuna.Study, seed: int = 0) -> pd.DataFrame:
     """Each parameter's importance for the objective by fANOVA (Hutter et al. 2014) and by a random
-    forest's mean decrease in impurity, and their ranks; most important first. Parameters that only
+    forest's mean decrease in impurity, and their ranks; most important first; over the completed
+    trials in their canonical order, so the same trials give the same table. Parameters that only
     some trials have (e.g. omega in a joint search over methods) are left out by Optuna."""
     from optuna.importance import (FanovaImportanceEvaluator, MeanDecreaseImpurityImportanceEvaluator,
                                    get_param_importances)
 
+    study = in_canonical_order(study)
     fanova = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed))
     mdi = get_param_importances(study, evaluator=MeanDecreaseImpurityImportanceEvaluator(seed=seed))
     table = pd.DataFrame({"parameter": list(fanova), "fanova": list(fanova.values())})

@@ -171,8 +171,10 @@ def report(study, name: str, uri: str, parent: str, folder: str, method: str, ba
     importances and plots; printed, saved in ``folder`` and logged to the ``parent`` run."""
     trials = pd.concat([trials_from_mlflow(uri, run.info.experiment_id, run.info.run_id)
                         for run in tracking.parent_runs(uri, name)], ignore_index=True)
-    finished = trials[trials["status"] == "FINISHED"].sort_values(objective, ascending=False)
     params = list(method_params(method))
+    # ties on the objective in parameter order: MLflow lists runs in the order concurrent packs made them
+    order = [objective, *(p for p in params if p in trials.columns)]
+    finished = trials[trials["status"] == "FINISHED"].sort_values(order, ascending=[False] + [True] * (len(order) - 1))
     metrics = list(dict.fromkeys([objective, "val_acc", "test_acc", "margin_gap"]))
     ranked = finished[[c for c in params + metrics if c in finished.columns]].reset_index(drop=True)
     selection = ("validation accuracy (the chosen configuration's test accuracy is read once, beside it)"

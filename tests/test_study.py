@@ -65,6 +65,18 @@ def test_importances_find_the_parameter_that_matters_and_plots_are_pngs(tmp_path
     assert all(png.startswith(b"\x89PNG") for png in images.values())
 
 
+def test_importances_of_the_same_trials_do_not_depend_on_the_order_they_were_asked(tmp_path):
+    """Concurrent packs number their trials in the order they happen to ask: the same trials told in
+    another order give the same importance table (in trial order, the evaluators' forests did not)."""
+    study = open_study(str(tmp_path / "s.db"), "search", sampler_seed=0)
+    run(study, method_space("mamix_drw", 10), 16)
+    trials = completed(study)
+    reordered = optuna.create_study(direction="maximize")
+    reordered.add_trials(trials[1::2] + trials[::2])
+    assert [t.params for t in reordered.trials] != [t.params for t in trials]
+    assert importances(reordered).equals(importances(study))
+
+
 def test_ray_searches_tell_a_stopped_trial_pruned_and_a_crashed_one_failed(tmp_path):
     """What Ray's OptunaSearch would tell COMPLETE with its last value (the early score of a trial ASHA
     stopped, the last score of one that crashed for good) enters the study as a fused member's would."""
