@@ -126,17 +126,20 @@ def evaluators_agree(table: pd.DataFrame) -> bool:
     return list(table["fanova_rank"]) == list(table["mean_decrease_impurity_rank"])
 
 
-def plots(study: optuna.Study, table: pd.DataFrame, objective: str) -> dict[str, bytes]:
-    """PNG plots: importances, optimisation history, and contour and slice plots of the two most
-    important parameters (slice of the most important one when there is only one)."""
+def plots(study: optuna.Study, table: pd.DataFrame, objective: str, seed: int = 0) -> dict[str, bytes]:
+    """PNG plots: importances (fANOVA's, computed as ``importances`` computes ``table``'s: same order,
+    same ``seed``), optimisation history, and contour and slice plots of the two most important
+    parameters (slice of the most important one when there is only one)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as vis
+    from optuna.importance import FanovaImportanceEvaluator
 
     top = list(table["parameter"][:2])
-    figures = {"importances.png": lambda: vis.plot_param_importances(study, target_name=objective),
+    figures = {"importances.png": lambda: vis.plot_param_importances(
+                   in_canonical_order(study), evaluator=FanovaImportanceEvaluator(seed=seed), target_name=objective),
                "history.png": lambda: vis.plot_optimization_history(study, target_name=objective),
                "slice.png": lambda: vis.plot_slice(study, params=top, target_name=objective)}
     if len(top) == 2:
