@@ -357,6 +357,17 @@ def test_every_results_table_is_in_a_file_a_command_wrote():
     assert "best of 20 below the paper" in by_hand[1]
 
 
+def test_readmes_sweep_output_lines_are_in_the_demo_logs():
+    """The lines README.md quotes from a sweep's output are in the committed demo logs, word for word."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        quoted = [line for line in f if line.startswith(("trial omega=", "status: "))]
+    logs = ""
+    for path in glob.glob(os.path.join(ROOT, "docs", "results", "demo", "*", "log.txt")):
+        with open(path) as f:
+            logs += f.read()
+    assert len(quoted) == 3 and all(line in logs for line in quoted)
+
+
 def test_results_best_of_20_table_is_its_folders_replays():
     """The table of "The authors' best epoch": each row's numbers are those its folder's replays.md printed
     (as trained, mixed and clean-then-mixed rows: mean ± std and best of 20), beside the paper's mean and the
