@@ -25,6 +25,11 @@ from core.data import DATASETS, DeviceData  # noqa: E402
 DRAWS = 3000
 
 
+def row_cells(line: str) -> list[str]:
+    """A Markdown table row's cells, stripped."""
+    return [cell.strip() for cell in line.split("|")[1:-1]]
+
+
 def _image() -> np.ndarray:
     """One 32x32 RGB uint8 image, bright on the right and different per channel, so flips, crop
     offsets and the padding value all move the per-pixel statistics."""
@@ -259,8 +264,7 @@ def test_table12_window_replays_every_member_as_a_pack_member_and_alone(tmp_path
 
     page = (tmp_path / "w" / "table12.md").read_text()
     best = max(100 * m["test_acc"] for m in cells[1]["statistics"]["clean, then mixed"])
-    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in page.split("Replayed cells")[1].splitlines()
-            if line.startswith("| ")]
+    rows = [row_cells(line) for line in page.split("Replayed cells")[1].splitlines() if line.startswith("| ")]
     assert rows[2][:4] == ["4", "0", "w", "2"] and rows[2][-2] == f"{best:.2f}"  # rows[0] is the header
 
     late = replays([cfg], alone, 3, table12_fused.REPLAYED, deadline=time.time() - 1)[0]
@@ -322,7 +326,7 @@ def test_cell_table_marks_each_cell_with_its_device_and_keeps_a_cell_trained_twi
     page = cell_table([row(0.5, 0, 0.7012, "w2", "NVIDIA H200"), row(0.5, 1, 0.69, "w1", "AMD EPYC"),
                        row(8.0, 1, 0.655, "w1", "AMD EPYC"), row(0.5, 0, 0.7, "w1", "AMD EPYC")])
     assert "(a: AMD EPYC, b: NVIDIA H200)" in page
-    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in page.splitlines() if line.startswith("| ")]
+    rows = [row_cells(line) for line in page.splitlines() if line.startswith("| ")]
     assert rows == [["omega", "seed 0", "seed 1"], ["0.5", "70.00 a; 70.12 b", "69.00 a"], ["8", "", "65.50 a"]]
 
 
@@ -377,15 +381,13 @@ def test_results_best_of_20_table_is_its_folders_replays():
     with open(os.path.join(ROOT, "docs", "RESULTS.md")) as f:
         results = f.read()
     start = results.index("| omega | seed | final epoch | mixed | mixed, best of 20 |")
-    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in results[start:results.index("\n\n", start)]
-            .splitlines()[2:]]
+    rows = [row_cells(line) for line in results[start:results.index("\n\n", start)].splitlines()[2:]]
     assert len(rows) == 4
     for omega, seed, final, mixed, mixed_best, authors, authors_best, paper, final_below, best_below in rows:
         folder = os.path.join(ROOT, "docs", "results", "bn-statistics",
                               f"2026-12-04-best-of-20-omega-{float(omega):.1f}-seed-{seed}")
         with open(os.path.join(folder, "replays.md")) as f:
-            replayed = {cells[0]: cells[1:4] for cells in ([c.strip() for c in line.split("|")[1:-1]]
-                                                           for line in f if line.startswith("| "))}
+            replayed = {row[0]: row[1:4] for row in map(row_cells, f) if row}
         assert replayed["as trained"] == ["1", final, final]
         assert replayed["mixed"] == ["20", mixed, mixed_best]
         assert replayed["clean, then mixed"] == ["20", authors, authors_best]
@@ -414,16 +416,16 @@ def test_fused_tables_row_per_k_and_executor_with_the_last_line_of_each():
     parts = text.split("\n\n")
     assert parts[0] == ("Fused throughput, GPU X, resnet32 on cifar10 (mamix_drw), batch 128, bf16, "
                         "30 timed steps after 5:")
-    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in parts[1].splitlines()]
+    rows = [row_cells(line) for line in parts[1].splitlines()]
     assert rows[0] == ["K", "fused img/s", "executor", "sequential img/s", "processes img/s", "fused / sequential",
                        "fused / processes"]
     assert rows[2:] == [["1", "250", "grouped", "", "", "", ""],
                         ["4", "1,000", "grouped", "400", "800", "2.50", "1.25"],
                         ["4", "600", "per_member", "400", "800", "1.50", "0.75"]]
     assert "batch 64, bf16" in parts[2]  # another setting: its own table
-    assert [c.strip() for c in parts[3].splitlines()[2].split("|")[1:-1]] == ["1", "99", "grouped"]
+    assert row_cells(parts[3].splitlines()[2]) == ["1", "99", "grouped"]
     assert parts[4] == "Executors (one SGD step), GPU X, resnet32, batch 128, 30 timed steps after 5:"
-    assert [c.strip() for c in parts[5].splitlines()[2].split("|")[1:-1]] == ["7", "bf16", "48,367", "error"]
+    assert row_cells(parts[5].splitlines()[2]) == ["7", "bf16", "48,367", "error"]
 
 
 def test_performance_page_shows_the_fused_tables_its_measurements_print():
@@ -665,7 +667,7 @@ def test_graphs_check_runs_each_variant_with_the_stages_its_method_needs(monkeyp
 
     page = tables(results)
     assert page.count("CUDA graphs against eager") == 1 and failed["device"] == checked[0]["device"]
-    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in page.splitlines() if line.startswith("| ")]
+    rows = [row_cells(line) for line in page.splitlines() if line.startswith("| ")]
     assert [r[0] for r in rows if r[0]][1:] == [
         "method=ldam_drw: small_cnn, digits, 2 member(s), 2 epoch(s), default, fp32",
         "method=m2m: small_cnn, digits, 2 member(s), 2 epoch(s), default, fp32",
