@@ -9,17 +9,23 @@ printed and a GPU session's measurements table themselves.
 * CUDA graphs against eager: a row per check and batch size, the largest update errors of the eager and
   the compiled step from the float64 reference (weights, with their worst ratio; BatchNorm statistics),
   both speeds and the verdict, or the error that stopped the check.
+* A whole Table 12 pack's step, from the ``run.json`` of ``bench/table12_fused.py`` windows (a ``.json``
+  file, not lines): a row per pack size, a column per way it was timed (the candidates on the whole pack,
+  then the probes in the way kept, eager or compiled), img/s as members x batch / seconds a step.
 
 One table per setting measured (device, model, dataset, method, batch, precision, timed steps; for the
-graphs checks, device and torch), under a line naming it. The files are appended to run after run, so
-where a K was measured more than once in a mode (and executor) or way, its last line counts.
+graphs checks, device and torch; for the packs, device, torch, model, dataset, method and batch), under a
+line naming it. The files are appended to run after run, so where a K was measured more than once in a
+mode (and executor) or way, its last line counts.
 
     python bench/fused_tables.py docs/results/cpu-fused/small_cnn_digits.jsonl [more.jsonl ...]
+    python bench/fused_tables.py docs/results/table12/2026-12-04-nvidia-h200/run.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from typing import Any
@@ -38,6 +44,7 @@ from core.reporting import markdown_table  # noqa: E402
 THROUGHPUT_SETTING = ("device_name", "model", "dataset", "method", "batch", "amp", "compile", "steps", "warmup")
 EXECUTORS_SETTING = ("device_name", "model", "batch", "steps", "warmup")
 GRAPHS_SETTING = ("device", "torch")
+PACKS_SETTING = ("device", "torch", "model", "dataset", "method", "batch")
 
 
 def rate(value: float) -> str:
@@ -121,16 +128,67 @@ def graphs_heading(setting: dict[str, Any]) -> str:
     return f"{setting.get('device', 'device not recorded')}, torch {setting.get('torch', '?')}"
 
 
-# The three kinds of line: a table's title, which lines belong, what they share, how the table is built and
+def compile_mode(run: dict[str, Any], timing: dict[str, Any]) -> str | None:
+    """How a timed pack's step ran: its compile mode, or None for eager. Probes before 2026-12-06 did not
+    record it: a pack was compiled if its probe spent time compiling, in its window's ``--compile`` mode."""
+    if "compile_mode" in timing:
+        return timing["compile_mode"]
+    if not timing.get("compile_s"):
+        return None
+    argv = run["argv"]
+    return argv[argv.index("--compile") + 1] if "--compile" in argv else "mode not recorded"
+
+
+def pack_lines(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """A ``table12_fused.py`` window's ``run.json`` as a line per timed pack: each candidate way on the
+    whole pack of the cells left (an error where it could not run), then the probes in the way kept."""
+    setting = run["setting"]
+    common = {"device": run["device"], "torch": run["torch"], "model": setting["model"],
+              "dataset": setting["dataset"], "method": setting["method"], "batch": setting["batch_size"]}
+    timed = run.get("candidates", []) + [{"candidate": run["candidate"], **p} for p in run.get("probes", [])]
+    lines = []
+    for timing in timed:
+        mode = compile_mode(run, timing)
+        way = timing["candidate"] + (f", compiled ({mode})" if mode else "")
+        members = timing.get("members", run["grid_cells"] - run["done_before"])
+        lines.append({**common, "pack": way, "members": members,
+                      **{k: timing[k] for k in ("step_s", "error") if k in timing}})
+    return lines
+
+
+def packs_table(lines: list[dict[str, Any]]) -> pd.DataFrame:
+    """One setting's timed packs: a row per pack size, a column per way, img/s and seconds a step."""
+    last = {(line["members"], line["pack"]): line for line in lines}
+    ways = list(dict.fromkeys(way for _, way in last))
+    rows = []
+    for k in sorted({k for k, _ in last}):
+        row: dict[str, Any] = {"members": k}
+        for way in ways:
+            line = last.get((k, way))
+            row[way] = ("" if line is None else "error" if "error" in line
+                        else f"{rate(k * line['batch'] / line['step_s'])} ({line['step_s']:.4f} s)")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def packs_heading(setting: dict[str, Any]) -> str:
+    return (f"{setting['device']}, torch {setting['torch']}, {setting['model']} on {setting['dataset']} "
+            f"({setting['method']}), {setting['batch']} images a member a step")
+
+
+# The four kinds of line: a table's title, which lines belong, what they share, how the table is built and
 # how its setting reads.
 KINDS = (("Fused throughput", lambda line: line.get("mode") in MODES, THROUGHPUT_SETTING, throughput_table, heading),
          ("Executors (one SGD step)", lambda line: "way" in line, EXECUTORS_SETTING, executors_table, heading),
          ("CUDA graphs against eager (bench/graphs_check.py)", lambda line: "passed" in line, GRAPHS_SETTING,
-          graphs_table, graphs_heading))
+          graphs_table, graphs_heading),
+         ("A whole Table 12 pack's step (bench/table12_fused.py's probes: img/s and seconds a step)",
+          lambda line: "pack" in line, PACKS_SETTING, packs_table, packs_heading))
 
 
 def tables(lines: list[dict[str, Any]]) -> str:
-    """Every setting's table, throughput first, then executors and graphs checks, each under its heading."""
+    """Every setting's table, throughput first, then executors, graphs checks and packs, each under its
+    heading."""
     parts = []
     for title, belongs, fields, build, describe in KINDS:
         groups: dict[tuple, list[dict[str, Any]]] = {}
@@ -143,10 +201,26 @@ def tables(lines: list[dict[str, Any]]) -> str:
     return "\n".join(parts)
 
 
+def load(paths: list[str]) -> list[dict[str, Any]]:
+    """The lines of every ``.jsonl`` file and the timed packs of every ``.json`` one (a window's run.json)."""
+    lines = []
+    for path in paths:
+        if path.endswith(".jsonl"):
+            lines += read([path])
+        else:
+            with open(path) as f:
+                run = json.load(f)
+            if "setting" not in run:
+                raise SystemExit(f"{path}: not the run.json of a bench/table12_fused.py window (it has no setting)")
+            lines += pack_lines(run)
+    return lines
+
+
 def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("jsonl", nargs="+", help="JSON lines of fused_throughput.py, executors.py or graphs_check.py")
-    text = tables(read(p.parse_args(argv).jsonl))
+    p.add_argument("files", nargs="+", help="JSON lines of fused_throughput.py, executors.py or graphs_check.py "
+                                            "(.jsonl), or a table12_fused.py window's run.json")
+    text = tables(load(p.parse_args(argv).files))
     print(text, end="")
     return text
 

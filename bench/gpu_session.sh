@@ -10,8 +10,8 @@
 #   table12/{members.jsonl,final.json,run.json,table12.md,replays.json}  (1) the next window of Table 12
 #   graphs.jsonl                                   (2) the compiled step against eager, whole runs
 #   fused.jsonl                                    (3) fused throughput, (4) executors vs vmap
-#   log.txt                                        everything printed, the environment first and
-#                                                  (2)-(4)'s tables last (bench/fused_tables.py)
+#   log.txt                                        everything printed, the environment first and the
+#                                                  tables of (1)'s probes and (2)-(4) last (bench/fused_tables.py)
 #
 # (1) bench/table12_fused.py: the Table 12 cells that docs/results/table12/ does not hold yet, as many as
 #     fit TABLE12_S seconds (probes included), compiled with CUDA graphs (TrainConfig's default on CUDA);
@@ -102,9 +102,11 @@ main() {
         "$PY" bench/executors.py --device "$DEVICE" --model resnet32 --members 7 35 --batch 128 --steps 10 --warmup 3 \
         --precisions fp32 bf16 --channels-last --json "$DEST/fused.jsonl" $EXECUTORS_ARGS
     # the tables docs/PERFORMANCE.md shows, in the log: the device tool brings back 8 files at most
-    echo "== (2), (3) and (4) as tables"
+    echo "== (1)'s probes, (2), (3) and (4) as tables"
     local measured=()
-    for file in "$DEST/graphs.jsonl" "$DEST/fused.jsonl"; do [ -s "$file" ] && measured+=("$file"); done
+    for file in "$DEST/graphs.jsonl" "$DEST/fused.jsonl" "$DEST/table12/run.json"; do
+        [ -s "$file" ] && measured+=("$file")
+    done
     if [ ${#measured[@]} -gt 0 ]; then
         "$PY" bench/fused_tables.py "${measured[@]}" || echo "fused_tables.py stopped (exit $?)"
     else

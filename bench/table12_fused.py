@@ -190,7 +190,7 @@ def use(candidate: dict[str, Any]) -> None:
 def probe(cfgs: list[TrainConfig], count: int, evaluation: bool = True) -> dict[str, float]:
     """Seconds of the set-up (its first two steps included: cuDNN's choices, and with ``compile`` the
     full batch's graph; the last, partial batch's graph costs as much again, ``compile_s``), per training
-    step and per evaluation of a pack."""
+    step and per evaluation of a pack, and its compile mode (None: eager)."""
     t = time.perf_counter()
     pack = ready(cfgs)
     run = steps(pack)
@@ -200,6 +200,7 @@ def probe(cfgs: list[TrainConfig], count: int, evaluation: bool = True) -> dict[
     *_, seconds = timed([run], pack.device, count, warmup=0)
     result = {"members": len(cfgs), "setup_s": built - t + first_steps,
               "compile_s": first_steps if pack.compiled else 0.0, "step_s": seconds / count,
+              "compile_mode": pack.cfg.compile_mode if pack.compiled else None,
               "steps_per_epoch": len(batch_bounds(pack.index.shape[1], pack.cfg.batch_size))}
     if evaluation:
         t = time.perf_counter()

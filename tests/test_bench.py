@@ -428,22 +428,90 @@ def test_fused_tables_row_per_k_and_executor_with_the_last_line_of_each():
     assert row_cells(parts[5].splitlines()[2]) == ["7", "bf16", "48,367", "error"]
 
 
-def test_performance_page_shows_the_fused_tables_its_measurements_print():
-    """docs/PERFORMANCE.md's fused throughput, executor and graphs-check tables are what
-    bench/fused_tables.py prints from the committed measurements, not typed by hand."""
-    from bench.fused_tables import tables
-    from bench.summarise import read
+def test_fused_tables_time_a_whole_pack_from_a_windows_run_json(tmp_path):
+    """A table12_fused.py window's run.json: a row per pack size, a column per way timed (the candidates
+    on the pack of the cells left, one failing, then the probes in the way kept), img/s = members x batch /
+    step; a compiled probe is named with its mode, recorded or, in windows before it was, the --compile flag's."""
+    from bench.fused_tables import load
+    from bench.fused_tables import tables as fused_tables
 
+    setting = {"model": "resnet32", "dataset": "cifar10", "method": "mamix_drw", "batch_size": 100}
+    eager = {"device": "GPU X", "torch": "2.0", "setting": setting, "grid_cells": 35, "done_before": 15,
+             "argv": [], "candidate": "grouped",
+             "candidates": [{"candidate": "grouped", "members": 20, "compile_s": 0.0, "step_s": 0.05},
+                            {"candidate": "per_member", "error": "CUDA out of memory"}],
+             "probes": [{"members": 7, "compile_s": 0.0, "compile_mode": None, "step_s": 0.02},
+                        {"members": 20, "compile_s": 0.0, "compile_mode": None, "step_s": 0.04}]}
+    compiled = {**eager, "argv": ["--compile", "max-autotune"], "candidate": "auto", "candidates": [],
+                "probes": [{"members": 7, "compile_s": 3.0, "step_s": 0.01}]}  # before compile_mode was kept
+    paths = []
+    for name, run in (("eager", eager), ("compiled", compiled)):
+        paths.append(str(tmp_path / f"{name}.json"))
+        with open(paths[-1], "w") as f:
+            json.dump(run, f, indent=1)
+    title, table = fused_tables(load(paths)).strip().split("\n\n")
+    assert title.endswith("GPU X, torch 2.0, resnet32 on cifar10 (mamix_drw), 100 images a member a step:")
+    lines = table.splitlines()
+    assert row_cells(lines[0]) == ["members", "grouped", "per_member", "auto, compiled (max-autotune)"]
+    # the probe of the whole pack, timed after the candidates, is the one its row shows
+    assert [row_cells(line) for line in lines[2:]] == [["7", "35,000 (0.0200 s)", "", "70,000 (0.0100 s)"],
+                                                      ["20", "50,000 (0.0400 s)", "error", ""]]
+    with open(tmp_path / "old.json", "w") as f:
+        json.dump({"device": "GPU X", "probes": []}, f)
+    with pytest.raises(SystemExit, match="has no setting"):
+        load([str(tmp_path / "old.json")])
+
+
+# The files under docs/results/ whose fused_tables.py tables docs/PERFORMANCE.md shows, each group one call.
+PERFORMANCE_MEASUREMENTS = (
+    ["cpu-fused/small_cnn_digits.jsonl"], ["cpu-fused/resnet32_cifar10_lt300.jsonl"],
+    ["cpu-fused/executors_vmap.jsonl"], ["gpu-2026-12-04/window-eager/fused.jsonl"],
+    ["gpu-2026-12-04/window-eager/graphs.jsonl"],
+    ["graphs-cpu/small_cnn_digits.jsonl", "gpu-session-cpu-dryrun/graphs.jsonl",
+     "graphs-cpu/variants-cifar10-small_cnn/graphs.jsonl"],
+    ["gpu-2026-12-04/window-eager/table12/run.json", "table12/2026-12-04-nvidia-h200/run.json"])
+
+
+def performance_page() -> str:
     with open(os.path.join(ROOT, "docs", "PERFORMANCE.md")) as f:
-        page = f.read()
-    graphs_cpu = ("graphs-cpu/small_cnn_digits.jsonl", "gpu-session-cpu-dryrun/graphs.jsonl",
-                  "graphs-cpu/variants-cifar10-small_cnn/graphs.jsonl")
-    for measured in (["cpu-fused/small_cnn_digits.jsonl"], ["cpu-fused/resnet32_cifar10_lt300.jsonl"],
-                     ["cpu-fused/executors_vmap.jsonl"], ["gpu-2026-12-04/window-eager/fused.jsonl"],
-                     ["gpu-2026-12-04/window-eager/graphs.jsonl"], graphs_cpu):
-        printed = tables(read([os.path.join(ROOT, "docs", "results", m) for m in measured]))
-        for table in printed.split("\n\n"):
-            assert table.strip() in page, (measured, table[:80])
+        return f.read()
+
+
+def printed_performance_tables() -> list[str]:
+    from bench.fused_tables import load, tables
+
+    printed = []
+    for measured in PERFORMANCE_MEASUREMENTS:
+        text = tables(load([os.path.join(ROOT, "docs", "results", m) for m in measured]))
+        printed += [part.strip() for part in text.split("\n\n")]
+    return printed
+
+
+def test_performance_page_shows_the_fused_tables_its_measurements_print():
+    """docs/PERFORMANCE.md's fused throughput, executor, graphs-check and Table 12 pack tables are what
+    bench/fused_tables.py prints from the committed measurements, not typed by hand."""
+    page = performance_page()
+    for table in printed_performance_tables():
+        assert table in page, table[:80]
+
+
+def test_every_performance_table_is_in_a_file_or_printed_from_files():
+    """Every table of docs/PERFORMANCE.md is, line for line, in a committed file under docs/results/ (a
+    page or a printed log) or what bench/fused_tables.py prints from committed files; but the list of
+    tools (words) and the two H100 tables, whose files never landed (the page says they are unbacked)."""
+    page = performance_page()
+    tables = re.findall(r"(?:^\|.*\n)+", page, flags=re.MULTILINE)
+    written = printed_performance_tables()
+    for ext in ("md", "txt"):
+        for path in glob.glob(os.path.join(ROOT, "docs", "results", "**", f"*.{ext}"), recursive=True):
+            with open(path) as f:
+                written.append(f.read())
+    by_hand = [t for t in tables if not any(t.strip() in text for text in written)]
+    assert len(tables) >= 12
+    assert [row_cells(t.splitlines()[0])[0] for t in by_hand] == ["file", "device", "variant"]
+    h100 = page[page.index("## GPU: NVIDIA H100"):page.index("## CPU: machine")]
+    assert "**The H100 figures on this page are unbacked.**" in page
+    assert by_hand[1] in h100 and by_hand[2] in h100
 
 
 BN_DIGITS = ["--device", "cpu", "--epochs", "2", "--eval-every", "1", "--set", "dataset=digits", "model=small_cnn",
@@ -723,6 +791,7 @@ def test_gpu_session_script_runs_its_four_steps_and_leaves_what_the_device_tool_
     assert "stopped" not in log and "== done in" in log and "torch" in log.split("== (1)")[0]  # the environment
     run = json.loads((out / "table12" / "run.json").read_text())
     assert run["members"] == 1 and run["replay_repeats"] == 2
+    assert run["probes"][0]["compile_mode"] is None  # eager: TrainConfig's default on the CPU
     assert json.loads((out / "graphs.jsonl").read_text())["passed"]
     rows = [json.loads(line) for line in (out / "fused.jsonl").read_text().splitlines()]
     assert [(r["mode"], r["members"]) for r in rows if "mode" in r] == [("fused", 1), ("sequential", 1), ("fused", 2)]
@@ -732,8 +801,9 @@ def test_gpu_session_script_runs_its_four_steps_and_leaves_what_the_device_tool_
                                                           for w in ("grouped", "per_member", "vmap")]
     assert all(r["img_per_s"] > 0 for r in ways if not (r["amp"] and r["way"] == "vmap"))
     # and the log ends with them as tables, as docs/PERFORMANCE.md shows them
-    tables = log.split("== (2), (3) and (4) as tables")[1]
+    tables = log.split("== (1)'s probes, (2), (3) and (4) as tables")[1]
     assert "CUDA graphs against eager (bench/graphs_check.py), " in tables
+    assert "A whole Table 12 pack's step (bench/table12_fused.py's probes: img/s and seconds a step), " in tables
     assert "small_cnn on digits (mamix_drw), batch 32, fp32, 1 timed steps after 5:" in tables
     assert "Executors (one SGD step), " in tables and "|   2 | bf16        |" in tables and "| error " in tables
 
