@@ -2,9 +2,11 @@
 
 Each of N processes plays one trial: it opens its child run and logs E evaluations (about 60
 metrics each, as a real trial does) as fast as it can, through the platform's own
-``core.tracking.TrialRun`` (with its retries). The script then counts the steps that arrived.
+``core.tracking.TrialRun`` (with its retries). The script then counts the steps that arrived, prints a
+JSON line per measurement and, at the end, their table (``--table`` prints a file's lines as that table).
 
-    python bench/mlflow_concurrency.py --trials 1 4 16 32 --epochs 20 --json results/mlflow_concurrency.jsonl
+    python bench/mlflow_concurrency.py --trials 1 4 16 32 --epochs 20 --json docs/results/mlflow-concurrency/sqlite.jsonl
+    python bench/mlflow_concurrency.py --table docs/results/mlflow-concurrency/sqlite.jsonl
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import pandas as pd  # noqa: E402
+
+from bench.summarise import read  # noqa: E402
 from core import tracking  # noqa: E402
+from core.reporting import markdown_table  # noqa: E402
+
+# A measurement's fields and their column titles.
+COLUMNS = {"trials": "trials at once", "expected_steps": "steps expected", "arrived_steps": "steps arrived",
+           "buffered_events": "steps buffered after retries", "wall_s": "wall s", "steps_per_s": "steps/s"}
 
 
 def log_trial(args: tuple[str, str, str, int, int]) -> tuple[str, int]:
@@ -56,12 +66,22 @@ def measure(trials: int, epochs: int, folder: str) -> dict[str, float]:
             "steps_per_s": round(arrived / wall, 1)}
 
 
+def table(rows: list[dict[str, float]]) -> str:
+    """The measurements as a Markdown table, a row each in the order measured."""
+    return markdown_table(pd.DataFrame(rows)[list(COLUMNS)].rename(columns=COLUMNS))
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--json", help="append one JSON line per measurement to this file")
+    p.add_argument("--table", metavar="JSONL", help="only print the table of this file's measurements")
     args = p.parse_args(argv)
+    if args.table:
+        rows = read([args.table])
+        print(table(rows))
+        return rows
     rows = []
     for n in args.trials:
         with tempfile.TemporaryDirectory() as folder:
@@ -71,6 +91,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
         if args.json:
             with open(args.json, "a") as f:
                 f.write(json.dumps(row) + "\n")
+    print(table(rows))
     return rows
 
 

@@ -462,6 +462,21 @@ def test_fused_tables_time_a_whole_pack_from_a_windows_run_json(tmp_path):
         load([str(tmp_path / "old.json")])
 
 
+def test_reliability_page_shows_the_concurrency_table_its_measurements_print():
+    """docs/RELIABILITY.md's SQLite concurrency table is what bench/mlflow_concurrency.py --table prints
+    from the committed measurements, row for row in the order measured."""
+    from bench.mlflow_concurrency import table
+    from bench.summarise import read
+
+    with open(os.path.join(ROOT, "docs", "RELIABILITY.md")) as f:
+        page = f.read()
+    rows = read([os.path.join(ROOT, "docs", "results", "mlflow-concurrency", "sqlite.jsonl")])
+    printed = table(rows)
+    assert printed in page
+    assert [row_cells(line)[:3] for line in printed.splitlines()[2:]] == [
+        [str(r["trials"]), str(r["expected_steps"]), str(r["arrived_steps"])] for r in rows]
+
+
 # The files under docs/results/ whose fused_tables.py tables docs/PERFORMANCE.md shows, each group one call.
 PERFORMANCE_MEASUREMENTS = (
     ["cpu-fused/small_cnn_digits.jsonl"], ["cpu-fused/resnet32_cifar10_lt300.jsonl"],
