@@ -209,9 +209,13 @@ def load(paths: list[str]) -> list[dict[str, Any]]:
             lines += read([path])
         else:
             with open(path) as f:
-                run = json.load(f)
-            if "setting" not in run:
-                raise SystemExit(f"{path}: not the run.json of a bench/table12_fused.py window (it has no setting)")
+                try:
+                    run = json.load(f)
+                except json.JSONDecodeError:
+                    run = None
+            if not isinstance(run, dict) or "setting" not in run:
+                raise SystemExit(f"{path}: not the run.json of a bench/table12_fused.py window, which has a "
+                                 "setting (JSON lines go in a .jsonl file)")
             lines += pack_lines(run)
     return lines
 

@@ -35,7 +35,7 @@ largest differences of test accuracy and margin gap at the evaluations; Inductor
 skips; the graphs TorchDynamo compiled (at least one a batch size, or the network ran eagerly); the first
 call of each batch shape (its compile); img/s of each executor's timed epoch; and ``passed``.
 
-    python bench/graphs_check.py --device cuda --data-root DIR --members 7 --epochs 2 --json OUT/graphs.json
+    python bench/graphs_check.py --device cuda --data-root DIR --members 7 --epochs 2 --json OUT/graphs.jsonl
     python bench/graphs_check.py --device cpu --set dataset=digits model=small_cnn ratio=10 \\
         --members 2 --epochs 2 --mode default                                     # the CPU check of the flow
     python bench/graphs_check.py --device cuda --data-root DIR --members 4 --variants method=ldam_drw \\

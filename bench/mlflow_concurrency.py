@@ -5,7 +5,8 @@ metrics each, as a real trial does) as fast as it can, through the platform's ow
 ``core.tracking.TrialRun`` (with its retries). The script then counts the steps that arrived, prints a
 JSON line per measurement and, at the end, their table (``--table`` prints a file's lines as that table).
 
-    python bench/mlflow_concurrency.py --trials 1 4 16 32 --epochs 20 --json docs/results/mlflow-concurrency/sqlite.jsonl
+    python bench/mlflow_concurrency.py --trials 1 4 16 32 --epochs 20 \\
+        --json docs/results/mlflow-concurrency/sqlite.jsonl
     python bench/mlflow_concurrency.py --table docs/results/mlflow-concurrency/sqlite.jsonl
 """
 

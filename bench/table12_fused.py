@@ -187,7 +187,7 @@ def use(candidate: dict[str, Any]) -> None:
     torch.backends.cudnn.benchmark = bool(candidate.get("cudnn_benchmark", False))
 
 
-def probe(cfgs: list[TrainConfig], count: int, evaluation: bool = True) -> dict[str, float]:
+def probe(cfgs: list[TrainConfig], count: int, evaluation: bool = True) -> dict[str, Any]:
     """Seconds of the set-up (its first two steps included: cuDNN's choices, and with ``compile`` the
     full batch's graph; the last, partial batch's graph costs as much again, ``compile_s``), per training
     step and per evaluation of a pack, and its compile mode (None: eager)."""

@@ -498,10 +498,12 @@ def test_fused_tables_time_a_whole_pack_from_a_windows_run_json(tmp_path):
     # the probe of the whole pack, timed after the candidates, is the one its row shows
     assert [row_cells(line) for line in lines[2:]] == [["7", "35,000 (0.0200 s)", "", "70,000 (0.0100 s)"],
                                                       ["20", "50,000 (0.0400 s)", "error", ""]]
-    with open(tmp_path / "old.json", "w") as f:
-        json.dump({"device": "GPU X", "probes": []}, f)
-    with pytest.raises(SystemExit, match="has no setting"):
-        load([str(tmp_path / "old.json")])
+    # a window's run.json from before it kept its setting, and JSON lines given as .json
+    (tmp_path / "old.json").write_text(json.dumps({"device": "GPU X", "probes": []}, indent=1))
+    (tmp_path / "lines.json").write_text('{"mode": "fused"}\n{"mode": "sequential"}\n')
+    for wrong in ("old.json", "lines.json"):
+        with pytest.raises(SystemExit, match="not the run.json of a bench/table12_fused.py window, which has"):
+            load([str(tmp_path / wrong)])
 
 
 def test_reliability_page_shows_the_concurrency_table_its_measurements_print():
