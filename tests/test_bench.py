@@ -473,7 +473,8 @@ def test_fused_tables_row_per_k_and_executor_with_the_last_line_of_each():
 def test_fused_tables_time_a_whole_pack_from_a_windows_run_json(tmp_path):
     """A table12_fused.py window's run.json: a row per pack size, a column per way timed (the candidates
     on the pack of the cells left, one failing, then the probes in the way kept), img/s = members x batch /
-    step; a compiled probe is named with its mode, recorded or, in windows before it was, the --compile flag's."""
+    step; a compiled probe is named with its mode, recorded or, in windows before it was, the --compile flag's
+    ("mode not recorded" without the flag)."""
     from bench.fused_tables import load
     from bench.fused_tables import tables as fused_tables
 
@@ -484,20 +485,24 @@ def test_fused_tables_time_a_whole_pack_from_a_windows_run_json(tmp_path):
                             {"candidate": "per_member", "error": "CUDA out of memory"}],
              "probes": [{"members": 7, "compile_s": 0.0, "compile_mode": None, "step_s": 0.02},
                         {"members": 20, "compile_s": 0.0, "compile_mode": None, "step_s": 0.04}]}
+    # two windows from before probes kept their compile mode: one given --compile, one compiled by default
     compiled = {**eager, "argv": ["--compile", "max-autotune"], "candidate": "auto", "candidates": [],
-                "probes": [{"members": 7, "compile_s": 3.0, "step_s": 0.01}]}  # before compile_mode was kept
+                "probes": [{"members": 7, "compile_s": 3.0, "step_s": 0.01}]}
+    by_default = {**compiled, "argv": [], "probes": [{"members": 20, "compile_s": 3.0, "step_s": 0.02}]}
     paths = []
-    for name, run in (("eager", eager), ("compiled", compiled)):
+    for name, run in (("eager", eager), ("compiled", compiled), ("by_default", by_default)):
         paths.append(str(tmp_path / f"{name}.json"))
         with open(paths[-1], "w") as f:
             json.dump(run, f, indent=1)
     title, table = fused_tables(load(paths)).strip().split("\n\n")
     assert title.endswith("GPU X, torch 2.0, resnet32 on cifar10 (mamix_drw), 100 images a member a step:")
     lines = table.splitlines()
-    assert row_cells(lines[0]) == ["members", "grouped", "per_member", "auto, compiled (max-autotune)"]
+    assert row_cells(lines[0]) == ["members", "grouped", "per_member", "auto, compiled (max-autotune)",
+                                   "auto, compiled (mode not recorded)"]
     # the probe of the whole pack, timed after the candidates, is the one its row shows
-    assert [row_cells(line) for line in lines[2:]] == [["7", "35,000 (0.0200 s)", "", "70,000 (0.0100 s)"],
-                                                      ["20", "50,000 (0.0400 s)", "error", ""]]
+    assert [row_cells(line) for line in lines[2:]] == [
+        ["7", "35,000 (0.0200 s)", "", "70,000 (0.0100 s)", ""],
+        ["20", "50,000 (0.0400 s)", "error", "", "100,000 (0.0200 s)"]]
     # a window's run.json from before it kept its setting, and JSON lines given as .json
     (tmp_path / "old.json").write_text(json.dumps({"device": "GPU X", "probes": []}, indent=1))
     (tmp_path / "lines.json").write_text('{"mode": "fused"}\n{"mode": "sequential"}\n')
