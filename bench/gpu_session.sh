@@ -10,8 +10,9 @@
 #   table12/{members.jsonl,final.json,run.json,table12.md,replays.json}  (1) the next window of Table 12
 #   graphs.jsonl                                   (2) the compiled step against eager, whole runs
 #   fused.jsonl                                    (3) fused throughput, (4) executors vs vmap
-#   log.txt                                        everything printed, the environment first and the
-#                                                  tables of (1)'s probes and (2)-(4) last (bench/fused_tables.py)
+#   log.txt                                        everything printed, the environment first, each step's
+#                                                  seconds, and the tables of (1)'s probes and (2)-(4) last
+#                                                  (bench/fused_tables.py)
 #
 # (1) bench/table12_fused.py: the Table 12 cells that docs/results/table12/ does not hold yet, as many as
 #     fit TABLE12_S seconds (probes included), compiled with CUDA graphs (TrainConfig's default on CUDA);
@@ -69,13 +70,15 @@ export PYTHONUNBUFFERED=1
 prepare_dirs
 
 # step SECONDS TITLE COMMAND...: TITLE, then COMMAND under `timeout SECONDS` (whose 0 would mean no limit:
-# here 0 skips the step); a step that fails or runs out of time leaves the next ones their turn.
+# here 0 skips the step); a step that fails or runs out of time leaves the next ones their turn. Each step
+# ends with the seconds it took, start-up included, by which the next session sizes its steps.
 step() {
-    local seconds=$1 title=$2
+    local seconds=$1 title=$2 started=$SECONDS
     shift 2
     echo "== $title"
     if [ "$seconds" -le 0 ]; then echo "skipped (0 s)"; return; fi
     timeout "$seconds" "$@" || echo "${2##*/} stopped (exit $?)"
+    echo "-- took $((SECONDS - started)) s of $seconds"
 }
 
 main() {

@@ -853,6 +853,7 @@ def test_gpu_session_script_runs_its_four_steps_and_leaves_what_the_device_tool_
                      "table12/replays.json", "table12/run.json", "table12/table12.md"]
     log = (out / "log.txt").read_text()
     assert "stopped" not in log and "== done in" in log and "torch" in log.split("== (1)")[0]  # the environment
+    assert len(re.findall(r"^-- took \d+ s of \d+$", log, flags=re.MULTILINE)) == 4  # each step's seconds
     run = json.loads((out / "table12" / "run.json").read_text())
     assert run["members"] == 1 and run["replay_repeats"] == 2
     assert run["probes"][0]["compile_mode"] is None  # eager: TrainConfig's default on the CPU
@@ -885,6 +886,8 @@ def test_gpu_session_skips_a_step_given_no_time_and_stops_one_out_of_time(tmp_pa
     assert done.returncode == 0, done.stdout + done.stderr
     log = (tmp_path / "out" / "log.txt").read_text()
     assert log.count("skipped (0 s)") == 3 and "graphs_check.py stopped (exit 124)" in log and "== done in" in log
+    # bash counts whole seconds: a 1 s limit reads as 1 or 2
+    assert len(re.findall(r"^-- took [12] s of 1$", log, flags=re.MULTILINE)) == 1 and log.count("-- took") == 1
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["log.txt"]
 
 
