@@ -44,8 +44,10 @@
 #     GRAPHS_ARGS="--members 4 --variants method=m2m method=ldam_drw method=deepsmote,deepsmote_epochs=2 \
 #     clean_forward=true" bash bench/gpu_session.sh .bench_data $OUT
 # and at once, on the still warm machine, measures what that one did not (fused K = 2 to 16, K packed
-# processes, 35 members' executors in bf16):
-#   TABLE12_S=0 GRAPHS_S=0 FUSED_S=150 EXECUTORS_S=45 FUSED_MEMBERS="1 2 4 8 16 35" \
+# processes, 35 members' executors in bf16), the largest K first, so that a step cut short keeps the fused
+# packs the issue targets (each K up to 8 adds the sequential and processes modes: K one-member packs set
+# up one after another, then K processes started):
+#   TABLE12_S=0 GRAPHS_S=0 FUSED_S=150 EXECUTORS_S=45 FUSED_MEMBERS="35 16 8 4 2 1" \
 #     FUSED_ARGS="--modes fused sequential processes --sequential-up-to 8" bash bench/gpu_session.sh .bench_data $OUT
 set -u -o pipefail
 
