@@ -886,8 +886,8 @@ def test_gpu_session_skips_a_step_given_no_time_and_stops_one_out_of_time(tmp_pa
     assert done.returncode == 0, done.stdout + done.stderr
     log = (tmp_path / "out" / "log.txt").read_text()
     assert log.count("skipped (0 s)") == 3 and "graphs_check.py stopped (exit 124)" in log and "== done in" in log
-    # bash counts whole seconds: a 1 s limit reads as 1 or 2
-    assert len(re.findall(r"^-- took [12] s of 1$", log, flags=re.MULTILINE)) == 1 and log.count("-- took") == 1
+    took = re.findall(r"^-- took (\d+) s of 1$", log, flags=re.MULTILINE)  # bash counts whole seconds
+    assert len(took) == 1 and 1 <= int(took[0]) <= 10 and log.count("-- took") == 1
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["log.txt"]
 
 
