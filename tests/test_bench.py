@@ -30,6 +30,12 @@ def row_cells(line: str) -> list[str]:
     return [cell.strip() for cell in line.split("|")[1:-1]]
 
 
+def doc(path: str) -> str:
+    """A page of the docs (README.md, docs/RESULTS.md, ...)."""
+    with open(os.path.join(ROOT, path)) as f:
+        return f.read()
+
+
 def _image() -> np.ndarray:
     """One 32x32 RGB uint8 image, bright on the right and different per channel, so flips, crop
     offsets and the padding value all move the per-pixel statistics."""
@@ -335,11 +341,22 @@ def test_results_page_shows_the_committed_cell_and_trend_tables():
     prints, not typed by hand."""
     with open(os.path.join(ROOT, "docs", "results", "table12", "table12.md")) as f:
         page = f.read()
-    with open(os.path.join(ROOT, "docs", "RESULTS.md")) as f:
-        results = f.read()
+    results = doc("docs/RESULTS.md")
     for first_row in ("| omega   | seed 0", "| metric "):
         start = page.index(first_row)
         assert page[start:page.index("\n\n", start)] in results
+
+
+def typed_by_hand(page: str, printed: list[str] = ()) -> tuple[list[str], list[str]]:
+    """The Markdown tables of ``page``, and those of them found neither, line for line, in a committed
+    page or log under docs/results/ nor among the tables a command ``printed``."""
+    tables = re.findall(r"(?:^\|.*\n)+", page, flags=re.MULTILINE)
+    written = list(printed)
+    for ext in ("md", "txt"):
+        for path in glob.glob(os.path.join(ROOT, "docs", "results", "**", f"*.{ext}"), recursive=True):
+            with open(path) as f:
+                written.append(f.read())
+    return tables, [t for t in tables if not any(t.strip() in text for text in written)]
 
 
 def test_every_results_table_is_in_a_file_a_command_wrote():
@@ -347,16 +364,9 @@ def test_every_results_table_is_in_a_file_a_command_wrote():
     command wrote (a sweep's table, table12.md, a cell's replays.md), not typed or edited by hand; but
     three: the two claims tables (verdicts in words) and the best-of-20 table, checked against its folders
     below."""
-    with open(os.path.join(ROOT, "docs", "RESULTS.md")) as f:
-        results = f.read()
-    tables = re.findall(r"(?:^\|.*\n)+", results, flags=re.MULTILINE)
-    written = []
-    for path in glob.glob(os.path.join(ROOT, "docs", "results", "**", "*.md"), recursive=True):
-        with open(path) as f:
-            written.append(f.read())
-    by_hand = [t for t in tables if not any(t in text for text in written)]
+    tables, by_hand = typed_by_hand(doc("docs/RESULTS.md"))
     assert len(tables) >= 30
-    assert [t.splitlines()[0].split("|")[1].strip() for t in by_hand] == [
+    assert [row_cells(t.splitlines()[0])[0] for t in by_hand] == [
         "claim of the paper, Table 12", "omega", "claim of the paper"]
     assert "best of 20 below the paper" in by_hand[1]
 
@@ -405,8 +415,8 @@ def test_every_file_the_docs_cite_is_committed():
 
 def test_readmes_sweep_output_lines_are_in_the_demo_logs():
     """The lines README.md quotes from a sweep's output are in the committed demo logs, word for word."""
-    with open(os.path.join(ROOT, "README.md")) as f:
-        quoted = [line for line in f if line.startswith(("trial omega=", "status: "))]
+    quoted = [line for line in doc("README.md").splitlines(keepends=True)
+              if line.startswith(("trial omega=", "status: "))]
     logs = ""
     for path in glob.glob(os.path.join(ROOT, "docs", "results", "demo", "*", "log.txt")):
         with open(path) as f:
@@ -420,8 +430,7 @@ def test_results_best_of_20_table_is_its_folders_replays():
     two differences from it."""
     from sweeps.paper_tables import TABLE12
 
-    with open(os.path.join(ROOT, "docs", "RESULTS.md")) as f:
-        results = f.read()
+    results = doc("docs/RESULTS.md")
     start = results.index("| omega | seed | final epoch | mixed | mixed, best of 20 |")
     rows = [row_cells(line) for line in results[start:results.index("\n\n", start)].splitlines()[2:]]
     assert len(rows) == 4
@@ -517,8 +526,7 @@ def test_reliability_page_shows_the_concurrency_table_its_measurements_print():
     from bench.mlflow_concurrency import table
     from bench.summarise import read
 
-    with open(os.path.join(ROOT, "docs", "RELIABILITY.md")) as f:
-        page = f.read()
+    page = doc("docs/RELIABILITY.md")
     rows = read([os.path.join(ROOT, "docs", "results", "mlflow-concurrency", "sqlite.jsonl")])
     printed = table(rows)
     assert printed in page
@@ -536,11 +544,6 @@ PERFORMANCE_MEASUREMENTS = (
     ["gpu-2026-12-04/window-eager/table12/run.json", "table12/2026-12-04-nvidia-h200/run.json"])
 
 
-def performance_page() -> str:
-    with open(os.path.join(ROOT, "docs", "PERFORMANCE.md")) as f:
-        return f.read()
-
-
 def printed_performance_tables() -> list[str]:
     from bench.fused_tables import load, tables
 
@@ -554,7 +557,7 @@ def printed_performance_tables() -> list[str]:
 def test_performance_page_shows_the_fused_tables_its_measurements_print():
     """docs/PERFORMANCE.md's fused throughput, executor, graphs-check and Table 12 pack tables are what
     bench/fused_tables.py prints from the committed measurements, not typed by hand."""
-    page = performance_page()
+    page = doc("docs/PERFORMANCE.md")
     for table in printed_performance_tables():
         assert table in page, table[:80]
 
@@ -563,14 +566,8 @@ def test_every_performance_table_is_in_a_file_or_printed_from_files():
     """Every table of docs/PERFORMANCE.md is, line for line, in a committed file under docs/results/ (a
     page or a printed log) or what bench/fused_tables.py prints from committed files; but the list of
     tools (words) and the two H100 tables, whose files never landed (the page says they are unbacked)."""
-    page = performance_page()
-    tables = re.findall(r"(?:^\|.*\n)+", page, flags=re.MULTILINE)
-    written = printed_performance_tables()
-    for ext in ("md", "txt"):
-        for path in glob.glob(os.path.join(ROOT, "docs", "results", "**", f"*.{ext}"), recursive=True):
-            with open(path) as f:
-                written.append(f.read())
-    by_hand = [t for t in tables if not any(t.strip() in text for text in written)]
+    page = doc("docs/PERFORMANCE.md")
+    tables, by_hand = typed_by_hand(page, printed_performance_tables())
     assert len(tables) >= 12
     assert [row_cells(t.splitlines()[0])[0] for t in by_hand] == ["file", "device", "variant"]
     h100 = page[page.index("## GPU: NVIDIA H100"):page.index("## CPU: machine")]
