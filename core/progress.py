@@ -80,8 +80,21 @@ class SweepProgress(tune.Callback):
         """Called when the sweep starts or resumes (a resumed sweep unpickles this callback)."""
         self.start = self.last_status = self.clock()
         self.finished_here = 0  # finished in this invocation: the rate for the estimate
+        self.ended: set[str] | None = None  # trials that finished, were stopped or failed for good
+
+    def ended_trials(self, trials: list) -> set[str]:
+        """The trials that ended. Ray marks the trials it stops on Ctrl+C TERMINATED as well, with no
+        event, so a trial ends by its event here; those a resumed sweep had ended are done when it
+        first steps."""
+        if self.ended is None:
+            self.ended = {t.trial_id for t in trials if t.status in DONE}
+        return self.ended
+
+    def on_step_begin(self, iteration: int, trials: list, **info) -> None:
+        self.ended_trials(trials)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self.ended_trials(trials).add(trial.trial_id)
         result = trial.last_result or {}
         cells = members(trial)
         self.finished_here += len(cells)
@@ -98,6 +111,7 @@ class SweepProgress(tune.Callback):
                      result.get("time_total_s", float("nan")))
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self.ended_trials(trials).add(trial.trial_id)
         cells = members(trial)
         self.finished_here += len(cells)
         reason = error_reason(last_error(trial))
@@ -113,8 +127,9 @@ class SweepProgress(tune.Callback):
 
     def status(self, trials: list) -> str:
         self.last_status = now = self.clock()
-        done = sum(len(members(t)) for t in trials if t.status in DONE)
-        running = sum(len(members(t)) for t in trials if t.status == "RUNNING")
+        ended = self.ended_trials(trials)
+        done = sum(len(members(t)) for t in trials if t.trial_id in ended)
+        running = sum(len(members(t)) for t in trials if t.status == "RUNNING" and t.trial_id not in ended)
         pending = max(self.total - done - running, 0)
         elapsed = now - self.start
         line = f"status: {done}/{self.total} done, {running} running, {pending} pending; elapsed {clock_text(elapsed)}"

@@ -33,7 +33,7 @@ from ray.tune.logger import JsonLoggerCallback
 
 from core import stage_cache, stages, tracking
 from core.config import FORMER_DEFAULTS, TRAIN_DEFAULTS, TrainConfig
-from core.progress import SweepProgress, error_reason, member_cells, stop_reason, trial_label
+from core.progress import DONE, SweepProgress, error_reason, member_cells, stop_reason, trial_label
 from core.train import pack_key
 from core.tune import FAULT_POINTS, end_stopped_run, search_trial, trial
 
@@ -94,6 +94,11 @@ class SweepResult:
 
 class SettingsChanged(ValueError):
     """A sweep folder holds a sweep started with other settings."""
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """The sweep was stopped (Ctrl+C) before all its trials ended: nothing is tabulated, and the same
+    command goes on with it."""
 
 
 def grid_configs(spec: SweepSpec) -> list[dict[str, Any]]:
@@ -309,11 +314,12 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
         members = spec.fuse if spec.fuse != "auto" else -(-spec.num_samples // concurrent_trials(spec, resources))
         slots = list(range(-(-spec.num_samples // members)))
         search = {**spec.study, "members": members, "total": spec.num_samples}
-        grid, num_samples = {"slot": tune.grid_search(slots)}, 1
+        grid, num_samples, ray_trials = {"slot": tune.grid_search(slots)}, 1, len(slots)
         function = tune.with_parameters(search_trial, base=spec.base, platform=platform, search=search)
     else:
-        grid = {"members": tune.grid_search(packs(spec, concurrent_trials(spec, resources)))} if spec.grid else {}
-        num_samples = spec.num_samples
+        cells = packs(spec, concurrent_trials(spec, resources)) if spec.grid else [{}]
+        grid = {"members": tune.grid_search(cells)} if spec.grid else {}
+        num_samples, ray_trials = spec.num_samples, spec.num_samples * len(cells)
         function = tune.with_parameters(trial, base=spec.base, platform=platform)
     trainable = tune.with_resources(function, resources)
     # Tune's console output (a configuration box, a TensorBoard hint, a line per state snapshot) gives
@@ -323,6 +329,9 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
     # CSV and TensorBoard files cannot hold a pack's per-member metrics.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     logging.getLogger("ray.tune.tune").setLevel(logging.WARNING)
+    # Its warning of trials that have no results yet (stopped by Ctrl+C before their first report) is
+    # the interrupted sweep's own line's to tell.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     tracking.quiet()
     if resuming:
         log.info("resuming the sweep in %s", spec.path)
@@ -344,10 +353,24 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
     except BaseException:
         tracking.set_status(uri, parent, "KILLED")
         raise
-    table = trial_table(results)
-    close_orphans(results, uri, experiment, parent)
+    saved = saved_trials(spec.path)
+    ended = {t.trial_id for t in saved if t.status in DONE}
+    close_orphans(results, uri, experiment, parent, ended)
+    if len(ended) < ray_trials:
+        tracking.set_status(uri, parent, "KILLED")
+        done = sum(len(member_cells(t.config or {}, t.last_result or {})) for t in saved if t.trial_id in ended)
+        rest = ("the same command asks the study for the rest in a new round" if spec.study or spec.search_alg
+                else "the others resume from their last checkpoints when the same command runs again")
+        raise SweepInterrupted(f"interrupted: {done} of {total} trials of {spec.name} ended before the stop; {rest}")
     tracking.set_status(uri, parent, "FINISHED" if results.num_errors == 0 else "FAILED")
-    return SweepResult(table, experiment, parent, uri, results.num_errors)
+    return SweepResult(trial_table(results), experiment, parent, uri, results.num_errors)
+
+
+def saved_trials(path: str) -> list:
+    """The sweep's Ray trials as Ray last saved them. On Ctrl+C Ray saves the experiment before it stops
+    the running trials (and marks them TERMINATED, as if they had ended), so there they are still
+    PENDING, as a re-run resumes them; trials the sweep had not created yet are missing."""
+    return tune.ExperimentAnalysis(path).trials
 
 
 def _ensure_stage(uri: str, experiment: str, parent: str, name: str, config: dict[str, Any]) -> str:
@@ -400,13 +423,16 @@ def trial_table(results: tune.ResultGrid) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def close_orphans(results: tune.ResultGrid, uri: str, experiment: str, parent: str, wait_s: float = 10.0) -> None:
+def close_orphans(results: tune.ResultGrid, uri: str, experiment: str, parent: str, ended: set[str],
+                  wait_s: float = 10.0) -> None:
     """End the child runs still RUNNING after the sweep. A trial Ray stopped after a report (a scheduler's
     decision) ended without error, but its process may have ended before its runs did: each member gets
     that report's step and ends FINISHED (FAILED if it had diverged). The others belong to trials killed
-    with their process and end KILLED. Ray's fit can return while a stopped trial's process still ends
-    its runs, so runs get ``wait_s`` to end on their own first: else both would log the last step."""
-    stopped = {r.metrics["trial_id"]: r.metrics for r in results if r.error is None and r.metrics}
+    with their process, or stopped by Ctrl+C before they ``ended``, and end KILLED. Ray's fit can return
+    while a stopped trial's process still ends its runs, so runs get ``wait_s`` to end on their own first:
+    else both would log the last step."""
+    stopped = {r.metrics["trial_id"]: r.metrics for r in results
+               if r.error is None and r.metrics and r.metrics["trial_id"] in ended}
     deadline = time.monotonic() + wait_s
     while True:
         running = [r for r in tracking.child_runs(uri, experiment, parent) if r.info.status == "RUNNING"]

@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -22,7 +23,8 @@ from core import tracking
 from core.config import DATASET_DEFAULTS, TRAIN_FIELDS, ConfigError, TrainConfig, field_assignments
 from core.data import DATASETS, load
 from core.reporting import markdown_table
-from core.sweep import PROJECT_DIR, SweepResult, SweepSpec, claim_folder, grid_configs, run_sweep
+from core.sweep import (PROJECT_DIR, SweepInterrupted, SweepResult, SweepSpec, claim_folder, grid_configs,
+                        run_sweep)
 
 log = logging.getLogger(__name__)
 
@@ -267,13 +269,16 @@ def table_files(table: Table, markdown: str | None = None) -> dict[str, bytes]:
 
 
 def entry(main: Callable[[], Any]) -> None:
-    """Run a sweep's ``main`` as a command: bad input ends with one clear line naming the field,
-    not a traceback."""
+    """Run a sweep's ``main`` as a command: bad input ends with one clear line naming the field, and
+    Ctrl+C with one line on what was kept, not a traceback (exit status 130, as a shell gives Ctrl+C)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         main()
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
+    except SweepInterrupted as stop:
+        print(stop, file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 # The embedded dataset's short schedule shared by every demo preset: warm-up, DRW with the first

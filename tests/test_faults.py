@@ -145,18 +145,23 @@ class Ended:
 
 
 def test_runs_left_running_end_finished_if_ray_stopped_their_trial_else_killed(tmp_path):
-    """A stopped trial's process may end before its runs do: the driver logs the report they lack."""
+    """A stopped trial's process may end before its runs do: the driver logs the report they lack. A
+    trial stopped by Ctrl+C reported without error too, but had not ended: its run is KILLED, not
+    FINISHED at the step it was interrupted at."""
     uri = tracking.default_tracking_uri(str(tmp_path))
     exp = tracking.experiment_id(uri, "left")
     parent = tracking.start_parent_run(uri, exp, "left", {})
-    for trial_id in ("stopped", "killed"):
+    for trial_id in ("stopped", "killed", "interrupted"):
         tracking.TrialRun(uri, exp, parent, trial_id, trial_id, {"epochs": 3}).log_epoch({"epoch": 1, "test_acc": 0.5})
     report = {"epoch": 2, "test_acc": 0.6}
     close_orphans([Ended(None, {"trial_id": "stopped", "member_metrics": [report], "member_failures": {}}),
-                   Ended(RuntimeError("node lost"), {"trial_id": "killed"})], uri, exp, parent, wait_s=0)
+                   Ended(RuntimeError("node lost"), {"trial_id": "killed"}),
+                   Ended(None, {"trial_id": "interrupted", "member_metrics": [report], "member_failures": {}})],
+                  uri, exp, parent, {"stopped", "killed"}, wait_s=0)
     client = tracking.client(uri)
     runs = {r.info.run_name: r for r in tracking.child_runs(uri, exp, parent)}
     assert runs["stopped"].info.status == "FINISHED" and runs["killed"].info.status == "KILLED"
+    assert runs["interrupted"].info.status == "KILLED"
     assert [(m.step, m.value) for m in client.get_metric_history(runs["stopped"].info.run_id, "test_acc")] \
         == [(1, 0.5), (2, 0.6)]
     assert runs["stopped"].data.tags[STOPPED_TAG] == "stopped by the scheduler after epoch 2 of 3"
@@ -181,7 +186,7 @@ def test_a_stopped_trial_that_ends_its_runs_after_ray_returns_is_not_logged_twic
     late = threading.Thread(target=the_trials_process_ends_late)
     late.start()
     close_orphans([Ended(None, {"trial_id": "stopped", "member_metrics": [report], "member_failures": {}})],
-                  uri, exp, parent)
+                  uri, exp, parent, {"stopped"})
     late.join()
     (run,) = tracking.child_runs(uri, exp, parent)
     assert run.info.status == "FINISHED"

@@ -147,7 +147,7 @@ def test_a_sweep_whose_trials_all_failed_ends_with_their_reasons(ray_session, tm
 
 class FakeTrial:
     def __init__(self, status, **config):
-        self.status, self.config, self.last_result = status, config, {}
+        self.status, self.config, self.last_result, self.trial_id = status, config, {}, str(id(self))
 
 
 def test_progress_status_counts_trials_and_estimates_the_time_left(caplog):
@@ -166,6 +166,9 @@ def test_progress_status_counts_trials_and_estimates_the_time_left(caplog):
     now[0] = 70.0
     progress.on_step_end(2, trials)  # within 30 s of the last status: nothing
     assert len(caplog.messages) == 2
+    trials[1].status = "TERMINATED"  # Ctrl+C: Ray stops the running trial with no event; it did not end
+    progress.on_experiment_end(trials)
+    assert caplog.messages[-1] == "status: 1/4 done, 0 running, 3 pending; elapsed 0:01:10, about 0:03:30 left"
 
 
 def test_gpu_request_without_gpus_is_refused_or_falls_back(ray_session):
@@ -181,43 +184,87 @@ def test_bad_grid_value_fails_before_any_trial(ray_session, tmp_path):
     assert not os.path.exists(os.path.join(tmp_path, "bad"))
 
 
-def test_interrupted_sweep_resumes_without_duplicates(ray_session, tmp_path):
-    address = ray_session.get_runtime_context().gcs_address
-    args = ["--preset", "demo", "--omegas", "0.25", "4", "--seeds", "1", "--epochs", "2",
-            "--max-concurrent", "1", "--fuse", "1", "--results-dir", str(tmp_path), "--name", "resume"]
-    env = dict(os.environ, RAY_ADDRESS=address)
-    driver = subprocess.Popen([sys.executable, os.path.join(ROOT, "sweeps", "omega_sensitivity.py"), *args],
-                              env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "driver.log", "w"),
-                              start_new_session=True)
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline:
-            # sweep.json is written after the driver created the store: opening it earlier would run
-            # MLflow's schema migrations twice at once.
-            if os.path.exists(os.path.join(tmp_path, "resume", "sweep.json")):
-                try:
-                    _, _, children = runs_of(tmp_path, "resume")
-                except Exception:  # noqa: BLE001 - the store may be mid-creation
-                    children = []
-                if any(c.info.status == "FINISHED" for c in children):
-                    break
-            assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
-            time.sleep(0.5)
-        else:
-            pytest.fail("no trial finished in time")
-    finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
+def sweep_driver(ray_session, tmp_path, args):
+    """The omega sweep as a user starts it, in a process group of its own (a terminal's foreground job)."""
+    env = dict(os.environ, RAY_ADDRESS=ray_session.get_runtime_context().gcs_address)
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, "sweeps", "omega_sensitivity.py"), *args],
+                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "driver.log", "w"),
+                            start_new_session=True)
 
+
+def wait_for_runs(driver, tmp_path, name, ready, timeout=240):
+    """Poll the sweep's MLflow child runs until ``ready(client, children)``, while its driver runs."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        # sweep.json is written after the driver created the store: opening it earlier would run
+        # MLflow's schema migrations twice at once.
+        if os.path.exists(os.path.join(tmp_path, name, "sweep.json")):
+            try:
+                client, _, children = runs_of(tmp_path, name)
+            except Exception:  # noqa: BLE001 - the store may be mid-creation
+                client, children = None, []
+            if children and ready(client, children):
+                return
+        assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+        time.sleep(0.3)
+    pytest.fail(f"the sweep's runs were not ready in {timeout} s")
+
+
+def assert_resumed_once(tmp_path, name, args, epochs):
+    """The same command again: both cells in the table, each run FINISHED with every epoch logged once."""
     table = omega_sensitivity.main(args)[0].frame
     assert sorted(table["omega"]) == [0.25, 4.0] and (table["n"] == 1).all()
-    client, parents, children = runs_of(tmp_path, "resume")
+    client, parents, children = runs_of(tmp_path, name)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert len(children) == 2, [c.data.tags.get("ray.trial_id") for c in children]
     for child in children:
         assert child.info.status == "FINISHED"
-        assert steps(client, child, "test_acc") == [1, 2]
+        assert steps(client, child, "test_acc") == list(range(1, epochs + 1))
+
+
+def test_interrupted_sweep_resumes_without_duplicates(ray_session, tmp_path):
+    args = ["--preset", "demo", "--omegas", "0.25", "4", "--seeds", "1", "--epochs", "2",
+            "--max-concurrent", "1", "--fuse", "1", "--results-dir", str(tmp_path), "--name", "resume"]
+    driver = sweep_driver(ray_session, tmp_path, args)
+    try:
+        wait_for_runs(driver, tmp_path, "resume", lambda client, children: any(
+            c.info.status == "FINISHED" for c in children))
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    assert_resumed_once(tmp_path, "resume", args, epochs=2)
+
+
+def test_ctrl_c_ends_the_sweep_with_one_line_and_the_same_command_resumes_it(ray_session, tmp_path):
+    """Ctrl+C (SIGINT to the terminal's process group) while the second of two trials runs. Ray stops
+    that trial and keeps its checkpoint; the sweep used to count it done, list it as stopped by a
+    scheduler, end its run FINISHED at that epoch and publish a table (or, with no trial ended, stop on
+    a KeyError). It must end with one line and the shell's status for Ctrl+C, and tabulate nothing."""
+    args = ["--preset", "demo", "--omegas", "0.25", "4", "--seeds", "1", "--epochs", "40",
+            "--max-concurrent", "1", "--fuse", "1", "--results-dir", str(tmp_path), "--name", "ctrl-c"]
+    driver = sweep_driver(ray_session, tmp_path, args)
+    try:
+        wait_for_runs(driver, tmp_path, "ctrl-c", lambda client, children: any(
+            c.info.status == "FINISHED" for c in children) and any(
+            c.info.status == "RUNNING" and steps(client, c, "test_acc") for c in children))
+        os.killpg(driver.pid, signal.SIGINT)
+        status = driver.wait(timeout=120)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+    log = (tmp_path / "driver.log").read_text()
+    assert status == 130, log[-3000:]
+    assert ("interrupted: 1 of 2 trials of ctrl-c ended before the stop; the others resume from their last "
+            "checkpoints when the same command runs again") in log.splitlines(), log[-3000:]
+    assert "status: 1/2 done, 0 running, 1 pending" in log
+    assert "Traceback" not in log and "stopped by the scheduler" not in log
+    assert not (tmp_path / "ctrl-c" / "table12.md").exists()
+    client, parents, children = runs_of(tmp_path, "ctrl-c")
+    assert parents[0].info.status == "KILLED"
+    assert sorted(c.info.status for c in children) == ["FINISHED", "KILLED"]
+    assert_resumed_once(tmp_path, "ctrl-c", args, epochs=40)
 
 
 def test_search_selects_on_validation_logs_importances_and_extends_its_study(ray_session, tmp_path):
