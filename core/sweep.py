@@ -67,6 +67,7 @@ class SweepSpec:
     # cluster runs at once.
     fuse: int | str = 1
     experiment: str | None = None  # MLflow experiment (default: name); rounds of one search share one
+    tags: dict[str, str] = field(default_factory=dict)  # more parent-run tags (sweeps.report reads a script's)
     # A fused search (core.tune.search_trial): study path and name, space, objective, sampler seed;
     # num_samples members are asked, ``fuse`` to a Ray trial.
     study: dict[str, Any] | None = None
@@ -283,11 +284,12 @@ def _parent_run(spec: SweepSpec, uri: str, experiment: str, resuming: bool) -> s
     state = read_state(spec.path)
     if resuming and state is not None:
         tracking.set_status(uri, state["parent_run_id"], "RUNNING")
+        tracking.set_tags(uri, state["parent_run_id"], spec.tags)  # a sweep begun before they were set here
         return state["parent_run_id"]
     dataset = spec.base.get("dataset", "digits")
     run_id = tracking.start_parent_run(uri, experiment, spec.name, {
         "sweep": spec.name, "dataset": dataset, "preset": spec.preset, "git_commit": _git_commit(),
-        "command_line": shlex.join([os.path.basename(sys.executable)] + sys.argv),
+        "command_line": shlex.join([os.path.basename(sys.executable)] + sys.argv), **spec.tags,
     })
     os.makedirs(spec.path, exist_ok=True)
     with open(os.path.join(spec.path, STATE_FILE), "w") as f:

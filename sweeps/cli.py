@@ -192,11 +192,12 @@ def run(sweep: Sweep, argv: list[str] | None = None) -> list[Table]:
     base = {k: v for k, v in chosen.items() if k in TRAIN_FIELDS}
     grid = {field_name: list(chosen[axis]) for axis, field_name in sweep.axes.items()}
     grid["seed"] = list(range(chosen["seeds"]))
-    spec = spec_from(chosen, args, base, grid)
+    # The parent run names the script and its settings from the start, so that sweeps.report can
+    # tabulate the trials finished so far of a sweep still running or interrupted.
+    tags = {"sweep_script": sweep.name, "settings": json.dumps(chosen, sort_keys=True)}
+    spec = spec_from(chosen, args, base, grid, tags=tags)
     start(spec, args.num_cpus)
     result = run_sweep(spec)
-    tracking.set_tags(result.tracking_uri, result.parent_run_id,
-                      {"sweep_script": sweep.name, "settings": json.dumps(chosen, sort_keys=True)})
     tables = sweep.tables(finished_or_exit(result, spec), chosen)
     publish(result, spec.path, tables)
     return tables

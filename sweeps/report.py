@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from typing import Any
 
@@ -56,8 +57,18 @@ def rebuild(experiment: str, tracking_uri: str, parent_run_id: str | None = None
         raise ValueError(f"parent_run: run {parent.info.run_id} has sweep_script={script!r}; "
                          f"allowed: {sorted(SWEEPS)}")
     settings = json.loads(parent.data.tags["settings"])
+    sweep = SWEEPS[script]
     trials = trials_from_mlflow(tracking_uri, parent.info.experiment_id, parent.info.run_id)
-    return SWEEPS[script].tables(cli.finished(trials), settings)
+    done = cli.finished(trials) if len(trials) else trials
+    if done.empty:
+        raise ValueError(f"experiment: no trial of the sweep {experiment} (parent run {parent.info.run_id}, "
+                         f"{parent.info.status}) has finished yet; there is no table to make")
+    tables = sweep.tables(done, settings)
+    if parent.info.status in ("RUNNING", "KILLED"):  # still running, or stopped before its trials ended
+        cells = math.prod(len(settings[axis]) for axis in sweep.axes) * settings["seeds"]
+        for table in tables:
+            table.title += f" [sweep unfinished ({parent.info.status}): {len(done)} of its {cells} trials]"
+    return tables
 
 
 def main(argv: list[str] | None = None) -> list[cli.Table]:

@@ -8,10 +8,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core import tracking
 from core.config import ConfigError, TrainConfig
 from core.train import main as train_main
 from core.train import train
-from sweeps import method_comparison, omega_sensitivity, tune_hparams
+from sweeps import method_comparison, omega_sensitivity, report, tune_hparams
 
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
@@ -73,6 +74,16 @@ def test_paper_preset_without_data_stops_with_the_command_that_provides_it(capsy
     text = fails_with(capsys, omega_sensitivity.main, ["--preset", "paper", "--data-root", str(tmp_path)],
                       "cifar10 is not available", "python -m core.prepare_data cifar10")
     assert "--data-root" in text
+
+
+def test_a_report_before_any_trial_finished_says_so(tmp_path):
+    """A sweep just started (or stopped by Ctrl+C before a trial ended) has no table yet: one line, not
+    the KeyError of a table built over no trials."""
+    uri = tracking.default_tracking_uri(str(tmp_path))
+    tags = {"sweep_script": "extreme_imbalance", "settings": json.dumps({"methods": ["mixup_drw"], "seeds": 1})}
+    parent = tracking.start_parent_run(uri, tracking.experiment_id(uri, "early"), "early", tags)
+    with pytest.raises(ValueError, match=f"no trial of the sweep early \\(parent run {parent}, RUNNING\\) has finished yet"):
+        report.main(["--experiment", "early", "--results-dir", str(tmp_path)])
 
 
 def test_wrong_shapes_and_labels_in_a_data_root_are_named(tmp_path):

@@ -264,7 +264,12 @@ def test_ctrl_c_ends_the_sweep_with_one_line_and_the_same_command_resumes_it(ray
     client, parents, children = runs_of(tmp_path, "ctrl-c")
     assert parents[0].info.status == "KILLED"
     assert sorted(c.info.status for c in children) == ["FINISHED", "KILLED"]
+    # MLflow alone tables the trials finished so far, and says the sweep is unfinished.
+    (partial,) = report.main(["--experiment", "ctrl-c", "--results-dir", str(tmp_path)])[:1]
+    assert partial.frame["omega"].tolist() == [0.25]
+    assert partial.title.endswith("[sweep unfinished (KILLED): 1 of its 2 trials]")
     assert_resumed_once(tmp_path, "ctrl-c", args, epochs=40)
+    assert "unfinished" not in report.main(["--experiment", "ctrl-c", "--results-dir", str(tmp_path)])[0].title
 
 
 def test_search_selects_on_validation_logs_importances_and_extends_its_study(ray_session, tmp_path):
