@@ -52,7 +52,7 @@ class SweepSpec:
     results_dir: str = os.path.join(PROJECT_DIR, "results")
     tracking_uri: str | None = None  # default: sqlite under results_dir
     preset: str = ""
-    cpus_per_trial: float = 1.0
+    cpus_per_trial: float | str = "auto"  # "auto": one beside a GPU; on CPUs, the cluster's shared by the trials
     gpus_per_trial: float | str = 0.0  # a fraction packs trials on one GPU; "auto" measures the model
     cpu_fallback: bool = False  # run on CPUs when the cluster has no GPU, instead of refusing
     max_concurrent: int = 0  # 0: as many as the resources allow
@@ -167,10 +167,24 @@ def trial_resources(spec: SweepSpec) -> dict[str, float]:
                              f"GPUs; use --gpus-per-trial 0, or --cpu-fallback to run on CPUs")
         log.warning("no GPU in the Ray cluster: running trials on CPUs (--cpu-fallback)")
         gpus = 0
-    if cluster.get("CPU", 0) < spec.cpus_per_trial:
-        raise ValueError(f"cpus_per_trial: {spec.cpus_per_trial} requested but the Ray cluster has "
-                         f"{cluster.get('CPU', 0):g} CPUs")
-    return {"cpu": spec.cpus_per_trial, "gpu": gpus}
+    cpus = spec.cpus_per_trial
+    if cpus != "auto" and (not isinstance(cpus, (int, float)) or cpus <= 0):
+        raise ValueError(f"cpus_per_trial: got {cpus!r}; allowed: a number > 0 or 'auto'")
+    if cpus != "auto" and cluster.get("CPU", 0) < cpus:
+        raise ValueError(f"cpus_per_trial: {cpus} requested but the Ray cluster has {cluster.get('CPU', 0):g} CPUs")
+    return {"cpu": 1.0 if cpus == "auto" else cpus, "gpu": gpus}
+
+
+def auto_cpus(spec: SweepSpec, resources: dict[str, float], trials: int) -> float:
+    """CPUs per trial for ``cpus_per_trial`` "auto": one beside a GPU (the data and the augmentation
+    live on the GPU); on CPUs, the cluster's shared evenly by the trials that run at once, at most one
+    node's (a trial runs on one node), so that a grid smaller than the cluster, say one paper cell on
+    a laptop, still trains on every core rather than on one."""
+    if spec.cpus_per_trial != "auto" or resources["gpu"]:
+        return resources["cpu"]
+    nodes = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]]
+    at_once = min(trials, spec.max_concurrent or trials)
+    return float(max(1, min(max(nodes), sum(nodes) // at_once)))
 
 
 def trials_per_gpu(peak_bytes: int, total_bytes: int, headroom: float = 0.8, most: int = 8) -> int:
@@ -309,7 +323,6 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
     resuming = tune.Tuner.can_restore(spec.path)
     parent = _parent_run(spec, uri, experiment, resuming)
 
-    run_stages(spec, uri, experiment, parent, resources)
     platform = {"tracking_uri": uri, "experiment_id": experiment, "parent_run_id": parent,
                 "fault": spec.fault}
     if spec.study:
@@ -323,6 +336,10 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
         grid = {"members": tune.grid_search(cells)} if spec.grid else {}
         num_samples, ray_trials = spec.num_samples, spec.num_samples * len(cells)
         function = tune.with_parameters(trial, base=spec.base, platform=platform)
+    resources["cpu"] = auto_cpus(spec, resources, ray_trials)
+    log.info("%d trial(s) in %d Ray trial(s) of %g CPU(s)%s each", total, ray_trials, resources["cpu"],
+             f" and {resources['gpu']:g} GPU(s)" if resources["gpu"] else "")
+    run_stages(spec, uri, experiment, parent, resources)
     trainable = tune.with_resources(function, resources)
     # Tune's console output (a configuration box, a TensorBoard hint, a line per state snapshot) gives
     # way to SweepProgress.

@@ -65,8 +65,9 @@ def parser(description: str, presets: dict[str, dict[str, Any]]) -> argparse.Arg
     p.add_argument("--results-dir", default=os.path.join(PROJECT_DIR, "results"))
     p.add_argument("--tracking-uri", help="default: sqlite:///<results-dir>/mlflow.db; on a cluster "
                                           "http://<head-private-ip>:5000")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0)
-    p.add_argument("--gpus-per-trial", type=_gpus, help="fractions pack several trials on one GPU; 'auto' "
+    p.add_argument("--cpus-per-trial", type=_amount_or_auto, default="auto",
+                   help="auto (default): 1 beside a GPU; on CPUs, the cluster's CPUs shared by the trials at once")
+    p.add_argument("--gpus-per-trial", type=_amount_or_auto, help="fractions pack several trials on one GPU; 'auto' "
                                                         "measures one trial's memory and packs as many as fit")
     p.add_argument("--cpu-fallback", action="store_true", help="run on CPUs when the cluster has no GPU")
     p.add_argument("--max-concurrent", type=int, default=0, help="0: as many as resources allow")
@@ -81,7 +82,7 @@ def parser(description: str, presets: dict[str, dict[str, Any]]) -> argparse.Arg
     return p
 
 
-def _gpus(text: str) -> float | str:
+def _amount_or_auto(text: str) -> float | str:
     return text if text == "auto" else float(text)
 
 

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from core.progress import SweepProgress
 from core.tracking import STOPPED_TAG
-from core.sweep import SweepSpec, grid_configs, packs, run_sweep, trial_resources, trial_table
+from core.sweep import SweepSpec, auto_cpus, grid_configs, packs, run_sweep, trial_resources, trial_table
 from core.train import train_pack
 from core.tune import pack_summary
 from sweeps import cli, omega_sensitivity, report
@@ -224,7 +224,8 @@ def assert_resumed_once(tmp_path, name, args, epochs):
 
 def test_interrupted_sweep_resumes_without_duplicates(ray_session, tmp_path):
     args = ["--preset", "demo", "--omegas", "0.25", "4", "--seeds", "1", "--epochs", "2",
-            "--max-concurrent", "1", "--fuse", "1", "--results-dir", str(tmp_path), "--name", "resume"]
+            "--max-concurrent", "1", "--cpus-per-trial", "1", "--fuse", "1",
+            "--results-dir", str(tmp_path), "--name", "resume"]
     driver = sweep_driver(ray_session, tmp_path, args)
     try:
         wait_for_runs(driver, tmp_path, "resume", lambda client, children: any(
@@ -242,7 +243,8 @@ def test_ctrl_c_ends_the_sweep_with_one_line_and_the_same_command_resumes_it(ray
     scheduler, end its run FINISHED at that epoch and publish a table (or, with no trial ended, stop on
     a KeyError). It must end with one line and the shell's status for Ctrl+C, and tabulate nothing."""
     args = ["--preset", "demo", "--omegas", "0.25", "4", "--seeds", "1", "--epochs", "40",
-            "--max-concurrent", "1", "--fuse", "1", "--results-dir", str(tmp_path), "--name", "ctrl-c"]
+            "--max-concurrent", "1", "--cpus-per-trial", "1", "--fuse", "1",
+            "--results-dir", str(tmp_path), "--name", "ctrl-c"]
     driver = sweep_driver(ray_session, tmp_path, args)
     try:
         wait_for_runs(driver, tmp_path, "ctrl-c", lambda client, children: any(
@@ -314,7 +316,7 @@ def test_asha_stops_trials_early_and_the_study_and_mlflow_agree_which(ray_sessio
 
     table = tune_hparams.main(["--preset", "demo", "--method", "mamix", "--epochs", "4", "--num-samples", "6",
                                "--fuse", "1", "--asha", "--grace-period", "2", "--max-concurrent", "1",
-                               "--results-dir", str(tmp_path), "--name", "asha"])
+                               "--cpus-per-trial", "1", "--results-dir", str(tmp_path), "--name", "asha"])
     study = optuna.load_study(study_name="asha", storage=f"sqlite:///{tmp_path}/asha.optuna.db")
     pruned = {t.params["omega"]: t.value for t in study.trials if t.state == optuna.trial.TrialState.PRUNED}
     complete = [t.params["omega"] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -346,6 +348,19 @@ def test_trials_per_gpu_packs_by_measured_memory():
 
 def test_auto_gpus_on_a_cluster_without_gpus_means_cpu(ray_session):
     assert trial_resources(SweepSpec(name="x", base={}, gpus_per_trial="auto"))["gpu"] == 0
+
+
+def test_auto_cpus_give_the_trials_at_once_every_core_and_a_gpu_trial_one(ray_session):
+    """On the session's 2 CPUs: one paper cell alone trains on both cores (it had one, the other idle)."""
+    spec, on_cpus = SweepSpec(name="x", base={}), {"cpu": 1.0, "gpu": 0.0}
+    assert trial_resources(spec) == on_cpus
+    assert [auto_cpus(spec, on_cpus, trials) for trials in (1, 2, 14)] == [2.0, 1.0, 1.0]
+    assert auto_cpus(SweepSpec(name="x", base={}, max_concurrent=1), on_cpus, 14) == 2.0
+    assert auto_cpus(spec, {"cpu": 1.0, "gpu": 0.25}, 1) == 1.0
+    assert auto_cpus(SweepSpec(name="x", base={}, cpus_per_trial=0.5), {"cpu": 0.5, "gpu": 0.0}, 1) == 0.5
+    for bad in (0, -1.0, "all"):
+        with pytest.raises(ValueError, match="cpus_per_trial: got .*; allowed: a number > 0 or 'auto'"):
+            trial_resources(SweepSpec(name="x", base={}, cpus_per_trial=bad))
 
 
 # ----------------------------------------------------------------------------- fused packs
