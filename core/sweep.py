@@ -348,6 +348,7 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
     # CSV and TensorBoard files cannot hold a pack's per-member metrics.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     logging.getLogger("ray.tune.tune").setLevel(logging.WARNING)
+    logging.getLogger("ray.tune.tune").addFilter(not_the_restore_hint)
     # Its warning of trials that have no results yet (stopped by Ctrl+C before their first report) is
     # the interrupted sweep's own line's to tell.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
@@ -383,6 +384,12 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
         raise SweepInterrupted(f"interrupted: {done} of {total} trials of {spec.name} ended before the stop; {rest}")
     tracking.set_status(uri, parent, "FINISHED" if results.num_errors == 0 else "FAILED")
     return SweepResult(trial_table(results), experiment, parent, uri, results.num_errors)
+
+
+def not_the_restore_hint(record: logging.LogRecord) -> bool:
+    """Drops Ray's hint on Ctrl+C to call ``Tuner.restore`` with a trainable, an API the command's user
+    does not hold: the sweep's own line says to run the same command again."""
+    return "Tuner.restore" not in record.getMessage()
 
 
 def saved_trials(path: str) -> list:
