@@ -67,8 +67,9 @@ def parser(description: str, presets: dict[str, dict[str, Any]]) -> argparse.Arg
                                           "http://<head-private-ip>:5000")
     p.add_argument("--cpus-per-trial", type=_amount_or_auto, default="auto",
                    help="auto (default): 1 beside a GPU; on CPUs, the cluster's CPUs shared by the trials at once")
-    p.add_argument("--gpus-per-trial", type=_amount_or_auto, help="fractions pack several trials on one GPU; 'auto' "
-                                                        "measures one trial's memory and packs as many as fit")
+    p.add_argument("--gpus-per-trial", type=_amount_or_auto,
+                   help="fractions pack several trials on one GPU; 'auto' measures one trial's memory and packs "
+                        "as many as fit")
     p.add_argument("--cpu-fallback", action="store_true", help="run on CPUs when the cluster has no GPU")
     p.add_argument("--max-concurrent", type=int, default=0, help="0: as many as resources allow")
     p.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial from its checkpoint")
