@@ -46,7 +46,7 @@ def trials_from_mlflow(tracking_uri: str, experiment_id: str, parent_run_id: str
         row.update(trial=run.info.run_name, status="STOPPED" if stopped else run.info.status,
                    error=stopped or run.data.tags.get("error", ""))
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=None if rows else ["trial", "status", "error"])  # no run: still a table
 
 
 def rebuild(experiment: str, tracking_uri: str, parent_run_id: str | None = None) -> list[cli.Table]:
@@ -58,8 +58,7 @@ def rebuild(experiment: str, tracking_uri: str, parent_run_id: str | None = None
                          f"allowed: {sorted(SWEEPS)}")
     settings = json.loads(parent.data.tags["settings"])
     sweep = SWEEPS[script]
-    trials = trials_from_mlflow(tracking_uri, parent.info.experiment_id, parent.info.run_id)
-    done = cli.finished(trials) if len(trials) else trials
+    done = cli.finished(trials_from_mlflow(tracking_uri, parent.info.experiment_id, parent.info.run_id))
     if done.empty:
         raise ValueError(f"experiment: no trial of the sweep {experiment} (parent run {parent.info.run_id}, "
                          f"{parent.info.status}) has finished yet; there is no table to make")

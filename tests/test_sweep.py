@@ -1,5 +1,6 @@
 """The sweep platform through the real Ray Tuner and a real MLflow store (one Ray instance per session)."""
 
+import contextlib
 import logging
 import os
 import signal
@@ -184,12 +185,27 @@ def test_bad_grid_value_fails_before_any_trial(ray_session, tmp_path):
     assert not os.path.exists(os.path.join(tmp_path, "bad"))
 
 
+def one_at_a_time(tmp_path, name, epochs):
+    """The omega sweep's flags for two demo cells trained as two Ray trials, one after the other."""
+    return ["--preset", "demo", "--omegas", "0.25", "4", "--seeds", "1", "--epochs", str(epochs),
+            "--max-concurrent", "1", "--cpus-per-trial", "1", "--fuse", "1",
+            "--results-dir", str(tmp_path), "--name", name]
+
+
+@contextlib.contextmanager
 def sweep_driver(ray_session, tmp_path, args):
-    """The omega sweep as a user starts it, in a process group of its own (a terminal's foreground job)."""
+    """The omega sweep as a user starts it, in a process group of its own (a terminal's foreground job);
+    killed on the way out if it still runs."""
     env = dict(os.environ, RAY_ADDRESS=ray_session.get_runtime_context().gcs_address)
-    return subprocess.Popen([sys.executable, os.path.join(ROOT, "sweeps", "omega_sensitivity.py"), *args],
-                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "driver.log", "w"),
-                            start_new_session=True)
+    driver = subprocess.Popen([sys.executable, os.path.join(ROOT, "sweeps", "omega_sensitivity.py"), *args],
+                              env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=open(tmp_path / "driver.log", "w"), start_new_session=True)
+    try:
+        yield driver
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
 
 
 def wait_for_runs(driver, tmp_path, name, ready, timeout=240):
@@ -223,17 +239,11 @@ def assert_resumed_once(tmp_path, name, args, epochs):
 
 
 def test_interrupted_sweep_resumes_without_duplicates(ray_session, tmp_path):
-    args = ["--preset", "demo", "--omegas", "0.25", "4", "--seeds", "1", "--epochs", "2",
-            "--max-concurrent", "1", "--cpus-per-trial", "1", "--fuse", "1",
-            "--results-dir", str(tmp_path), "--name", "resume"]
-    driver = sweep_driver(ray_session, tmp_path, args)
-    try:
+    args = one_at_a_time(tmp_path, "resume", epochs=2)
+    with sweep_driver(ray_session, tmp_path, args) as driver:
         wait_for_runs(driver, tmp_path, "resume", lambda client, children: any(
             c.info.status == "FINISHED" for c in children))
-    finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
+        os.killpg(driver.pid, signal.SIGKILL)
     assert_resumed_once(tmp_path, "resume", args, epochs=2)
 
 
@@ -242,20 +252,13 @@ def test_ctrl_c_ends_the_sweep_with_one_line_and_the_same_command_resumes_it(ray
     that trial and keeps its checkpoint; the sweep used to count it done, list it as stopped by a
     scheduler, end its run FINISHED at that epoch and publish a table (or, with no trial ended, stop on
     a KeyError). It must end with one line and the shell's status for Ctrl+C, and tabulate nothing."""
-    args = ["--preset", "demo", "--omegas", "0.25", "4", "--seeds", "1", "--epochs", "40",
-            "--max-concurrent", "1", "--cpus-per-trial", "1", "--fuse", "1",
-            "--results-dir", str(tmp_path), "--name", "ctrl-c"]
-    driver = sweep_driver(ray_session, tmp_path, args)
-    try:
+    args = one_at_a_time(tmp_path, "ctrl-c", epochs=40)
+    with sweep_driver(ray_session, tmp_path, args) as driver:
         wait_for_runs(driver, tmp_path, "ctrl-c", lambda client, children: any(
             c.info.status == "FINISHED" for c in children) and any(
             c.info.status == "RUNNING" and steps(client, c, "test_acc") for c in children))
         os.killpg(driver.pid, signal.SIGINT)
         status = driver.wait(timeout=120)
-    finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
-            driver.wait()
     log = (tmp_path / "driver.log").read_text()
     assert status == 130, log[-3000:]
     assert ("interrupted: 1 of 2 trials of ctrl-c ended before the stop; the others resume from their last "
