@@ -34,12 +34,20 @@ def storage_url(path: str) -> str:
 
 def open_study(path: str, name: str, sampler_seed: int) -> optuna.Study:
     """The study ``name`` stored in the SQLite file ``path``, created on first use; maximised. Its TPE
-    sampler is seeded with ``sampler_seed``: give each process that asks its own seed, or two of them
-    would start from the same random configurations."""
+    sampler is seeded with ``sampler_seed``: give each process that asks its own seed (``sampler_seed``),
+    or two of them would start from the same random configurations."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.RDBStorage(storage_url(path), engine_kwargs={"connect_args": {"timeout": 60}})
     return optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                                sampler=optuna.samplers.TPESampler(seed=sampler_seed))
+
+
+def sampler_seed(search_seed: int, asked_before: int, slot: int = 0) -> int:
+    """The TPE seed of one asker of a search round: the pack ``slot`` (Ray's OptunaSearch: 0) of a round
+    begun when the study held ``asked_before`` trials. TPE's first configurations are random draws of its
+    seed, so two askers of one seed ask the same ones: every pack of every round gets its own, and the
+    first round's stay ``search_seed * 100_003 + slot``."""
+    return search_seed * 100_003 + asked_before * 1_000_003 + slot
 
 
 def ask(study: optuna.Study, space: Space, count: int) -> list[tuple[optuna.trial.Trial, dict[str, Any]]]:
@@ -83,13 +91,23 @@ class StoppedArePruned(OptunaSearch):
         super().on_trial_complete(trial_id, result, error)
 
 
+def fail_abandoned(study: optuna.Study) -> int:
+    """Tell FAIL the trials still RUNNING once a round has ended, and return how many. A pack whose
+    process was killed before its first checkpoint restarts from scratch and asks anew, so nothing will
+    tell the trials it had asked. Only while no other search asks this study."""
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for trial in running:
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    return len(running)
+
+
 def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
 
 
 def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Trials with a result: completed, or stopped early with one. A trial of an interrupted search
-    stays RUNNING (its round may resume it) and one that failed may be asked again, so neither counts."""
+    """Trials with a result: completed, or stopped early with one. A trial of an interrupted round
+    stays RUNNING until the round resumes, and one that failed may be asked again, so neither counts."""
     return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
 
 

@@ -379,9 +379,8 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
     if len(ended) < ray_trials:
         tracking.set_status(uri, parent, "KILLED")
         done = sum(len(member_cells(t.config or {}, t.last_result or {})) for t in saved if t.trial_id in ended)
-        rest = ("the same command asks the study for the rest in a new round" if spec.study or spec.search_alg
-                else "the others resume from their last checkpoints when the same command runs again")
-        raise SweepInterrupted(f"interrupted: {done} of {total} trials of {spec.name} ended before the stop; {rest}")
+        raise SweepInterrupted(f"interrupted: {done} of {total} trials of {spec.name} ended before the stop; the "
+                               f"others resume from their last checkpoints when the same command runs again")
     tracking.set_status(uri, parent, "FINISHED" if results.num_errors == 0 else "FAILED")
     return SweepResult(trial_table(results), experiment, parent, uri, results.num_errors)
 
@@ -451,18 +450,20 @@ def trial_table(results: tune.ResultGrid) -> pd.DataFrame:
 
 def close_orphans(results: tune.ResultGrid, uri: str, experiment: str, parent: str, ended: set[str],
                   wait_s: float = 10.0) -> None:
-    """End the child runs still RUNNING after the sweep. A trial Ray stopped after a report (a scheduler's
-    decision) ended without error, but its process may have ended before its runs did: each member gets
-    that report's step and ends FINISHED (FAILED if it had diverged). The others belong to trials killed
-    with their process, or stopped by Ctrl+C before they ``ended``, and end KILLED. Ray's fit can return
-    while a stopped trial's process still ends its runs, so runs get ``wait_s`` to end on their own first:
-    else both would log the last step."""
+    """End the child runs still RUNNING after the sweep. A trial Ray stopped after a report ended without
+    error, and its process logs that report's step and leaves its runs to the driver: a scheduler stops a
+    trial as Ctrl+C does, and only the driver knows which it was. A trial that ``ended`` was stopped by a
+    scheduler: its runs end FINISHED (tagged stopped early before their last epoch; FAILED for a member
+    that had diverged). The others belong to trials killed with their process, or stopped by Ctrl+C before
+    they ended, and end KILLED (the same command resumes them). Ray's fit can return while a stopped
+    trial's process still logs that last step, so each run gets ``wait_s`` to hold it first: else both
+    would log it."""
     stopped = {r.metrics["trial_id"]: r.metrics for r in results
                if r.error is None and r.metrics and r.metrics["trial_id"] in ended}
     deadline = time.monotonic() + wait_s
     while True:
         running = [r for r in tracking.child_runs(uri, experiment, parent) if r.info.status == "RUNNING"]
-        if time.monotonic() >= deadline or not any(r.data.tags.get(tracking.TRIAL_TAG) in stopped for r in running):
+        if time.monotonic() >= deadline or all(holds_last_report(r, stopped) for r in running):
             break
         time.sleep(0.5)
     for found in running:
@@ -478,4 +479,13 @@ def close_orphans(results: tune.ResultGrid, uri: str, experiment: str, parent: s
             run.finish("FAILED", f"DivergenceError: {failure}")
             continue
         end_stopped_run(run, metrics["member_metrics"][member], int(found.data.params["epochs"]))
-        run.finish("FINISHED")
+
+
+def holds_last_report(run, stopped: dict[str, dict[str, Any]]) -> bool:
+    """Whether a RUNNING child run holds the step of its trial's last report, if a scheduler stopped
+    that trial (``stopped``: trial id to Ray's last result); true for any other run."""
+    metrics = stopped.get(run.data.tags.get(tracking.TRIAL_TAG))
+    if metrics is None or "member_metrics" not in metrics:
+        return True
+    report = metrics["member_metrics"][int(run.data.tags.get(tracking.MEMBER_TAG, 0))]
+    return run.data.metrics.get("epoch", -1) >= report.get("epoch", 0)

@@ -96,6 +96,14 @@ def set_tags(tracking_uri: str, run_id: str, tags: dict[str, str]) -> None:
         _retrying(c.set_tag, run_id, key, value)
 
 
+def drop_tags(tracking_uri: str, run, keys: tuple[str, ...]) -> None:
+    """Delete those of ``keys`` that the run (as last read) carries."""
+    c = client(tracking_uri)
+    for key in keys:
+        if key in run.data.tags:
+            _retrying(c.delete_tag, run.info.run_id, key)
+
+
 def archive_run(tracking_uri: str, run_id: str, folder: str) -> None:
     """Set a sweep's parent run aside: tagged with the folder its sweep was moved to, renamed, and
     ended if it was left running. Its child runs stay nested under it."""
@@ -171,6 +179,9 @@ class TrialRun:
         if found:
             self.run_id = found[0].info.run_id
             _retrying(self.client.update_run, self.run_id, status="RUNNING")
+            # A run that goes on was neither stopped early nor failed for good: Ctrl+C stops a trial the
+            # way a scheduler does, and an attempt that crashed said why.
+            drop_tags(tracking_uri, found[0], (STOPPED_TAG, "error"))
             history = _retrying(self.client.get_metric_history, self.run_id, "epoch")
             self.last_step = max((m.step for m in history), default=-1)
             log.info("continuing MLflow run %s of trial %s after step %d", self.run_id, trial_id, self.last_step)

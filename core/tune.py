@@ -93,11 +93,13 @@ def search_trial(config: dict[str, Any], *, base: dict[str, Any], platform: dict
     asked (they are in its checkpoint); one that crashed before its first checkpoint fails them.
 
     ``search``: the study's ``path`` and ``name``, the define-by-run ``space``, ``members`` per slot
-    and ``total``, the ``objective`` metric and the sampler's ``seed`` (each slot seeds its own sampler).
+    and ``total``, the ``objective`` metric, the search's ``seed`` and the trials the study held when
+    the round began (``asked_before``): each slot of each round seeds its own sampler.
     """
     from core import study as studies
 
-    opened = studies.open_study(search["path"], search["name"], search["seed"] * 100_003 + config["slot"])
+    opened = studies.open_study(search["path"], search["name"],
+                                studies.sampler_seed(search["seed"], search["asked_before"], config["slot"]))
     resume = load_checkpoint_state(tune.get_checkpoint())
     count = min(search["members"], search["total"] - config["slot"] * search["members"])  # the last slot: the rest
     asked = resume["asked"] if resume else [(t.number, cell) for t, cell in
@@ -202,19 +204,21 @@ def train_members(cells: list[dict[str, Any]], base: dict[str, Any], platform: d
 
     def finish(result: PackResult, stopped: bool = False) -> None:
         # A trial Ray stopped (``stopped``) loses its process a moment later: each member's last step
-        # goes first, and the driver's close_orphans ends the runs this leaves RUNNING.
-        if stopped:
-            for m, run in enumerate(runs):
-                if m not in result.failures:
-                    end_stopped_run(run, result.metrics[m], cfgs[m].epochs)
+        # goes first. Its runs stay RUNNING: a scheduler stops a trial the way Ctrl+C does, and only the
+        # driver knows which it was (core.sweep.close_orphans ends them FINISHED and tagged stopped early,
+        # or KILLED until the same command resumes them).
         state = latest or resume or {}
         for m, run in enumerate(runs):
             if m in result.failures:
                 run.finish("FAILED", f"DivergenceError: {result.failures[m]}")
                 continue
+            if stopped:
+                run.queue(result.metrics[m])
+                run.flush()
             if result.metrics[m] and state:
                 log_trial_artifacts(run, result.metrics[m], state["counts"], state["classes"], cfgs[m])
-            run.finish("FINISHED")
+            if not stopped:
+                run.finish("FINISHED")
 
     try:
         result = train_pack(cfgs, report, resume=resume, save_state=save_state)
@@ -258,13 +262,15 @@ def run_name(method: str, config: dict[str, Any]) -> str:
 
 
 def end_stopped_run(run: tracking.TrialRun, metrics: dict[str, float], epochs: int) -> None:
-    """Log the last evaluation of a member whose trial Ray stopped after it, and say so on its run when
-    that came before its last epoch (an early stop: its metrics are not a full run's)."""
+    """End the run of a member whose trial a scheduler stopped after the evaluation ``metrics`` (logged
+    here unless the run holds it), saying so on the run when that came before its last epoch (an early
+    stop: its metrics are not a full run's)."""
     run.queue(metrics)
     run.flush()
     reason = stop_reason(metrics["epoch"], epochs)
     if reason:
         run.set_tag(tracking.STOPPED_TAG, reason)
+    run.finish("FINISHED")
 
 
 def log_trial_artifacts(run: tracking.TrialRun, metrics: dict[str, float], counts: list[int],

@@ -16,8 +16,10 @@ out. The chosen configuration's test accuracy is then read once, beside its vali
 the output says so.
 
 The study is stored in ``<results-dir>/<name>.optuna.db``. Re-running with a larger ``--num-samples``
-adds the missing trials to the same study in a new round (a sweep ``<name>-more<N>`` in the same
-MLflow experiment); re-running a finished search only tabulates and plots it again. ``--fuse K`` asks
+adds the missing trials to the same study in a new round (a sweep ``<name>-more<N>``, N the trials asked
+before it, in the same MLflow experiment; its samplers seeded afresh, ``core.study.sampler_seed``);
+re-running a finished search only tabulates and plots it again, and an interrupted one resumes its
+round first. ``--fuse K`` asks
 the study for K configurations per Ray trial and trains them as one fused pack (``auto``: the trials
 spread over what runs at once); ``--asha`` (early stopping on the objective) needs ``--fuse 1``, where
 Ray's OptunaSearch drives the same stored study. ASHA ranks trials from ``--grace-period`` on, by default
@@ -50,7 +52,7 @@ from core import study as studies  # noqa: E402
 from core import tracking  # noqa: E402
 from core.config import TRAIN_FIELDS, field_assignments  # noqa: E402
 from core.methods import METHODS  # noqa: E402
-from core.sweep import SweepResult, run_sweep  # noqa: E402
+from core.sweep import SweepResult, read_state, run_sweep  # noqa: E402
 from core.train import _number_or_name  # noqa: E402
 from search_spaces import comparable_epoch, drw_epoch_bounds, method_params, method_space  # noqa: E402
 from sweeps import cli  # noqa: E402
@@ -107,21 +109,50 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         os.makedirs(os.path.dirname(archived), exist_ok=True)
         shutil.move(path, archived)
     study = studies.open_study(path, name, args.search_seed)
-    done = len(studies.finished(study))
-    todo = args.num_samples - done
-    round_name = name if done == 0 else f"{name}-more{done}"
     uri = args.tracking_uri or tracking.default_tracking_uri(results_dir)
-    if todo > 0:
-        log.info("search %s: the study holds %d finished trial(s); %d more in round %s", name, done, todo, round_name)
-        spec = search_spec({**chosen, "name": round_name}, args, base, space, objective, path, name, todo, grace)
+
+    def run_round(round_name: str, todo: int) -> tuple[str, str]:
+        """Run (or resume) the round ``round_name`` of ``todo`` trials: its parent run and folder."""
+        spec = search_spec({**chosen, "name": round_name}, args, base, space, objective, path, name, todo, grace,
+                           asked_before=len(study.trials))
         cli.start(spec, args.num_cpus)
         result = run_sweep(spec)
-        parent, folder = result.parent_run_id, spec.path
-    else:
+        abandoned = studies.fail_abandoned(study)
+        if abandoned:
+            log.info("search %s: %d trial(s) asked by packs that restarted from scratch told FAIL", name, abandoned)
+        return result.parent_run_id, spec.path
+
+    last = None
+    interrupted = unfinished_round(uri, name, results_dir)
+    if interrupted:
+        log.info("search %s: round %s stopped before its trials ended; resuming it", name, interrupted[0])
+        last = run_round(*interrupted)
+    done = len(studies.finished(study))
+    todo = args.num_samples - done
+    if todo > 0:
+        # Named by the trials asked so far, which every round adds to (failed ones too): no two alike.
+        round_name = f"{name}-more{len(study.trials)}" if study.trials else name
+        log.info("search %s: the study holds %d finished trial(s); %d more in round %s", name, done, todo, round_name)
+        last = run_round(round_name, todo)
+    if last is None:
         log.info("search %s: the study already holds %d finished trial(s); tabulating it again", name, done)
         latest = tracking.latest_parent_run(uri, name)  # the last round: its run is named after its folder
-        parent, folder = latest.info.run_id, os.path.join(results_dir, latest.info.run_name)
+        last = latest.info.run_id, os.path.join(results_dir, latest.info.run_name)
+    parent, folder = last
     return report(study, name, uri, parent, folder, args.method, base, objective)
+
+
+def unfinished_round(uri: str, name: str, results_dir: str) -> tuple[str, int] | None:
+    """The search's latest round if it stopped before its trials ended (Ctrl+C, or its driver killed),
+    as its name and the trials it was to add: the same command resumes it before asking for more."""
+    try:
+        latest = tracking.latest_parent_run(uri, name)
+    except ValueError:  # no round yet
+        return None
+    state = read_state(os.path.join(results_dir, latest.info.run_name))
+    if latest.info.status not in ("RUNNING", "KILLED") or state is None:
+        return None
+    return latest.info.run_name, state["settings"]["num_samples"]
 
 
 def asha_grace_period(args, base: dict) -> int:
@@ -144,11 +175,13 @@ def asha_grace_period(args, base: dict) -> int:
 
 
 def search_spec(chosen: dict, args, base: dict, space, objective: str, path: str, name: str, todo: int,
-                grace: int | None):
+                grace: int | None, asked_before: int):
     """The round's sweep (``todo`` more trials of the study ``name`` stored at ``path``, in the MLflow
-    experiment ``name``): Ray's OptunaSearch on the stored study with ``--fuse 1`` (ASHA from epoch
-    ``grace`` on, when given), else fused packs that ask the study themselves (``core.tune.search_trial``)."""
-    study = {"path": path, "name": name, "space": space, "objective": objective, "seed": args.search_seed}
+    experiment ``name``, begun when the study held ``asked_before`` trials): Ray's OptunaSearch on the
+    stored study with ``--fuse 1`` (ASHA from epoch ``grace`` on, when given), else fused packs that ask
+    the study themselves (``core.tune.search_trial``)."""
+    study = {"path": path, "name": name, "space": space, "objective": objective, "seed": args.search_seed,
+             "asked_before": asked_before}
     extra = dict(experiment=study["name"], num_samples=todo)
     if args.fuse != 1:
         return cli.spec_from(chosen, args, base, {}, study=study, **extra)
@@ -157,7 +190,8 @@ def search_spec(chosen: dict, args, base: dict, space, objective: str, path: str
 
     storage = optuna.storages.RDBStorage(studies.storage_url(path))
     searcher = studies.StoppedArePruned(space=space, metric=objective, mode="max", storage=storage,
-                                        study_name=study["name"], seed=args.search_seed, epochs=base["epochs"])
+                                        study_name=study["name"], epochs=base["epochs"],
+                                        seed=studies.sampler_seed(args.search_seed, asked_before))
     scheduler = None
     if grace is not None:
         scheduler = ASHAScheduler(metric=objective, mode="max", time_attr="epoch", grace_period=grace,

@@ -14,7 +14,7 @@ from ray.tune.schedulers import FIFOScheduler
 from core import tracking
 from core.sweep import SweepSpec, close_orphans, run_sweep
 from core.tracking import STOPPED_TAG
-from core.tune import STATE_FILE, end_stopped_run, load_checkpoint_state
+from core.tune import STATE_FILE, load_checkpoint_state
 from sweeps.cli import failures
 from sweeps.report import trials_from_mlflow
 from test_sweep import runs_of, steps
@@ -145,9 +145,10 @@ class Ended:
 
 
 def test_runs_left_running_end_finished_if_ray_stopped_their_trial_else_killed(tmp_path):
-    """A stopped trial's process may end before its runs do: the driver logs the report they lack. A
+    """A stopped trial's process logs its last report and leaves its runs to the driver, which alone
+    knows why Ray stopped it. A scheduler's stop (the trial ended): FINISHED, tagged stopped early. A
     trial stopped by Ctrl+C reported without error too, but had not ended: its run is KILLED, not
-    FINISHED at the step it was interrupted at."""
+    FINISHED at the step it was interrupted at, nor tagged stopped early; when it resumes, it goes on."""
     uri = tracking.default_tracking_uri(str(tmp_path))
     exp = tracking.experiment_id(uri, "left")
     parent = tracking.start_parent_run(uri, exp, "left", {})
@@ -161,16 +162,22 @@ def test_runs_left_running_end_finished_if_ray_stopped_their_trial_else_killed(t
     client = tracking.client(uri)
     runs = {r.info.run_name: r for r in tracking.child_runs(uri, exp, parent)}
     assert runs["stopped"].info.status == "FINISHED" and runs["killed"].info.status == "KILLED"
-    assert runs["interrupted"].info.status == "KILLED"
+    assert runs["interrupted"].info.status == "KILLED" and STOPPED_TAG not in runs["interrupted"].data.tags
     assert [(m.step, m.value) for m in client.get_metric_history(runs["stopped"].info.run_id, "test_acc")] \
         == [(1, 0.5), (2, 0.6)]
     assert runs["stopped"].data.tags[STOPPED_TAG] == "stopped by the scheduler after epoch 2 of 3"
+    # A run of a sweep begun before the driver decided carries its process's word, and drops it when resumed.
+    tracking.set_tags(uri, runs["interrupted"].info.run_id, {STOPPED_TAG: "stopped by the scheduler after epoch 1 "
+                                                             "of 3", "error": "SystemExit: 0"})
+    tracking.TrialRun(uri, exp, parent, "interrupted", "interrupted", {"epochs": 3}).log_epoch(report)
+    resumed = tracking.get_run(uri, runs["interrupted"].info.run_id)
+    assert resumed.info.status == "RUNNING" and not {STOPPED_TAG, "error"} & set(resumed.data.tags)
 
 
-def test_a_stopped_trial_that_ends_its_runs_after_ray_returns_is_not_logged_twice(tmp_path):
-    """Ray's fit can return while a stopped trial's process still logs its last step and ends its run;
-    the driver waits for it rather than log that step too (with ``wait_s=0`` it reads step 1 as the
-    run's last, and both log step 2: the history of a real sweep read [1, 2, 3, 3])."""
+def test_a_stopped_trial_that_logs_its_last_step_after_ray_returns_does_not_log_it_twice(tmp_path):
+    """Ray's fit can return while a stopped trial's process still logs its last step; the driver waits
+    for it rather than log that step too (with ``wait_s=0`` it reads step 1 as the run's last, and both
+    log step 2: the history of a real sweep read [1, 2, 3, 3]), then ends the run."""
     uri = tracking.default_tracking_uri(str(tmp_path))
     exp = tracking.experiment_id(uri, "late")
     parent = tracking.start_parent_run(uri, exp, "late", {})
@@ -178,12 +185,11 @@ def test_a_stopped_trial_that_ends_its_runs_after_ray_returns_is_not_logged_twic
     own.log_epoch({"epoch": 1, "test_acc": 0.5})
     report = {"epoch": 2, "test_acc": 0.6}
 
-    def the_trials_process_ends_late():
+    def the_trials_process_logs_late():
         time.sleep(1.0)
-        end_stopped_run(own, report, 3)
-        own.finish("FINISHED")
+        own.log_epoch(report)
 
-    late = threading.Thread(target=the_trials_process_ends_late)
+    late = threading.Thread(target=the_trials_process_logs_late)
     late.start()
     close_orphans([Ended(None, {"trial_id": "stopped", "member_metrics": [report], "member_failures": {}})],
                   uri, exp, parent, {"stopped"})

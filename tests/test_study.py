@@ -5,8 +5,8 @@ import warnings
 import optuna
 import pytest
 
-from core.study import (StoppedArePruned, ask, completed, evaluators_agree, importances, open_study, plots, storage_url,
-                        tell)
+from core.study import (StoppedArePruned, ask, completed, evaluators_agree, fail_abandoned, importances, open_study,
+                        plots, sampler_seed, storage_url, tell)
 from search_spaces import method_space
 
 
@@ -48,6 +48,20 @@ def test_members_stopped_early_or_failed_are_told_as_such(tmp_path):
     tell(study, c.number, float("nan"), finished=True)
     states = [t.state for t in study.get_trials()]
     assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL]
+
+
+def test_trials_left_running_when_a_round_ends_are_failed_and_rounds_ask_afresh(tmp_path):
+    """A pack restarted from scratch asked anew: what it had asked stays RUNNING unless failed. And a
+    second round's packs, seeded as the first round's, would ask its configurations again."""
+    space = method_space("mamix_drw", 10)
+    study = open_study(str(tmp_path / "s.db"), "search", sampler_seed(0, 0, slot=0))
+    first = ask(study, space, 3)
+    tell(study, first[0][0].number, 0.5, finished=True)
+    assert fail_abandoned(study) == 2 and fail_abandoned(study) == 0
+    assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.COMPLETE] + [optuna.trial.TrialState.FAIL] * 2
+    later = open_study(str(tmp_path / "s.db"), "search", sampler_seed(0, len(study.trials), slot=0))
+    assert ask(later, space, 1)[0][1] not in [config for _, config in first]
+    assert sampler_seed(0, 0, slot=1) != sampler_seed(0, 0, slot=0) != sampler_seed(0, 3, slot=0)
 
 
 def test_importances_find_the_parameter_that_matters_and_plots_are_pngs(tmp_path):

@@ -193,11 +193,11 @@ def one_at_a_time(tmp_path, name, epochs):
 
 
 @contextlib.contextmanager
-def sweep_driver(ray_session, tmp_path, args):
-    """The omega sweep as a user starts it, in a process group of its own (a terminal's foreground job);
-    killed on the way out if it still runs."""
+def sweep_driver(ray_session, tmp_path, args, script="omega_sensitivity.py"):
+    """A sweep script (the omega sweep's by default) as a user starts it, in a process group of its own
+    (a terminal's foreground job); killed on the way out if it still runs."""
     env = dict(os.environ, RAY_ADDRESS=ray_session.get_runtime_context().gcs_address)
-    driver = subprocess.Popen([sys.executable, os.path.join(ROOT, "sweeps", "omega_sensitivity.py"), *args],
+    driver = subprocess.Popen([sys.executable, os.path.join(ROOT, "sweeps", script), *args],
                               env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                               stderr=open(tmp_path / "driver.log", "w"), start_new_session=True)
     try:
@@ -224,6 +224,25 @@ def wait_for_runs(driver, tmp_path, name, ready, timeout=240):
         assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
         time.sleep(0.3)
     pytest.fail(f"the sweep's runs were not ready in {timeout} s")
+
+
+def ctrl_c_mid_trial(ray_session, tmp_path, name, args, script="omega_sensitivity.py"):
+    """Start the sweep, press Ctrl+C (SIGINT to its process group) once a Ray trial has started after
+    another ended (its members' runs all finished) and has reported, and return the driver's exit status
+    and log."""
+    def second_trial_reported(client, children):
+        trials = {}
+        for c in children:
+            trials.setdefault(c.data.tags["ray.trial_id"], []).append(c)
+        ended = [t for t, runs in trials.items() if all(r.info.status == "FINISHED" for r in runs)]
+        return ended and any(c.info.status == "RUNNING" and c.data.tags["ray.trial_id"] not in ended
+                             and steps(client, c, "test_acc") for c in children)
+
+    with sweep_driver(ray_session, tmp_path, args, script) as driver:
+        wait_for_runs(driver, tmp_path, name, second_trial_reported)
+        os.killpg(driver.pid, signal.SIGINT)
+        status = driver.wait(timeout=120)
+    return status, (tmp_path / "driver.log").read_text()
 
 
 def assert_resumed_once(tmp_path, name, args, epochs):
@@ -253,13 +272,7 @@ def test_ctrl_c_ends_the_sweep_with_one_line_and_the_same_command_resumes_it(ray
     scheduler, end its run FINISHED at that epoch and publish a table (or, with no trial ended, stop on
     a KeyError). It must end with one line and the shell's status for Ctrl+C, and tabulate nothing."""
     args = one_at_a_time(tmp_path, "ctrl-c", epochs=40)
-    with sweep_driver(ray_session, tmp_path, args) as driver:
-        wait_for_runs(driver, tmp_path, "ctrl-c", lambda client, children: any(
-            c.info.status == "FINISHED" for c in children) and any(
-            c.info.status == "RUNNING" and steps(client, c, "test_acc") for c in children))
-        os.killpg(driver.pid, signal.SIGINT)
-        status = driver.wait(timeout=120)
-    log = (tmp_path / "driver.log").read_text()
+    status, log = ctrl_c_mid_trial(ray_session, tmp_path, "ctrl-c", args)
     assert status == 130, log[-3000:]
     assert ("interrupted: 1 of 2 trials of ctrl-c ended before the stop; the others resume from their last "
             "checkpoints when the same command runs again") in log.splitlines(), log[-3000:]
@@ -273,8 +286,11 @@ def test_ctrl_c_ends_the_sweep_with_one_line_and_the_same_command_resumes_it(ray
     (partial,) = report.main(["--experiment", "ctrl-c", "--results-dir", str(tmp_path)])[:1]
     assert partial.frame["omega"].tolist() == [0.25]
     assert partial.title.endswith("[sweep unfinished (KILLED): 1 of its 2 trials]")
+    assert not any(STOPPED_TAG in c.data.tags for c in children)  # Ctrl+C is no scheduler's early stop
     assert_resumed_once(tmp_path, "ctrl-c", args, epochs=40)
-    assert "unfinished" not in report.main(["--experiment", "ctrl-c", "--results-dir", str(tmp_path)])[0].title
+    # ... and its resumed trial is no early stop either: MLflow tables both (it tabled one, as complete).
+    (resumed,) = report.main(["--experiment", "ctrl-c", "--results-dir", str(tmp_path)])[:1]
+    assert resumed.frame["omega"].tolist() == [0.25, 4.0] and "unfinished" not in resumed.title
 
 
 def test_search_selects_on_validation_logs_importances_and_extends_its_study(ray_session, tmp_path):
@@ -306,7 +322,33 @@ def test_search_selects_on_validation_logs_importances_and_extends_its_study(ray
     more = tune_hparams.main(args + ["--num-samples", "5", "--fuse", "1"])
     study = optuna.load_study(study_name="search", storage=f"sqlite:///{tmp_path}/search.optuna.db")
     assert len(study.trials) == 5 and sorted((t.number, t.params["omega"]) for t in study.trials)[:4] == first
+    # its sampler has a seed of its own: seeded as the first pack's, it asked that pack's first trial again
+    assert study.trials[4].params not in [t.params for t in study.trials[:4]]
     assert len(more) == 5 and len(runs_of(tmp_path, "search")[1]) == 2  # a second round, same experiment
+
+
+def test_ctrl_c_stops_a_search_and_the_same_command_resumes_its_round(ray_session, tmp_path):
+    """Ctrl+C while the second of two packs of a search trains, then the same command. It used to leave
+    that pack's two trials RUNNING in the study for good, its runs KILLED, and ask for two more in a new
+    round, whose first pack, seeded as the first round's, asked the first round's configurations again.
+    It must resume the round: four configurations, each trained once, in one round."""
+    import optuna
+
+    from sweeps import tune_hparams
+
+    args = ["--preset", "demo", "--method", "mamix_drw", "--num-samples", "4", "--fuse", "2", "--epochs", "40",
+            "--max-concurrent", "1", "--cpus-per-trial", "1", "--results-dir", str(tmp_path), "--name", "search"]
+    status, log = ctrl_c_mid_trial(ray_session, tmp_path, "search", args, script="tune_hparams.py")
+    assert status == 130 and ("interrupted: 2 of 4 trials of search ended before the stop; the others resume from "
+                              "their last checkpoints when the same command runs again") in log, log[-3000:]
+    table = tune_hparams.main(args)
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{tmp_path}/search.optuna.db")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4 and len(table) == 4
+    client, parents, children = runs_of(tmp_path, "search")
+    assert [p.info.status for p in parents] == ["FINISHED"] and len(children) == 4
+    for child in children:
+        assert child.info.status == "FINISHED" and steps(client, child, "val_acc") == list(range(1, 41))
 
 
 def test_asha_stops_trials_early_and_the_study_and_mlflow_agree_which(ray_session, tmp_path):
