@@ -260,7 +260,7 @@ def claim_folder(spec: SweepSpec) -> None:
     if state is None and not tune.Tuner.can_restore(spec.path):
         return  # nothing to resume or protect (absent, or e.g. only a sweeps.report folder)
     if spec.restart:
-        archive_sweep(spec, state)
+        archive_sweep(spec.uri, spec.results_dir, spec.name, state)
         return
     if state is None or "settings" not in state:
         problem = "was started by an older version that did not record its settings"
@@ -277,19 +277,21 @@ def claim_folder(spec: SweepSpec) -> None:
         f"the old sweep (folder and MLflow parent run) and start this one afresh")
 
 
-def archive_sweep(spec: SweepSpec, state: dict[str, Any] | None) -> None:
-    """Move the sweep's folder to ``<results_dir>/archived/<name>-<time>`` and mark its MLflow parent run."""
+def archive_sweep(uri: str, results_dir: str, name: str, state: dict[str, Any] | None) -> None:
+    """Move the sweep's folder (if any) to ``<results_dir>/archived/<name>-<time>`` and mark its MLflow
+    parent run (``state``'s, at its tracking URI, else ``uri``)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    destination = os.path.join(spec.results_dir, "archived", f"{spec.name}-{stamp}")
-    os.makedirs(os.path.dirname(destination), exist_ok=True)
-    shutil.move(spec.path, destination)
-    log.info("--restart: archived the previous sweep %s in %s", spec.name, destination)
+    destination = os.path.join(results_dir, "archived", f"{name}-{stamp}")
+    if os.path.exists(os.path.join(results_dir, name)):
+        os.makedirs(os.path.dirname(destination), exist_ok=True)
+        shutil.move(os.path.join(results_dir, name), destination)
+        log.info("--restart: archived the previous sweep %s in %s", name, destination)
     if state and state.get("parent_run_id"):
+        where = state.get("tracking_uri", uri)
         try:
-            tracking.archive_run(state["tracking_uri"], state["parent_run_id"], destination)
+            tracking.archive_run(where, state["parent_run_id"], destination)
         except Exception as err:  # noqa: BLE001 - e.g. the old tracking server is gone; the folder moved
-            log.warning("could not mark the old parent run %s archived at %s: %s", state["parent_run_id"],
-                        state["tracking_uri"], err)
+            log.warning("could not mark the old parent run %s archived at %s: %s", state["parent_run_id"], where, err)
 
 
 def _parent_run(spec: SweepSpec, uri: str, experiment: str, resuming: bool) -> str:

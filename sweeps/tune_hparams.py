@@ -52,7 +52,7 @@ from core import study as studies  # noqa: E402
 from core import tracking  # noqa: E402
 from core.config import TRAIN_FIELDS, field_assignments  # noqa: E402
 from core.methods import METHODS  # noqa: E402
-from core.sweep import SweepResult, read_state, run_sweep  # noqa: E402
+from core.sweep import SweepResult, archive_sweep, read_state, run_sweep  # noqa: E402
 from core.train import _number_or_name  # noqa: E402
 from search_spaces import comparable_epoch, drw_epoch_bounds, method_params, method_space  # noqa: E402
 from sweeps import cli  # noqa: E402
@@ -104,12 +104,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     name, results_dir = chosen["name"], os.path.abspath(args.results_dir)
     path = os.path.join(results_dir, f"{name}.optuna.db")
     os.makedirs(results_dir, exist_ok=True)
-    if args.restart and os.path.exists(path):  # a fresh search: the old study goes with the old sweep
-        archived = os.path.join(results_dir, "archived", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.optuna.db")
-        os.makedirs(os.path.dirname(archived), exist_ok=True)
-        shutil.move(path, archived)
-    study = studies.open_study(path, name, args.search_seed)
     uri = args.tracking_uri or tracking.default_tracking_uri(results_dir)
+    if args.restart:  # a fresh search: the old study and every round of it go with the old search
+        archive_search(uri, results_dir, name, path)
+    study = studies.open_study(path, name, args.search_seed)
 
     def run_round(round_name: str, todo: int) -> tuple[str, str]:
         """Run (or resume) the round ``round_name`` of ``todo`` trials: its parent run and folder."""
@@ -140,6 +138,21 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         last = latest.info.run_id, os.path.join(results_dir, latest.info.run_name)
     parent, folder = last
     return report(study, name, uri, parent, folder, args.method, base, objective)
+
+
+def archive_search(uri: str, results_dir: str, name: str, path: str) -> None:
+    """``--restart``: the study stored at ``path`` and every round of the search ``name`` (folder and
+    parent run) set aside, so that none of their trials reach the new search's tables."""
+    if os.path.exists(path):
+        archived = os.path.join(results_dir, "archived", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.optuna.db")
+        os.makedirs(os.path.dirname(archived), exist_ok=True)
+        shutil.move(path, archived)
+    try:
+        rounds = tracking.parent_runs(uri, name)
+    except ValueError:  # no MLflow experiment of that name: nothing ran
+        return
+    for run in rounds:
+        archive_sweep(uri, results_dir, run.info.run_name, {"parent_run_id": run.info.run_id})
 
 
 def unfinished_round(uri: str, name: str, results_dir: str) -> tuple[str, int] | None:

@@ -326,6 +326,13 @@ def test_search_selects_on_validation_logs_importances_and_extends_its_study(ray
     assert study.trials[4].params not in [t.params for t in study.trials[:4]]
     assert len(more) == 5 and len(runs_of(tmp_path, "search")[1]) == 2  # a second round, same experiment
 
+    # --restart sets the old study and both its rounds aside: the new search's table held the second's trial
+    fresh = tune_hparams.main(args + ["--num-samples", "1", "--fuse", "1", "--restart"])
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{tmp_path}/search.optuna.db")
+    assert len(study.trials) == 1 and len(fresh) == 1
+    # the study, and the two rounds' folders (<round>-<date>-<time>)
+    assert sorted(n.rsplit("-", 2)[0] for n in os.listdir(tmp_path / "archived")) == ["search", "search", "search-more4"]
+
 
 def test_ctrl_c_stops_a_search_and_the_same_command_resumes_its_round(ray_session, tmp_path):
     """Ctrl+C while the second of two packs of a search trains, then the same command. It used to leave
