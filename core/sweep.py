@@ -14,14 +14,17 @@ folder and its MLflow parent run, then starts afresh.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,8 +101,35 @@ class SettingsChanged(ValueError):
 
 
 class SweepInterrupted(KeyboardInterrupt):
-    """The sweep was stopped (Ctrl+C) before all its trials ended: nothing is tabulated, and the same
-    command goes on with it."""
+    """The sweep was stopped (Ctrl+C, or SIGTERM: ``signum``) before all its trials ended: nothing is
+    tabulated, and the same command goes on with it."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c(received: list[int]):
+    """While the trials run, SIGTERM (what ``ray job stop``, Slurm's ``scancel`` and Kubernetes send
+    first) stops the sweep as Ctrl+C does: Ray Tune saves the experiment and stops the trials. Else
+    Ray's driver aborts on it, leaving every run RUNNING. Set after ``ray.init``, whose core worker
+    installs that handler; only the main thread may set one. Appends each signal to ``received``."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        received.append(signum)
+        handler = signal.getsignal(signal.SIGINT)  # Ray Tune's while it runs trials
+        if callable(handler):
+            handler(signum, frame)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def grid_configs(spec: SweepSpec) -> list[dict[str, Any]]:
@@ -370,8 +400,10 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
                                       failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
         )
+    received: list[int] = []
     try:
-        results = tuner.fit()
+        with sigterm_as_ctrl_c(received):
+            results = tuner.fit()
     except BaseException:
         tracking.set_status(uri, parent, "KILLED")
         raise
@@ -382,7 +414,8 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
         tracking.set_status(uri, parent, "KILLED")
         done = sum(len(member_cells(t.config or {}, t.last_result or {})) for t in saved if t.trial_id in ended)
         raise SweepInterrupted(f"interrupted: {done} of {total} trials of {spec.name} ended before the stop; the "
-                               f"others resume from their last checkpoints when the same command runs again")
+                               f"others resume from their last checkpoints when the same command runs again",
+                               *received[:1])
     tracking.set_status(uri, parent, "FINISHED" if results.num_errors == 0 else "FAILED")
     return SweepResult(trial_table(results), experiment, parent, uri, results.num_errors)
 

@@ -273,7 +273,8 @@ def table_files(table: Table, markdown: str | None = None) -> dict[str, bytes]:
 
 def entry(main: Callable[[], Any]) -> None:
     """Run a sweep's ``main`` as a command: bad input ends with one clear line naming the field, and
-    Ctrl+C with one line on what was kept, not a traceback (exit status 130, as a shell gives Ctrl+C)."""
+    Ctrl+C with one line on what was kept, not a traceback (exit status 130, as a shell gives Ctrl+C;
+    143 for SIGTERM, which stops it the same way)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         main()
@@ -281,7 +282,7 @@ def entry(main: Callable[[], Any]) -> None:
         raise SystemExit(f"error: {err}") from None
     except SweepInterrupted as stop:
         print(stop, file=sys.stderr)
-        raise SystemExit(130) from None
+        raise SystemExit(128 + stop.signum) from None
 
 
 # The embedded dataset's short schedule shared by every demo preset: warm-up, DRW with the first

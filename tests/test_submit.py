@@ -133,16 +133,59 @@ def test_script_run_on_the_head_joins_the_cluster_as_ray_submit_runs_it(cluster,
     assert trial_nodes(str(tmp_path), "submit") == sorted(cluster.node_ids.values())
 
 
-def test_sweep_submitted_through_the_jobs_api_runs_on_the_cluster(cluster, tmp_path):
-    """The README's `ray job submit --address http://127.0.0.1:8265 --working-dir . -- python ...`."""
-    command = [os.path.join(BIN, "ray"), "job", "submit", "--address", cluster.dashboard, "--working-dir", ".",
-               "--", "python", *SWEEP, "--results-dir", str(tmp_path), "--name", "job"]
+def job_submit(cluster: Cluster, *args: str) -> subprocess.CompletedProcess:
+    """`ray job submit --address <the cluster's> ARGS`, retried while the head's job agent is not up yet."""
+    command = [os.path.join(BIN, "ray"), "job", "submit", "--address", cluster.dashboard, *args]
     deadline = time.monotonic() + 60  # a fresh head's job agent registers some seconds after `ray start`
     while True:
         run = subprocess.run(command, cwd=ROOT, env=cluster.env, capture_output=True, text=True, timeout=300)
         if "No available agent to submit job" not in run.stderr or time.monotonic() > deadline:
-            break
+            return run
         time.sleep(2)
+
+
+def test_sweep_submitted_through_the_jobs_api_runs_on_the_cluster(cluster, tmp_path):
+    """The README's `ray job submit --address http://127.0.0.1:8265 --working-dir . -- python ...`."""
+    run = job_submit(cluster, "--working-dir", ".", "--", "python", *SWEEP, "--results-dir", str(tmp_path),
+                     "--name", "job")
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     assert f"Ray: joined the cluster at {cluster.address} (RAY_ADDRESS)" in run.stdout + run.stderr
     assert trial_nodes(str(tmp_path), "job") == sorted(cluster.node_ids.values())
+
+
+def test_ray_job_stop_ends_the_sweep_as_ctrl_c_does(cluster, tmp_path):
+    """`ray job stop` sends the driver SIGTERM, and SIGKILL RAY_JOB_STOP_WAIT_TIME_S later (the README's
+    submit line gives it 60 s). On SIGTERM Ray's driver aborted, leaving the parent run and the stopped
+    trial's run RUNNING; it must end as on Ctrl+C: one line, the runs KILLED, the finished trial kept,
+    and a new job of the same command resumes it."""
+    ray = os.path.join(BIN, "ray")
+    sweep = [*SWEEP[:-1], "40", "--max-concurrent", "1", "--cpus-per-trial", "1", "--fuse", "1",
+             "--results-dir", str(tmp_path), "--name", "stop"]
+    run = job_submit(cluster, "--no-wait", "--submission-id", "stop-me", "--working-dir", ".",
+                     "--runtime-env-json", '{"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "60"}}', "--", "python", *sweep)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    client, deadline = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db"), time.monotonic() + 240
+    while time.monotonic() < deadline:  # one trial finished, the other reported
+        children = []
+        if os.path.exists(tmp_path / "stop" / "sweep.json"):
+            experiment = client.get_experiment_by_name("stop")
+            children = client.search_runs([experiment.experiment_id], "tags.`mlflow.parentRunId` != ''")
+        if any(c.info.status == "FINISHED" for c in children) and any(
+                c.info.status == "RUNNING" and c.data.metrics.get("epoch") for c in children):
+            break
+        time.sleep(0.5)
+    stop = subprocess.run([ray, "job", "stop", "--address", cluster.dashboard, "stop-me"], env=cluster.env,
+                          capture_output=True, text=True, timeout=120)
+    assert stop.returncode == 0, (stop.stdout + stop.stderr)[-3000:]
+    logs = subprocess.run([ray, "job", "logs", "--address", cluster.dashboard, "stop-me"], env=cluster.env,
+                          capture_output=True, text=True, timeout=60).stdout
+    assert ("interrupted: 1 of 2 trials of stop ended before the stop; the others resume from their last "
+            "checkpoints when the same command runs again") in logs, logs[-3000:]
+    runs = client.search_runs([client.get_experiment_by_name("stop").experiment_id])
+    assert sorted((r.info.status, "mlflow.parentRunId" in r.data.tags) for r in runs) == [
+        ("FINISHED", True), ("KILLED", False), ("KILLED", True)]
+    # the same submit line under a new submission id resumes it: the same three runs, all FINISHED
+    again = job_submit(cluster, "--working-dir", ".", "--", "python", *sweep)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    runs = client.search_runs([client.get_experiment_by_name("stop").experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FINISHED"] * 3
