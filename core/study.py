@@ -34,8 +34,8 @@ def storage_url(path: str) -> str:
 
 def open_study(path: str, name: str, sampler_seed: int) -> optuna.Study:
     """The study ``name`` stored in the SQLite file ``path``, created on first use; maximised. Its TPE
-    sampler is seeded with ``sampler_seed``: give each process that asks its own seed (``sampler_seed``),
-    or two of them would start from the same random configurations."""
+    sampler is seeded with ``sampler_seed``: give each asker its own (``core.study.sampler_seed``), or
+    two of them would start from the same random configurations."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.RDBStorage(storage_url(path), engine_kwargs={"connect_args": {"timeout": 60}})
     return optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,

@@ -19,9 +19,9 @@ The study is stored in ``<results-dir>/<name>.optuna.db``. Re-running with a lar
 adds the missing trials to the same study in a new round (a sweep ``<name>-more<N>``, N the trials asked
 before it, in the same MLflow experiment; its samplers seeded afresh, ``core.study.sampler_seed``);
 re-running a finished search only tabulates and plots it again, and an interrupted one resumes its
-round first. ``--fuse K`` asks
-the study for K configurations per Ray trial and trains them as one fused pack (``auto``: the trials
-spread over what runs at once); ``--asha`` (early stopping on the objective) needs ``--fuse 1``, where
+round first; ``--restart`` sets the study and every round aside. ``--fuse K`` asks the study for K
+configurations per Ray trial and trains them as one fused pack (``auto``: the trials spread over what
+runs at once); ``--asha`` (early stopping on the objective) needs ``--fuse 1``, where
 Ray's OptunaSearch drives the same stored study. ASHA ranks trials from ``--grace-period`` on, by default
 the first epoch at which they are comparable (``search_spaces.comparable_epoch``: past the first
 learning-rate decay and past the latest DRW epoch the space suggests). A DRW method's searched DRW epoch
