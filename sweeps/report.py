@@ -22,6 +22,7 @@ from core.sweep import PROJECT_DIR
 from sweeps import (cli, extreme_cinic10, extreme_imbalance, extreme_kinds, margin_study, method_comparison,
                     omega_sensitivity, smote_study)
 
+SEARCH = "tune_hparams"  # sweeps/tune_hparams.py: its tables need the Optuna study, not MLflow alone
 SWEEPS = {s.name: s for s in (omega_sensitivity.SWEEP, method_comparison.SWEEP, extreme_imbalance.SWEEP,
                               extreme_cinic10.SWEEP, extreme_kinds.SWEEP, smote_study.SWEEP, margin_study.SWEEP)}
 
@@ -53,6 +54,10 @@ def rebuild(experiment: str, tracking_uri: str, parent_run_id: str | None = None
     parent = (tracking.get_run(tracking_uri, parent_run_id) if parent_run_id
               else tracking.latest_parent_run(tracking_uri, experiment))
     script = parent.data.tags.get("sweep_script")
+    if script == SEARCH:
+        raise ValueError(f"experiment: {experiment} is a hyperparameter search; its tables are logged to each round's "
+                         f"parent run (trials_ranked.md; importances.md from 4 trials on), and the same {SEARCH} "
+                         f"command prints them again without training")
     if script not in SWEEPS:
         raise ValueError(f"parent_run: run {parent.info.run_id} has sweep_script={script!r}; "
                          f"allowed: {sorted(SWEEPS)}")

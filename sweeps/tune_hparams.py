@@ -56,7 +56,7 @@ from core.sweep import SweepResult, archive_sweep, read_state, run_sweep  # noqa
 from core.train import _number_or_name  # noqa: E402
 from search_spaces import comparable_epoch, drw_epoch_bounds, method_params, method_space  # noqa: E402
 from sweeps import cli  # noqa: E402
-from sweeps.report import trials_from_mlflow  # noqa: E402
+from sweeps.report import SEARCH, trials_from_mlflow  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def search_spec(chosen: dict, args, base: dict, space, objective: str, path: str
     the study themselves (``core.tune.search_trial``)."""
     study = {"path": path, "name": name, "space": space, "objective": objective, "seed": args.search_seed,
              "asked_before": asked_before}
-    extra = dict(experiment=study["name"], num_samples=todo)
+    extra = dict(experiment=study["name"], num_samples=todo, tags={"sweep_script": SEARCH})
     if args.fuse != 1:
         return cli.spec_from(chosen, args, base, {}, study=study, **extra)
     import optuna

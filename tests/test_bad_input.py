@@ -86,6 +86,14 @@ def test_a_report_before_any_trial_finished_says_so(tmp_path):
         report.main(["--experiment", "early", "--results-dir", str(tmp_path)])
 
 
+def test_a_report_of_a_search_says_where_its_tables_are(tmp_path):
+    """sweeps.report rebuilds a grid sweep's tables; a search's used to end with "sweep_script=None"."""
+    uri = tracking.default_tracking_uri(str(tmp_path))
+    tracking.start_parent_run(uri, tracking.experiment_id(uri, "search"), "search", {"sweep_script": "tune_hparams"})
+    with pytest.raises(ValueError, match="^experiment: search is a hyperparameter search; its tables are logged"):
+        report.main(["--experiment", "search", "--results-dir", str(tmp_path)])
+
+
 def test_wrong_shapes_and_labels_in_a_data_root_are_named(tmp_path):
     x = np.zeros((10, 8, 8, 1), np.uint8)
     np.savez(tmp_path / "digits.npz", x_train=x, y_train=np.arange(10), x_test=x[:, :, :, 0], y_test=np.arange(10))
