@@ -110,13 +110,14 @@ class SweepInterrupted(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def sigterm_as_ctrl_c(received: list[int]):
+def sigterm_as_ctrl_c():
     """While the trials run, SIGTERM (what ``ray job stop``, Slurm's ``scancel`` and Kubernetes send
     first) stops the sweep as Ctrl+C does: Ray Tune saves the experiment and stops the trials. Else
     Ray's driver aborts on it, leaving every run RUNNING. Set after ``ray.init``, whose core worker
-    installs that handler; only the main thread may set one. Appends each signal to ``received``."""
+    installs that handler; only the main thread may set one. Yields the list of signals received."""
+    received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield received
         return
 
     def stop(signum: int, frame: Any) -> None:
@@ -127,7 +128,7 @@ def sigterm_as_ctrl_c(received: list[int]):
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
-        yield
+        yield received
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
@@ -307,15 +308,21 @@ def claim_folder(spec: SweepSpec) -> None:
         f"the old sweep (folder and MLflow parent run) and start this one afresh")
 
 
-def archive_sweep(uri: str, results_dir: str, name: str, state: dict[str, Any] | None) -> None:
-    """Move the sweep's folder (if any) to ``<results_dir>/archived/<name>-<time>`` and mark its MLflow
-    parent run (``state``'s, at its tracking URI, else ``uri``)."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    destination = os.path.join(results_dir, "archived", f"{name}-{stamp}")
-    if os.path.exists(os.path.join(results_dir, name)):
+def set_aside(results_dir: str, name: str, suffix: str = "") -> str:
+    """Move ``<results_dir>/<name><suffix>``, if it exists, to ``<results_dir>/archived/<name>-<time><suffix>``;
+    return that destination."""
+    destination = os.path.join(results_dir, "archived", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}{suffix}")
+    if os.path.exists(os.path.join(results_dir, name + suffix)):
         os.makedirs(os.path.dirname(destination), exist_ok=True)
-        shutil.move(os.path.join(results_dir, name), destination)
-        log.info("--restart: archived the previous sweep %s in %s", name, destination)
+        shutil.move(os.path.join(results_dir, name + suffix), destination)
+        log.info("--restart: archived the previous %s in %s", name + suffix, destination)
+    return destination
+
+
+def archive_sweep(uri: str, results_dir: str, name: str, state: dict[str, Any] | None) -> None:
+    """Set the sweep's folder (if any) aside and mark its MLflow parent run (``state``'s, at its
+    tracking URI, else ``uri``)."""
+    destination = set_aside(results_dir, name)
     if state and state.get("parent_run_id"):
         where = state.get("tracking_uri", uri)
         try:
@@ -400,9 +407,8 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
                                       failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
         )
-    received: list[int] = []
     try:
-        with sigterm_as_ctrl_c(received):
+        with sigterm_as_ctrl_c() as received:
             results = tuner.fit()
     except BaseException:
         tracking.set_status(uri, parent, "KILLED")

@@ -38,9 +38,7 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
-import time
 import warnings
 
 if __package__ in (None, ""):  # run as a file (ray submit uploads the script alone)
@@ -52,7 +50,7 @@ from core import study as studies  # noqa: E402
 from core import tracking  # noqa: E402
 from core.config import TRAIN_FIELDS, field_assignments  # noqa: E402
 from core.methods import METHODS  # noqa: E402
-from core.sweep import SweepResult, archive_sweep, read_state, run_sweep  # noqa: E402
+from core.sweep import SweepResult, archive_sweep, read_state, run_sweep, set_aside  # noqa: E402
 from core.train import _number_or_name  # noqa: E402
 from search_spaces import comparable_epoch, drw_epoch_bounds, method_params, method_space  # noqa: E402
 from sweeps import cli  # noqa: E402
@@ -67,6 +65,7 @@ PRESETS = {
                  seeds=1, gpus_per_trial=0.0, val_split=20),
 }
 OBJECTIVES = ("val_acc", "test_acc")
+STUDY_FILE = ".optuna.db"  # the study of the search NAME: <results-dir>/NAME.optuna.db
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -102,11 +101,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     cli.check_space(space, base, fixed=field_assignments(args.set))
 
     name, results_dir = chosen["name"], os.path.abspath(args.results_dir)
-    path = os.path.join(results_dir, f"{name}.optuna.db")
+    path = os.path.join(results_dir, name + STUDY_FILE)
     os.makedirs(results_dir, exist_ok=True)
     uri = args.tracking_uri or tracking.default_tracking_uri(results_dir)
     if args.restart:  # a fresh search: the old study and every round of it go with the old search
-        archive_search(uri, results_dir, name, path)
+        archive_search(uri, results_dir, name)
     study = studies.open_study(path, name, args.search_seed)
 
     def run_round(round_name: str, todo: int) -> tuple[str, str]:
@@ -140,13 +139,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     return report(study, name, uri, parent, folder, args.method, base, objective)
 
 
-def archive_search(uri: str, results_dir: str, name: str, path: str) -> None:
-    """``--restart``: the study stored at ``path`` and every round of the search ``name`` (folder and
+def archive_search(uri: str, results_dir: str, name: str) -> None:
+    """``--restart``: the study and every round of the search ``name`` (folder and
     parent run) set aside, so that none of their trials reach the new search's tables."""
-    if os.path.exists(path):
-        archived = os.path.join(results_dir, "archived", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.optuna.db")
-        os.makedirs(os.path.dirname(archived), exist_ok=True)
-        shutil.move(path, archived)
+    set_aside(results_dir, name, STUDY_FILE)
     try:
         rounds = tracking.parent_runs(uri, name)
     except ValueError:  # no MLflow experiment of that name: nothing ran

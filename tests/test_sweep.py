@@ -277,7 +277,10 @@ def test_ctrl_c_ends_the_sweep_with_one_line_and_the_same_command_resumes_it(ray
     assert ("interrupted: 1 of 2 trials of ctrl-c ended before the stop; the others resume from their last "
             "checkpoints when the same command runs again") in log.splitlines(), log[-3000:]
     assert "status: 1/2 done, 0 running, 1 pending" in log
-    assert "Traceback" not in log and "stopped by the scheduler" not in log and "Tuner.restore" not in log
+    # The driver's own lines: a trial process that Ray ends may print "Exception ignored in ... Traceback"
+    # from its exit, which Ray forwards prefixed "(trial pid=N)" (seen once in a make test).
+    driver_lines = "\n".join(line for line in log.splitlines() if "(trial pid=" not in line)
+    assert "Traceback" not in driver_lines and "stopped by the scheduler" not in log and "Tuner.restore" not in log
     assert not (tmp_path / "ctrl-c" / "table12.md").exists()
     client, parents, children = runs_of(tmp_path, "ctrl-c")
     assert parents[0].info.status == "KILLED"
