@@ -15,6 +15,7 @@ folder and its MLflow parent run, then starts afresh.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import json
 import logging
@@ -22,6 +23,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -101,8 +103,8 @@ class SettingsChanged(ValueError):
 
 
 class SweepInterrupted(KeyboardInterrupt):
-    """The sweep was stopped (Ctrl+C, or SIGTERM: ``signum``) before all its trials ended: nothing is
-    tabulated, and the same command goes on with it."""
+    """The sweep was stopped (Ctrl+C, or a signal taken as Ctrl+C: ``signum``) before all its trials
+    ended: nothing is tabulated, and the same command goes on with it."""
 
     def __init__(self, message: str, signum: int = signal.SIGINT):
         super().__init__(message)
@@ -110,27 +112,36 @@ class SweepInterrupted(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def sigterm_as_ctrl_c():
+def stop_signals_as_ctrl_c():
     """While the trials run, SIGTERM (what ``ray job stop``, Slurm's ``scancel`` and Kubernetes send
-    first) stops the sweep as Ctrl+C does: Ray Tune saves the experiment and stops the trials. Else
-    Ray's driver aborts on it, leaving every run RUNNING. Set after ``ray.init``, whose core worker
-    installs that handler; only the main thread may set one. Yields the list of signals received."""
+    first) and SIGHUP (the terminal closed: a dropped ``ray submit`` SSH connection) stop the sweep as
+    Ctrl+C does: Ray Tune saves the experiment and stops the trials. Else Ray's driver aborts on
+    SIGTERM, and SIGHUP kills it, leaving every run RUNNING. Set after ``ray.init``, whose core worker
+    installs the SIGTERM handler; only the main thread may set one. Yields the signals received."""
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield received
         return
+    # After a hangup every write to the terminal fails (EIO), which would end the stop half-way.
+    terminal = [fd for fd in (1, 2) if os.isatty(fd)]  # stdout, stderr
 
     def stop(signum: int, frame: Any) -> None:
+        if signum == signal.SIGHUP:
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the shell passes its own on: one stop, not two
+            with open(os.devnull, "w") as devnull:
+                for fd in terminal:
+                    os.dup2(devnull.fileno(), fd)
         received.append(signum)
         handler = signal.getsignal(signal.SIGINT)  # Ray Tune's while it runs trials
         if callable(handler):
             handler(signum, frame)
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield received
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 def grid_configs(spec: SweepSpec) -> list[dict[str, Any]]:
@@ -308,6 +319,36 @@ def claim_folder(spec: SweepSpec) -> None:
         f"the old sweep (folder and MLflow parent run) and start this one afresh")
 
 
+class SweepRunning(ValueError):
+    """Another driver runs the sweep of this name in this results folder now."""
+
+
+@contextlib.contextmanager
+def one_driver(results_dir: str, name: str):
+    """Hold the sweep ``name`` of ``results_dir`` for this process while the block runs: one driver at a
+    time. A second (the same command re-run while the first still runs, e.g. in the tmux session of
+    ``ray submit --tmux``) would restore the same experiment and train its trials twice, deleting the
+    checkpoints the first resumes from; it is refused with one message naming the first. The lock
+    (``<results_dir>/.<name>.lock``, beside the folder that ``--restart`` moves) is the kernel's, so a
+    killed driver leaves none behind; on NFS, as /mnt/shared, the server holds it."""
+    os.makedirs(results_dir, exist_ok=True)
+    with open(os.path.join(results_dir, f".{name}.lock"), "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "a driver that has not written its name yet"
+            raise SweepRunning(f"name: the sweep {name} in {results_dir} is running now ({holder}); a second "
+                               f"driver would train its trials twice. Wait for it to end, stop it (Ctrl+C where "
+                               f"it runs; a sweep submitted with --tmux: `ray attach --tmux CLUSTER.yaml`), or "
+                               f"run this one under another name (--name NEW_NAME)") from None
+        lock.truncate(0)
+        lock.write(f"driver pid {os.getpid()} on {socket.gethostname()}, since "
+                   f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {shlex.join(sys.argv)}\n")
+        lock.flush()
+        yield
+
+
 def set_aside(results_dir: str, name: str, suffix: str = "") -> str:
     """Move ``<results_dir>/<name><suffix>``, if it exists, to ``<results_dir>/archived/<name>-<time><suffix>``;
     return that destination."""
@@ -408,7 +449,7 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
         )
     try:
-        with sigterm_as_ctrl_c() as received:
+        with stop_signals_as_ctrl_c() as received:
             results = tuner.fit()
     except BaseException:
         tracking.set_status(uri, parent, "KILLED")

@@ -24,7 +24,7 @@ from core.config import DATASET_DEFAULTS, TRAIN_FIELDS, ConfigError, TrainConfig
 from core.data import DATASETS, load
 from core.reporting import markdown_table
 from core.sweep import (PROJECT_DIR, SweepInterrupted, SweepResult, SweepSpec, claim_folder, grid_configs,
-                        run_sweep)
+                        one_driver, run_sweep)
 
 log = logging.getLogger(__name__)
 
@@ -198,10 +198,11 @@ def run(sweep: Sweep, argv: list[str] | None = None) -> list[Table]:
     # tabulate the trials finished so far of a sweep still running or interrupted.
     tags = {"sweep_script": sweep.name, "settings": json.dumps(chosen, sort_keys=True)}
     spec = spec_from(chosen, args, base, grid, tags=tags)
-    start(spec, args.num_cpus)
-    result = run_sweep(spec)
-    tables = sweep.tables(finished_or_exit(result, spec), chosen)
-    publish(result, spec.path, tables)
+    with one_driver(spec.results_dir, spec.name):
+        start(spec, args.num_cpus)
+        result = run_sweep(spec)
+        tables = sweep.tables(finished_or_exit(result, spec), chosen)
+        publish(result, spec.path, tables)
     return tables
 
 
@@ -274,7 +275,7 @@ def table_files(table: Table, markdown: str | None = None) -> dict[str, bytes]:
 def entry(main: Callable[[], Any]) -> None:
     """Run a sweep's ``main`` as a command: bad input ends with one clear line naming the field, and
     Ctrl+C with one line on what was kept, not a traceback (exit status 130, as a shell gives Ctrl+C;
-    143 for SIGTERM, which stops it the same way)."""
+    143 for SIGTERM and 129 for SIGHUP, which stop it the same way)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         main()

@@ -50,7 +50,7 @@ from core import study as studies  # noqa: E402
 from core import tracking  # noqa: E402
 from core.config import TRAIN_FIELDS, field_assignments  # noqa: E402
 from core.methods import METHODS  # noqa: E402
-from core.sweep import SweepResult, archive_sweep, read_state, run_sweep, set_aside  # noqa: E402
+from core.sweep import SweepResult, archive_sweep, one_driver, read_state, run_sweep, set_aside  # noqa: E402
 from core.train import _number_or_name  # noqa: E402
 from search_spaces import comparable_epoch, drw_epoch_bounds, method_params, method_space  # noqa: E402
 from sweeps import cli  # noqa: E402
@@ -104,39 +104,42 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     path = os.path.join(results_dir, name + STUDY_FILE)
     os.makedirs(results_dir, exist_ok=True)
     uri = args.tracking_uri or tracking.default_tracking_uri(results_dir)
-    if args.restart:  # a fresh search: the old study and every round of it go with the old search
-        archive_search(uri, results_dir, name)
-    study = studies.open_study(path, name, args.search_seed)
+    with one_driver(results_dir, name):  # the whole search: --restart and every round
+        if args.restart:  # a fresh search: the old study and every round of it go with the old search
+            archive_search(uri, results_dir, name)
+        study = studies.open_study(path, name, args.search_seed)
 
-    def run_round(round_name: str, todo: int) -> tuple[str, str]:
-        """Run (or resume) the round ``round_name`` of ``todo`` trials: its parent run and folder."""
-        spec = search_spec({**chosen, "name": round_name}, args, base, space, objective, path, name, todo, grace,
-                           asked_before=len(study.trials))
-        cli.start(spec, args.num_cpus)
-        result = run_sweep(spec)
-        abandoned = studies.fail_abandoned(study)
-        if abandoned:
-            log.info("search %s: %d trial(s) asked by packs that restarted from scratch told FAIL", name, abandoned)
-        return result.parent_run_id, spec.path
+        def run_round(round_name: str, todo: int) -> tuple[str, str]:
+            """Run (or resume) the round ``round_name`` of ``todo`` trials: its parent run and folder."""
+            spec = search_spec({**chosen, "name": round_name}, args, base, space, objective, path, name, todo,
+                               grace, asked_before=len(study.trials))
+            cli.start(spec, args.num_cpus)
+            result = run_sweep(spec)
+            abandoned = studies.fail_abandoned(study)
+            if abandoned:
+                log.info("search %s: %d trial(s) asked by packs that restarted from scratch told FAIL", name,
+                         abandoned)
+            return result.parent_run_id, spec.path
 
-    last = None
-    interrupted = unfinished_round(uri, name, results_dir)
-    if interrupted:
-        log.info("search %s: round %s stopped before its trials ended; resuming it", name, interrupted[0])
-        last = run_round(*interrupted)
-    done = len(studies.finished(study))
-    todo = args.num_samples - done
-    if todo > 0:
-        # Named by the trials asked so far, which every round adds to (failed ones too): no two alike.
-        round_name = f"{name}-more{len(study.trials)}" if study.trials else name
-        log.info("search %s: the study holds %d finished trial(s); %d more in round %s", name, done, todo, round_name)
-        last = run_round(round_name, todo)
-    if last is None:
-        log.info("search %s: the study already holds %d finished trial(s); tabulating it again", name, done)
-        latest = tracking.latest_parent_run(uri, name)  # the last round: its run is named after its folder
-        last = latest.info.run_id, os.path.join(results_dir, latest.info.run_name)
-    parent, folder = last
-    return report(study, name, uri, parent, folder, args.method, base, objective)
+        last = None
+        interrupted = unfinished_round(uri, name, results_dir)
+        if interrupted:
+            log.info("search %s: round %s stopped before its trials ended; resuming it", name, interrupted[0])
+            last = run_round(*interrupted)
+        done = len(studies.finished(study))
+        todo = args.num_samples - done
+        if todo > 0:
+            # Named by the trials asked so far, which every round adds to (failed ones too): no two alike.
+            round_name = f"{name}-more{len(study.trials)}" if study.trials else name
+            log.info("search %s: the study holds %d finished trial(s); %d more in round %s", name, done, todo,
+                     round_name)
+            last = run_round(round_name, todo)
+        if last is None:
+            log.info("search %s: the study already holds %d finished trial(s); tabulating it again", name, done)
+            latest = tracking.latest_parent_run(uri, name)  # the last round: its run is named after its folder
+            last = latest.info.run_id, os.path.join(results_dir, latest.info.run_name)
+        parent, folder = last
+        return report(study, name, uri, parent, folder, args.method, base, objective)
 
 
 def archive_search(uri: str, results_dir: str, name: str) -> None:

@@ -10,8 +10,11 @@ after an earlier `ray up`: ~/smote2mixup-venv already holds the requirements (th
 network, so pip must find them met), and ~/.ray/auth_token is a token an earlier local Ray run left,
 which must not change the cluster's authentication mode.
 
-Skipped, with the reason, where this cannot be set up: not root, no `unshare`, sshd or rsync
-(.ci/run installs Debian's openssh-server and rsync), or namespaces or overlay mounts refused.
+Beside the block's `ray submit` line, the same line with `--tmux` (the README's way for long sweeps)
+runs a second sweep in a tmux session on the head.
+
+Skipped, with the reason, where this cannot be set up: not root, no `unshare`, sshd, rsync or tmux
+(.ci/run installs Debian's openssh-server, rsync and tmux), or namespaces or overlay mounts refused.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MARKER = "<!-- tests/test_launcher.py runs this block as it stands, on 127.0.0.1 -->"
 HOME = "/tmp/home"  # the node's (and the operator's) home inside the namespaces
 FILLED = {"head_ip": "127.0.0.1", "worker_ips": [], "ssh_user": "root", "ssh_private_key": "~/.ssh/id_ed25519"}
-TOOLS = ["unshare", "mount", "ssh", "ssh-keygen", "rsync", "/usr/sbin/sshd"]
+TOOLS = ["unshare", "mount", "ssh", "ssh-keygen", "rsync", "/usr/sbin/sshd", "tmux"]
+TMUX_SWEEP = "omega-tmux"
+TMUX_TABLE = f"/mnt/shared/results/{TMUX_SWEEP}/table12.md"
 
 
 def readme_block() -> list[str]:
@@ -115,8 +120,8 @@ CHECK = r"""
 import json, os
 from mlflow.tracking import MlflowClient
 client = MlflowClient("http://127.0.0.1:5000")
-exp = client.get_experiment_by_name("omega_sensitivity-demo")
-runs = client.search_runs([exp.experiment_id])
+runs = {name: client.search_runs([client.get_experiment_by_name(name).experiment_id])
+        for name in ("omega_sensitivity-demo", "omega-tmux")}
 raylets = []
 for pid in filter(str.isdigit, os.listdir("/proc")):
     try:
@@ -125,8 +130,8 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
         continue
     if os.path.basename(argv[0]) == "raylet":
         raylets += [a.split("=", 1)[1] for a in argv if a.startswith("--node_id=")]
-json.dump({"children": [[r.info.run_name, r.info.status, r.data.tags.get("ray.node_id")] for r in runs
-                        if "mlflow.parentRunId" in r.data.tags],
+json.dump({"children": {name: [[r.info.run_name, r.info.status, r.data.tags.get("ray.node_id")] for r in found
+                                if "mlflow.parentRunId" in r.data.tags] for name, found in runs.items()},
            "raylets": raylets}, open("/tmp/facts.json", "w"))
 """
 
@@ -175,6 +180,11 @@ def inside(files: list[str]) -> dict:
         if line.startswith("ray down"):
             script.append("python /tmp/check.py")  # MLflow, before `ray down` stops its server
         script.append(line.replace("<head_ip>", FILLED["head_ip"]))
+        if line.startswith("ray submit"):
+            # The README's way for long sweeps, `ray submit --tmux`: it returns at once and the sweep
+            # runs on in a tmux session on the head, which must find the venv and join the cluster.
+            script.append(script[-1].replace("ray submit", "ray submit --tmux", 1) + f" --name {TMUX_SWEEP}")
+            script.append(f"for i in $(seq 150); do test -f {TMUX_TABLE} && break; sleep 1; done; test -f {TMUX_TABLE}")
         if line.startswith("cp cluster/onprem.yaml"):
             script.append(f"{sys.executable} {os.path.abspath(__file__)} fill-in my-cluster.yaml")
     env = {"HOME": HOME, "USER": "root", "LANG": "C.UTF-8", "SHELL": "/bin/bash",
@@ -206,7 +216,7 @@ def cannot_run() -> str | None:
         return "needs root on Linux for PID, mount and network namespaces"
     missing = [t for t in TOOLS if not shutil.which(t)]
     if missing:
-        return f"missing {', '.join(missing)} (Debian: apt-get install openssh-server rsync; .ci/run does)"
+        return f"missing {', '.join(missing)} (Debian: apt-get install openssh-server rsync tmux; .ci/run does)"
     probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "--mount", "--net", "true"],
                            capture_output=True, text=True)
     if probe.returncode != 0:
@@ -237,10 +247,11 @@ def test_readme_cluster_block_runs_the_sweep_on_the_cluster_and_ray_down_leaves_
     assert "Ray: joined the cluster at 127.0.0.1:6379 (running on this node" in output, output[-5000:]
     assert "Started a local Ray instance" not in output
     assert "Table 12: sensitivity of omega" in output  # `ray exec ... cat table12.md`
-    children = facts["children"]
-    assert sorted(name for name, _, _ in children) == ["mamix_drw omega=0.25 seed=0", "mamix_drw omega=4 seed=0"]
-    assert {status for _, status, _ in children} == {"FINISHED"}
-    assert {node for _, _, node in children} == set(facts["raylets"]) and len(facts["raylets"]) == 1
+    assert len(facts["raylets"]) == 1
+    for sweep, children in facts["children"].items():  # the README's submit line, and with --tmux
+        assert sorted(name for name, _, _ in children) == ["mamix_drw omega=0.25 seed=0", "mamix_drw omega=4 seed=0"]
+        assert {status for _, status, _ in children} == {"FINISHED"}, sweep
+        assert {node for _, _, node in children} == set(facts["raylets"]), sweep
     assert facts["left_after_down"] == [], "ray down left processes behind"
 
 

@@ -1,9 +1,10 @@
 """The sweep script run the way a cluster runs it, on a real two-node Ray cluster on this machine.
 
 `ray up` starts a cluster's nodes with `ray start --head` and `ray start --address`; `ray submit` then
-runs `python <script>` on the head over SSH, with no RAY_ADDRESS; `ray job submit` hands the command
-to the cluster's Jobs API. Both must run the trials on the cluster's nodes, the worker included, not
-on a private instance of the driver. (The SSH launcher itself: tests/test_launcher.py.)
+runs `python <script>` on the head over SSH (on the connection's terminal: `ssh -tt`), with no
+RAY_ADDRESS; `ray job submit` hands the command to the cluster's Jobs API. Both must run the trials
+on the cluster's nodes, the worker included, not on a private instance of the driver. (The SSH
+launcher itself: tests/test_launcher.py.)
 
 Isolation from other Ray users of this machine: the cluster keeps its address record and session
 folder in a private temp dir (TMPDIR), uses free ports, and is stopped by killing the process groups
@@ -13,12 +14,15 @@ of its own two `ray start` commands, never with `ray stop`, which stops every Ra
 from __future__ import annotations
 
 import os
+import pty
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 
@@ -133,6 +137,97 @@ def test_script_run_on_the_head_joins_the_cluster_as_ray_submit_runs_it(cluster,
     assert trial_nodes(str(tmp_path), "submit") == sorted(cluster.node_ids.values())
 
 
+def sweep_runs(results_dir, name: str) -> list:
+    """The sweep's MLflow runs, the parent and its children (none before its folder records the sweep)."""
+    if not os.path.exists(os.path.join(results_dir, name, "sweep.json")):
+        return []
+    client = MlflowClient(f"sqlite:///{results_dir}/mlflow.db")
+    return client.search_runs([client.get_experiment_by_name(name).experiment_id])
+
+
+def run_states(results_dir, name: str) -> list[tuple[str, bool]]:
+    """(status, is a trial's run) of every run of the sweep, sorted."""
+    return sorted((r.info.status, "mlflow.parentRunId" in r.data.tags) for r in sweep_runs(results_dir, name))
+
+
+# A two-trial sweep stopped while its second trial trains; then resumed to the end.
+STOPPED = [("FINISHED", True), ("KILLED", False), ("KILLED", True)]
+RESUMED = [("FINISHED", False), ("FINISHED", True), ("FINISHED", True)]
+
+
+def wait_until_second_trial_reports(results_dir, name: str, timeout: float = 240) -> None:
+    """Of a two-trial sweep run one trial at a time: one trial finished, the other reported an epoch."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = [r for r in sweep_runs(results_dir, name) if "mlflow.parentRunId" in r.data.tags]
+        if any(c.info.status == "FINISHED" for c in children) and any(
+                c.info.status == "RUNNING" and c.data.metrics.get("epoch") for c in children):
+            return
+        time.sleep(0.5)
+    pytest.fail(f"no trial of {name} reported after another finished, in {timeout} s")
+
+
+def one_at_a_time(results_dir, name: str) -> list[str]:
+    """The demo sweep's two trials one after the other, long enough to stop the second mid-way."""
+    return [*SWEEP[:-1], "40", "--max-concurrent", "1", "--cpus-per-trial", "1", "--fuse", "1",
+            "--results-dir", str(results_dir), "--name", name]
+
+
+def on_a_terminal(command: list[str], env: dict[str, str], log_path) -> tuple[subprocess.Popen, callable]:
+    """Run ``command`` as the session leader of a terminal of its own, as `ray submit`'s SSH connection
+    (`ssh -tt`) runs it, copying what it writes to ``log_path``. Returns it and a function that closes
+    the terminal as a dropped connection does: the kernel hangs it up and sends SIGHUP."""
+    master, slave = pty.openpty()
+    process = subprocess.Popen(["setsid", "--ctty", *command], cwd=ROOT, env=env, stdin=slave, stdout=slave,
+                               stderr=slave)
+    os.close(slave)
+    closing = threading.Event()
+
+    def copy():
+        with open(log_path, "wb") as log:
+            while not closing.is_set():
+                if select.select([master], [], [], 0.1)[0]:
+                    try:
+                        log.write(os.read(master, 65536))
+                    except OSError:  # EIO: nothing holds the terminal any more
+                        return
+                    log.flush()
+
+    copier = threading.Thread(target=copy, daemon=True)
+    copier.start()
+
+    def hang_up():
+        closing.set()
+        copier.join()  # a read in progress would hold the terminal open
+        os.close(master)
+    return process, hang_up
+
+
+def test_a_dropped_ray_submit_connection_stops_the_sweep_as_ctrl_c_does(cluster, tmp_path):
+    """When `ray submit`'s SSH connection drops, the terminal hangs up and the kernel sends the driver
+    SIGHUP, which killed it and left the parent run and the stopped trial's run RUNNING for good (tried).
+    It must stop as on Ctrl+C, with its writes to the dead terminal (EIO) failing nothing: exit status
+    129, the stopped trial's run and the parent KILLED, the finished one FINISHED, and the same command
+    resumes it. (`ray submit --tmux`, which the README gives for long sweeps, keeps it running instead.)"""
+    sweep = [sys.executable, *one_at_a_time(tmp_path, "hangup")]
+    driver, hang_up = on_a_terminal(sweep, cluster.env, tmp_path / "driver.log")
+    try:
+        wait_until_second_trial_reports(tmp_path, "hangup")
+        hang_up()
+        status = driver.wait(timeout=120)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+    log = (tmp_path / "driver.log").read_text(errors="replace")
+    assert f"Ray: joined the cluster at {cluster.address}" in log  # the terminal was the driver's
+    assert status == 128 + signal.SIGHUP, log[-3000:]
+    assert run_states(tmp_path, "hangup") == STOPPED
+    again = subprocess.run(sweep, cwd=ROOT, env=cluster.env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert run_states(tmp_path, "hangup") == RESUMED
+
+
 def job_submit(cluster: Cluster, *args: str) -> subprocess.CompletedProcess:
     """`ray job submit --address <the cluster's> ARGS`, retried while the head's job agent is not up yet."""
     command = [os.path.join(BIN, "ray"), "job", "submit", "--address", cluster.dashboard, *args]
@@ -159,21 +254,11 @@ def test_ray_job_stop_ends_the_sweep_as_ctrl_c_does(cluster, tmp_path):
     trial's run RUNNING; it must end as on Ctrl+C: one line, the runs KILLED, the finished trial kept,
     and a new job of the same command resumes it."""
     ray = os.path.join(BIN, "ray")
-    sweep = [*SWEEP[:-1], "40", "--max-concurrent", "1", "--cpus-per-trial", "1", "--fuse", "1",
-             "--results-dir", str(tmp_path), "--name", "stop"]
+    sweep = one_at_a_time(tmp_path, "stop")
     run = job_submit(cluster, "--no-wait", "--submission-id", "stop-me", "--working-dir", ".",
                      "--runtime-env-json", '{"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "60"}}', "--", "python", *sweep)
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
-    client, deadline = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db"), time.monotonic() + 240
-    while time.monotonic() < deadline:  # one trial finished, the other reported
-        children = []
-        if os.path.exists(tmp_path / "stop" / "sweep.json"):
-            experiment = client.get_experiment_by_name("stop")
-            children = client.search_runs([experiment.experiment_id], "tags.`mlflow.parentRunId` != ''")
-        if any(c.info.status == "FINISHED" for c in children) and any(
-                c.info.status == "RUNNING" and c.data.metrics.get("epoch") for c in children):
-            break
-        time.sleep(0.5)
+    wait_until_second_trial_reports(tmp_path, "stop")
     stop = subprocess.run([ray, "job", "stop", "--address", cluster.dashboard, "stop-me"], env=cluster.env,
                           capture_output=True, text=True, timeout=120)
     assert stop.returncode == 0, (stop.stdout + stop.stderr)[-3000:]
@@ -181,11 +266,8 @@ def test_ray_job_stop_ends_the_sweep_as_ctrl_c_does(cluster, tmp_path):
                           capture_output=True, text=True, timeout=60).stdout
     assert ("interrupted: 1 of 2 trials of stop ended before the stop; the others resume from their last "
             "checkpoints when the same command runs again") in logs, logs[-3000:]
-    runs = client.search_runs([client.get_experiment_by_name("stop").experiment_id])
-    assert sorted((r.info.status, "mlflow.parentRunId" in r.data.tags) for r in runs) == [
-        ("FINISHED", True), ("KILLED", False), ("KILLED", True)]
+    assert run_states(tmp_path, "stop") == STOPPED
     # the same submit line under a new submission id resumes it: the same three runs, all FINISHED
     again = job_submit(cluster, "--working-dir", ".", "--", "python", *sweep)
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
-    runs = client.search_runs([client.get_experiment_by_name("stop").experiment_id])
-    assert sorted(r.info.status for r in runs) == ["FINISHED"] * 3
+    assert run_states(tmp_path, "stop") == RESUMED

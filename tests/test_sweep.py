@@ -14,7 +14,8 @@ from mlflow.tracking import MlflowClient
 
 from core.progress import SweepProgress
 from core.tracking import STOPPED_TAG
-from core.sweep import SweepSpec, auto_cpus, grid_configs, packs, run_sweep, trial_resources, trial_table
+from core.sweep import (SweepRunning, SweepSpec, auto_cpus, grid_configs, one_driver, packs, run_sweep,
+                        trial_resources, trial_table)
 from core.train import train_pack
 from core.tune import pack_summary
 from sweeps import cli, omega_sensitivity, report
@@ -258,12 +259,35 @@ def assert_resumed_once(tmp_path, name, args, epochs):
 
 
 def test_interrupted_sweep_resumes_without_duplicates(ray_session, tmp_path):
+    """The driver SIGKILLed after the first trial finished; the same command resumes the sweep. Run while
+    the first driver still runs (stopped here, so that it surely does), the same command is refused with
+    one line naming that driver: it would restore the same experiment and train its trials twice (tried:
+    the second tabled one cell, its other trial ERROR for want of a checkpoint the first had deleted,
+    and the first ended "interrupted: 0 of 2"). The killed driver's hold on the sweep dies with it."""
     args = one_at_a_time(tmp_path, "resume", epochs=2)
     with sweep_driver(ray_session, tmp_path, args) as driver:
         wait_for_runs(driver, tmp_path, "resume", lambda client, children: any(
             c.info.status == "FINISHED" for c in children))
+        os.killpg(driver.pid, signal.SIGSTOP)
+        again = subprocess.run([sys.executable, os.path.join(ROOT, "sweeps", "omega_sensitivity.py"), *args],
+                               cwd=ROOT, capture_output=True, text=True, timeout=120)
         os.killpg(driver.pid, signal.SIGKILL)
+    assert again.returncode == 1, again.stderr[-3000:]
+    assert again.stderr.splitlines()[-1].startswith(
+        f"error: name: the sweep resume in {tmp_path} is running now (driver pid {driver.pid} on "), again.stderr
+    assert "omega_sensitivity.py --preset demo" in again.stderr  # its command, to find it by
     assert_resumed_once(tmp_path, "resume", args, epochs=2)
+
+
+def test_a_search_refuses_a_second_driver_before_touching_its_study(tmp_path):
+    """A search holds its name for all its rounds, from before --restart would archive its study."""
+    from sweeps import tune_hparams
+
+    args = ["--preset", "demo", "--num-samples", "2", "--results-dir", str(tmp_path), "--name", "held", "--restart"]
+    with one_driver(str(tmp_path), "held"):
+        with pytest.raises(SweepRunning, match=r"^name: the sweep held in .* is running now \(driver pid "):
+            tune_hparams.main(args)
+    assert sorted(os.listdir(tmp_path)) == [".held.lock"]  # no study, no round, nothing archived
 
 
 def test_ctrl_c_ends_the_sweep_with_one_line_and_the_same_command_resumes_it(ray_session, tmp_path):
