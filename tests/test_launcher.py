@@ -179,12 +179,16 @@ def inside(files: list[str]) -> dict:
     for line in readme_block():
         if line.startswith("ray down"):
             script.append("python /tmp/check.py")  # MLflow, before `ray down` stops its server
-        script.append(line.replace("<head_ip>", FILLED["head_ip"]))
+        line = line.replace("<head_ip>", FILLED["head_ip"])
         if line.startswith("ray submit"):
             # The README's way for long sweeps, `ray submit --tmux`: it returns at once and the sweep
-            # runs on in a tmux session on the head, which must find the venv and join the cluster.
-            script.append(script[-1].replace("ray submit", "ray submit --tmux", 1) + f" --name {TMUX_SWEEP}")
+            # runs on in a tmux session on the head, which must find the venv and join the cluster. It
+            # runs beside the block's own sweep, which then waits for it.
+            script.append(line.replace("ray submit", "ray submit --tmux", 1) + f" --name {TMUX_SWEEP}")
+            script.append(line)
             script.append(f"for i in $(seq 150); do test -f {TMUX_TABLE} && break; sleep 1; done; test -f {TMUX_TABLE}")
+            continue
+        script.append(line)
         if line.startswith("cp cluster/onprem.yaml"):
             script.append(f"{sys.executable} {os.path.abspath(__file__)} fill-in my-cluster.yaml")
     env = {"HOME": HOME, "USER": "root", "LANG": "C.UTF-8", "SHELL": "/bin/bash",

@@ -207,8 +207,9 @@ def test_a_dropped_ray_submit_connection_stops_the_sweep_as_ctrl_c_does(cluster,
     """When `ray submit`'s SSH connection drops, the terminal hangs up and the kernel sends the driver
     SIGHUP, which killed it and left the parent run and the stopped trial's run RUNNING for good (tried).
     It must stop as on Ctrl+C, with its writes to the dead terminal (EIO) failing nothing: exit status
-    129, the stopped trial's run and the parent KILLED, the finished one FINISHED, and the same command
-    resumes it. (`ray submit --tmux`, which the README gives for long sweeps, keeps it running instead.)"""
+    129, the stopped trial's run and the parent KILLED, the finished one FINISHED: the state Ctrl+C leaves,
+    from which the same command resumes (the Ctrl+C and job-stop tests resume it). (`ray submit --tmux`,
+    which the README gives for long sweeps, keeps the sweep running instead.)"""
     sweep = [sys.executable, *one_at_a_time(tmp_path, "hangup")]
     driver, hang_up = on_a_terminal(sweep, cluster.env, tmp_path / "driver.log")
     try:
@@ -223,9 +224,6 @@ def test_a_dropped_ray_submit_connection_stops_the_sweep_as_ctrl_c_does(cluster,
     assert f"Ray: joined the cluster at {cluster.address}" in log  # the terminal was the driver's
     assert status == 128 + signal.SIGHUP, log[-3000:]
     assert run_states(tmp_path, "hangup") == STOPPED
-    again = subprocess.run(sweep, cwd=ROOT, env=cluster.env, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert run_states(tmp_path, "hangup") == RESUMED
 
 
 def job_submit(cluster: Cluster, *args: str) -> subprocess.CompletedProcess:

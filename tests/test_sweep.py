@@ -261,7 +261,7 @@ def assert_resumed_once(tmp_path, name, args, epochs):
 def test_interrupted_sweep_resumes_without_duplicates(ray_session, tmp_path):
     """The driver SIGKILLed after the first trial finished; the same command resumes the sweep. Run while
     the first driver still runs (stopped here, so that it surely does), the same command is refused with
-    one line naming that driver: it would restore the same experiment and train its trials twice (tried:
+    one message naming that driver: it would restore the same experiment and train its trials twice (tried:
     the second tabled one cell, its other trial ERROR for want of a checkpoint the first had deleted,
     and the first ended "interrupted: 0 of 2"). The killed driver's hold on the sweep dies with it."""
     args = one_at_a_time(tmp_path, "resume", epochs=2)
@@ -269,13 +269,10 @@ def test_interrupted_sweep_resumes_without_duplicates(ray_session, tmp_path):
         wait_for_runs(driver, tmp_path, "resume", lambda client, children: any(
             c.info.status == "FINISHED" for c in children))
         os.killpg(driver.pid, signal.SIGSTOP)
-        again = subprocess.run([sys.executable, os.path.join(ROOT, "sweeps", "omega_sensitivity.py"), *args],
-                               cwd=ROOT, capture_output=True, text=True, timeout=120)
+        with pytest.raises(SweepRunning, match=rf"^name: the sweep resume in {tmp_path} is running now \(driver "
+                                               rf"pid {driver.pid} on .*omega_sensitivity.py --preset demo"):
+            omega_sensitivity.main(args)
         os.killpg(driver.pid, signal.SIGKILL)
-    assert again.returncode == 1, again.stderr[-3000:]
-    assert again.stderr.splitlines()[-1].startswith(
-        f"error: name: the sweep resume in {tmp_path} is running now (driver pid {driver.pid} on "), again.stderr
-    assert "omega_sensitivity.py --preset demo" in again.stderr  # its command, to find it by
     assert_resumed_once(tmp_path, "resume", args, epochs=2)
 
 
