@@ -372,11 +372,12 @@ def archive_sweep(uri: str, results_dir: str, name: str, state: dict[str, Any] |
             log.warning("could not mark the old parent run %s archived at %s: %s", state["parent_run_id"], where, err)
 
 
-def _parent_run(spec: SweepSpec, uri: str, experiment: str, resuming: bool) -> str:
-    """The sweep's parent run: reopened when resuming, else a new one with the sweep's tags; the
-    folder's sweep.json records it with the sweep's settings."""
+def _parent_run(spec: SweepSpec, uri: str, experiment: str) -> str:
+    """The sweep's parent run: reopened when the folder's sweep.json records one (the same sweep:
+    claim_folder checked its settings), whether Ray resumes trials or, stopped while its stages trained,
+    none had started; else a new one with the sweep's tags, which sweep.json records."""
     state = read_state(spec.path)
-    if resuming and state is not None:
+    if state is not None:
         tracking.set_status(uri, state["parent_run_id"], "RUNNING")
         tracking.set_tags(uri, state["parent_run_id"], spec.tags)  # a sweep begun before they were set here
         return state["parent_run_id"]
@@ -401,7 +402,7 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
     os.makedirs(spec.results_dir, exist_ok=True)
     experiment = tracking.experiment_id(uri, spec.experiment or spec.name, os.path.join(spec.results_dir, "mlartifacts"))
     resuming = tune.Tuner.can_restore(spec.path)
-    parent = _parent_run(spec, uri, experiment, resuming)
+    parent = _parent_run(spec, uri, experiment)
 
     platform = {"tracking_uri": uri, "experiment_id": experiment, "parent_run_id": parent,
                 "fault": spec.fault}
@@ -499,7 +500,14 @@ def run_stages(spec: SweepSpec, uri: str, experiment: str, parent: str, resource
     log.info("training %d stage(s) before the trials: %s", len(missing), ", ".join(name for name, _ in missing))
     task = ray.remote(_ensure_stage).options(num_cpus=resources["cpu"], num_gpus=resources["gpu"])
     try:
-        ray.get([task.remote(uri, experiment, parent, name, config) for name, config in missing])
+        with stop_signals_as_ctrl_c() as received:
+            ray.get([task.remote(uri, experiment, parent, name, config) for name, config in missing])
+    except KeyboardInterrupt:  # Ctrl+C, or a signal taken as it: no trial has started
+        tracking.set_status(uri, parent, "KILLED")
+        left = sum(tracking.find_stage_run(uri, digest) is None for digest in todo)
+        raise SweepInterrupted(f"interrupted while training the stages, before any trial of {spec.name}: {left} of "
+                               f"{len(missing)} stage(s) unfinished; the same command trains them again from the "
+                               f"start", *received[:1]) from None
     except BaseException:
         tracking.set_status(uri, parent, "FAILED")
         raise

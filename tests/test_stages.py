@@ -1,5 +1,11 @@
 """Stages through the sweep runner and MLflow: trained once, found again by key, never trained twice."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 import torch
 
@@ -54,6 +60,50 @@ def test_stages_are_trained_once_and_found_again_by_a_later_sweep(ray_session, t
         assert {name: run.info.run_id for name, run in runs.items()} == \
             {name: ids[name] for name in METHODS[config["method"]].stages}
     assert {r.info.run_id for r in tracking.stage_runs(uri)} == set(ids.values()), "no stage trained twice"
+
+
+def test_ctrl_c_while_the_stages_train_ends_with_one_line_and_the_same_command_goes_on(ray_session, tmp_path):
+    """Ctrl+C while a sweep trains its stages (M2m's generator, DeepSMOTE's autoencoder: the first
+    minutes of such a sweep) ended with a traceback from ray.get and the parent run FAILED; the re-run
+    then opened a second parent run. It must end as Ctrl+C during trials does (one line, exit status
+    130, the parent KILLED), and the same command must train the stage and the trials under that parent."""
+    from sweeps import method_comparison
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    args = ["--preset", "demo", "--methods", "deepsmote", "--kinds", "long_tailed", "--seeds", "1", "--epochs", "1",
+            "--set", "deepsmote_epochs=6", "--results-dir", str(tmp_path), "--name", "stages"]
+    log_path = tmp_path / "driver.log"
+    with open(log_path, "w") as log:
+        driver = subprocess.Popen([sys.executable, os.path.join(root, "sweeps", "method_comparison.py"), *args],
+                                  cwd=root, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+                                  env=dict(os.environ, RAY_ADDRESS=ray_session.get_runtime_context().gcs_address))
+        try:
+            deadline = time.monotonic() + 120
+            while "training 1 stage(s)" not in log_path.read_text() and time.monotonic() < deadline:
+                assert driver.poll() is None, log_path.read_text()[-3000:]
+                time.sleep(0.2)
+            os.killpg(driver.pid, signal.SIGINT)
+            status = driver.wait(timeout=60)
+        finally:
+            if driver.poll() is None:
+                os.killpg(driver.pid, signal.SIGKILL)
+                driver.wait()
+    output = log_path.read_text()
+    assert status == 130, output[-3000:]
+    assert output.splitlines()[-1] == ("interrupted while training the stages, before any trial of stages: 1 of 1 "
+                                       "stage(s) unfinished; the same command trains them again from the start")
+    assert "Traceback" not in output
+    uri = tracking.default_tracking_uri(str(tmp_path))
+    experiment = tracking.experiment_id(uri, "stages")
+    (parent,) = tracking.client(uri).search_runs([experiment])
+    assert parent.info.status == "KILLED" and tracking.stage_runs(uri) == []
+
+    method_comparison.main(args)
+    runs = tracking.client(uri).search_runs([experiment])
+    assert sorted((r.info.run_id == parent.info.run_id, r.info.status) for r in runs) == [
+        (False, "FINISHED"), (False, "FINISHED"), (True, "FINISHED")]  # its stage and trial, and the same parent
+    (stage,) = tracking.stage_runs(uri)
+    assert stage.data.tags[tracking.PARENT_TAG] == parent.info.run_id
 
 
 def test_a_stage_of_your_own_is_written_registered_and_used(tmp_path, monkeypatch):

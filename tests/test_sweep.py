@@ -385,18 +385,18 @@ def test_ctrl_c_stops_a_search_and_the_same_command_resumes_its_round(ray_sessio
 def test_asha_stops_trials_early_and_the_study_and_mlflow_agree_which(ray_session, tmp_path):
     """--asha ranks trials from --grace-period on: those it stops enter the study PRUNED with their last
     value, end in MLflow with the reason and that value, and stay out of the ranked table. One trial at a
-    time (--max-concurrent 1), so which trials stop is decided the same way on every run."""
+    time (--max-concurrent 1), so which trials stop is decided the same way on every run (of 4: some, not all)."""
     import optuna
 
     from sweeps import tune_hparams
 
-    table = tune_hparams.main(["--preset", "demo", "--method", "mamix", "--epochs", "4", "--num-samples", "6",
+    table = tune_hparams.main(["--preset", "demo", "--method", "mamix", "--epochs", "4", "--num-samples", "4",
                                "--fuse", "1", "--asha", "--grace-period", "2", "--max-concurrent", "1",
                                "--cpus-per-trial", "1", "--results-dir", str(tmp_path), "--name", "asha"])
     study = optuna.load_study(study_name="asha", storage=f"sqlite:///{tmp_path}/asha.optuna.db")
     pruned = {t.params["omega"]: t.value for t in study.trials if t.state == optuna.trial.TrialState.PRUNED}
     complete = [t.params["omega"] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert pruned and len(pruned) + len(complete) == 6
+    assert pruned and complete and len(pruned) + len(complete) == 4
     client, _, children = runs_of(tmp_path, "asha")
     stopped = {float(c.data.params["omega"]): c for c in children if STOPPED_TAG in c.data.tags}
     assert set(stopped) == set(pruned)
