@@ -12,7 +12,9 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -155,7 +157,16 @@ def init_ray(num_cpus: int | None) -> None:
                  len(nodes), resources.get("CPU", 0), resources.get("GPU", 0))
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
+    # The local instance's processes share the driver's terminal, and a hangup (a dropped SSH
+    # connection) would kill them under the sweep, which then waits on them for ever; they inherit an
+    # ignored SIGHUP. The driver takes it as Ctrl+C while trials run (core.sweep.stop_signals_as_ctrl_c).
+    main = threading.current_thread() is threading.main_thread()  # only it may set a handler
+    hangup = signal.signal(signal.SIGHUP, signal.SIG_IGN) if main else None
+    try:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
+    finally:
+        if main:
+            signal.signal(signal.SIGHUP, signal.SIG_DFL if hangup is None else hangup)
     log.info("Ray: started a local instance with %g CPUs (%s)", ray.cluster_resources().get("CPU", 0), source)
 
 
