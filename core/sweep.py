@@ -494,17 +494,18 @@ def run_stages(spec: SweepSpec, uri: str, experiment: str, parent: str, resource
         cfg = TrainConfig.from_dict(config)
         for name in stages.needed_stages(cfg):
             todo.setdefault(stages.key_digest(stages.stage_key(name, cfg)), (name, config))
-    missing = [job for digest, job in todo.items() if tracking.find_stage_run(uri, digest) is None]
+    missing = {digest: job for digest, job in todo.items() if tracking.find_stage_run(uri, digest) is None}
     if not missing:
         return
-    log.info("training %d stage(s) before the trials: %s", len(missing), ", ".join(name for name, _ in missing))
+    log.info("training %d stage(s) before the trials: %s", len(missing),
+             ", ".join(name for name, _ in missing.values()))
     task = ray.remote(_ensure_stage).options(num_cpus=resources["cpu"], num_gpus=resources["gpu"])
     try:
         with stop_signals_as_ctrl_c() as received:
-            ray.get([task.remote(uri, experiment, parent, name, config) for name, config in missing])
+            ray.get([task.remote(uri, experiment, parent, name, config) for name, config in missing.values()])
     except KeyboardInterrupt:  # Ctrl+C, or a signal taken as it: no trial has started
         tracking.set_status(uri, parent, "KILLED")
-        left = sum(tracking.find_stage_run(uri, digest) is None for digest in todo)
+        left = sum(tracking.find_stage_run(uri, digest) is None for digest in missing)
         raise SweepInterrupted(f"interrupted while training the stages, before any trial of {spec.name}: {left} of "
                                f"{len(missing)} stage(s) unfinished; the same command trains them again from the "
                                f"start", *received[:1]) from None

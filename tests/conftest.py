@@ -1,11 +1,16 @@
 """Shared fixtures. Ray is started at most once per test session (see ``ray_session``)."""
 
+import contextlib
 import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
 
 
@@ -60,3 +65,19 @@ def pytest_collection_modifyitems(items):
     SSH launcher test (marked slow), mostly waiting on its processes, runs best beside the CPU-bound Ray
     sweeps rather than alone at the end. The order within each group stays the files' own."""
     items.sort(key=lambda item: (item.get_closest_marker("slow") is None, "ray_session" not in item.fixturenames))
+
+
+@contextlib.contextmanager
+def sweep_driver(ray_session, tmp_path, args, script="omega_sensitivity.py"):
+    """A sweep script (the omega sweep's by default) as a user starts it, in a process group of its own
+    (a terminal's foreground job); killed on the way out if it still runs."""
+    env = dict(os.environ, RAY_ADDRESS=ray_session.get_runtime_context().gcs_address)
+    driver = subprocess.Popen([sys.executable, os.path.join(ROOT, "sweeps", script), *args],
+                              env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=open(tmp_path / "driver.log", "w"), start_new_session=True)
+    try:
+        yield driver
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()

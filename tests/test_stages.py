@@ -2,14 +2,12 @@
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import sweep_driver, tiny_config
 from core import stage_cache, stages, tracking
 from core.config import ConfigError, TrainConfig
 from core.methods import METHODS
@@ -69,25 +67,16 @@ def test_ctrl_c_while_the_stages_train_ends_with_one_line_and_the_same_command_g
     130, the parent KILLED), and the same command must train the stage and the trials under that parent."""
     from sweeps import method_comparison
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     args = ["--preset", "demo", "--methods", "deepsmote", "--kinds", "long_tailed", "--seeds", "1", "--epochs", "1",
             "--set", "deepsmote_epochs=6", "--results-dir", str(tmp_path), "--name", "stages"]
     log_path = tmp_path / "driver.log"
-    with open(log_path, "w") as log:
-        driver = subprocess.Popen([sys.executable, os.path.join(root, "sweeps", "method_comparison.py"), *args],
-                                  cwd=root, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
-                                  env=dict(os.environ, RAY_ADDRESS=ray_session.get_runtime_context().gcs_address))
-        try:
-            deadline = time.monotonic() + 120
-            while "training 1 stage(s)" not in log_path.read_text() and time.monotonic() < deadline:
-                assert driver.poll() is None, log_path.read_text()[-3000:]
-                time.sleep(0.2)
-            os.killpg(driver.pid, signal.SIGINT)
-            status = driver.wait(timeout=60)
-        finally:
-            if driver.poll() is None:
-                os.killpg(driver.pid, signal.SIGKILL)
-                driver.wait()
+    with sweep_driver(ray_session, tmp_path, args, "method_comparison.py") as driver:
+        deadline = time.monotonic() + 120
+        while "training 1 stage(s)" not in log_path.read_text() and time.monotonic() < deadline:
+            assert driver.poll() is None, log_path.read_text()[-3000:]
+            time.sleep(0.2)
+        os.killpg(driver.pid, signal.SIGINT)
+        status = driver.wait(timeout=60)
     output = log_path.read_text()
     assert status == 130, output[-3000:]
     assert output.splitlines()[-1] == ("interrupted while training the stages, before any trial of stages: 1 of 1 "

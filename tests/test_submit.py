@@ -220,6 +220,7 @@ def test_a_dropped_ssh_connection_stops_the_sweep_as_ctrl_c_does(cluster, tmp_pa
     gives for long sweeps, keeps it running.)"""
     env = cluster.env if ray == "cluster" else {k: v for k, v in cluster.env.items() if k != "TMPDIR"}
     shell, hang_up = on_a_terminal([sys.executable, *one_at_a_time(tmp_path, "hangup")], env, tmp_path / "driver.log")
+    driver = None
     try:
         wait_until_second_trial_reports(tmp_path, "hangup")
         driver = int((tmp_path / ".hangup.lock").read_text().split()[2])  # "driver pid N on ..."
@@ -230,7 +231,7 @@ def test_a_dropped_ssh_connection_stops_the_sweep_as_ctrl_c_does(cluster, tmp_pa
         ended = not os.path.exists(f"/proc/{driver}")
     finally:
         for pid in (shell.pid, driver):
-            with contextlib.suppress(ProcessLookupError, UnboundLocalError):
+            with contextlib.suppress(ProcessLookupError, TypeError):  # TypeError: no driver pid read yet
                 os.killpg(pid, signal.SIGKILL)
         shell.wait()
     log = (tmp_path / "driver.log").read_text(errors="replace")

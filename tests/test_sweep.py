@@ -1,17 +1,16 @@
 """The sweep platform through the real Ray Tuner and a real MLflow store (one Ray instance per session)."""
 
-import contextlib
 import logging
 import os
+import re
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from conftest import sweep_driver
 from core.progress import SweepProgress
 from core.tracking import STOPPED_TAG
 from core.sweep import (SweepRunning, SweepSpec, auto_cpus, grid_configs, one_driver, packs, run_sweep,
@@ -20,7 +19,6 @@ from core.train import train_pack
 from core.tune import pack_summary
 from sweeps import cli, omega_sensitivity, report
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--preset", "demo", "--omegas", "0.25", "4", "--seeds", "1", "--epochs", "2", "--num-cpus", "2"]
 
 
@@ -193,22 +191,6 @@ def one_at_a_time(tmp_path, name, epochs):
             "--results-dir", str(tmp_path), "--name", name]
 
 
-@contextlib.contextmanager
-def sweep_driver(ray_session, tmp_path, args, script="omega_sensitivity.py"):
-    """A sweep script (the omega sweep's by default) as a user starts it, in a process group of its own
-    (a terminal's foreground job); killed on the way out if it still runs."""
-    env = dict(os.environ, RAY_ADDRESS=ray_session.get_runtime_context().gcs_address)
-    driver = subprocess.Popen([sys.executable, os.path.join(ROOT, "sweeps", script), *args],
-                              env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                              stderr=open(tmp_path / "driver.log", "w"), start_new_session=True)
-    try:
-        yield driver
-    finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
-
-
 def wait_for_runs(driver, tmp_path, name, ready, timeout=240):
     """Poll the sweep's MLflow child runs until ``ready(client, children)``, while its driver runs."""
     deadline = time.time() + timeout
@@ -269,8 +251,8 @@ def test_interrupted_sweep_resumes_without_duplicates(ray_session, tmp_path):
         wait_for_runs(driver, tmp_path, "resume", lambda client, children: any(
             c.info.status == "FINISHED" for c in children))
         os.killpg(driver.pid, signal.SIGSTOP)
-        with pytest.raises(SweepRunning, match=rf"^name: the sweep resume in {tmp_path} is running now \(driver "
-                                               rf"pid {driver.pid} on .*omega_sensitivity.py --preset demo"):
+        with pytest.raises(SweepRunning, match=rf"^name: the sweep resume in {re.escape(str(tmp_path))} is running "
+                                               rf"now \(driver pid {driver.pid} on .*omega_sensitivity.py --preset demo"):
             omega_sensitivity.main(args)
         os.killpg(driver.pid, signal.SIGKILL)
     assert_resumed_once(tmp_path, "resume", args, epochs=2)
