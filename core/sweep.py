@@ -111,37 +111,80 @@ class SweepInterrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+def hung_up(terminal: list[int]) -> None:
+    """After SIGHUP: the shell passes its own on too (one stop, not two), and every write to the
+    ``terminal`` descriptors now fails (EIO), which would end the stop half-way: they go nowhere."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    with open(os.devnull, "w") as devnull:
+        for fd in terminal:
+            os.dup2(devnull.fileno(), fd)
+
+
 @contextlib.contextmanager
 def stop_signals_as_ctrl_c():
-    """While the trials run, SIGTERM (what ``ray job stop``, Slurm's ``scancel`` and Kubernetes send
-    first) and SIGHUP (the terminal closed: a dropped ``ray submit`` SSH connection) stop the sweep as
-    Ctrl+C does: Ray Tune saves the experiment and stops the trials. Else Ray's driver aborts on
-    SIGTERM, and SIGHUP kills it, leaving every run RUNNING. Set after ``ray.init``, whose core worker
-    installs the SIGTERM handler; only the main thread may set one. Yields the signals received."""
+    """SIGTERM (what ``ray job stop``, Slurm's ``scancel`` and Kubernetes send first) and SIGHUP (the
+    terminal closed: a dropped ``ray submit`` SSH connection) stop the sweep as Ctrl+C does: while the
+    trials run, Ray Tune saves the experiment and stops them; before, a KeyboardInterrupt. Else Ray's
+    driver aborts on SIGTERM, and SIGHUP kills it, leaving every run RUNNING. Set after ``ray.init``,
+    whose core worker installs the SIGTERM handler; only the main thread may set one. Yields the
+    signals received. Ctrl+C's own handler is restored on the way out: Ray Tune leaves its handler in
+    place after a fit (``tune._setup_signal_catching``), and Ctrl+C, or a signal taken as it, outside the
+    next fit (between a search's rounds) only logged Tune's warning and stopped nothing."""
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield received
         return
-    # After a hangup every write to the terminal fails (EIO), which would end the stop half-way.
     terminal = [fd for fd in (1, 2) if os.isatty(fd)]  # stdout, stderr
 
     def stop(signum: int, frame: Any) -> None:
         if signum == signal.SIGHUP:
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the shell passes its own on: one stop, not two
-            with open(os.devnull, "w") as devnull:
-                for fd in terminal:
-                    os.dup2(devnull.fileno(), fd)
+            hung_up(terminal)
         received.append(signum)
         handler = signal.getsignal(signal.SIGINT)  # Ray Tune's while it runs trials
-        if callable(handler):
-            handler(signum, frame)
+        if not callable(handler):  # Ctrl+C ignored: a job started in the background by a script
+            raise KeyboardInterrupt
+        handler(signum, frame)
 
-    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {signal.SIGINT: signal.getsignal(signal.SIGINT)}
+    previous.update({signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)})
     try:
         yield received
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
+@contextlib.contextmanager
+def signals_held(what: str, held: tuple[int, ...], ignored: tuple[int, ...] = ()):
+    """The ``held`` signals (Ctrl+C's SIGINT, SIGHUP) wait for the block to end, then stop the sweep with
+    one line; a second one stops it at once, in case the block hangs. The ``ignored`` ones are ignored,
+    by the block and by the processes it starts. For ``ray.init``: interrupted while it starts a local
+    instance, it leaves some of that instance's processes running without a driver (seen: its
+    dashboard and runtime-env agents, for a minute or more). Only the main thread may set a handler."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    terminal = [fd for fd in (1, 2) if os.isatty(fd)]  # stdout, stderr
+
+    def hold(signum: int, frame: Any) -> None:
+        if signum == signal.SIGHUP:
+            hung_up(terminal)
+        received.append(signum)
+        if len(received) > 1:
+            raise KeyboardInterrupt
+
+    previous = {signum: signal.signal(signum, hold) for signum in held}
+    previous.update({signum: signal.signal(signum, signal.SIG_IGN) for signum in ignored})
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+    if received:
+        raise SweepInterrupted(f"interrupted while {what}, before any trial; the same command starts the sweep",
+                               received[0])
 
 
 def grid_configs(spec: SweepSpec) -> list[dict[str, Any]]:
@@ -397,13 +440,46 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
     """Run (or resume) the sweep and return its trial table. Needs ``ray.init()`` done by the caller."""
     total = len(grid_configs(spec)) * spec.num_samples  # members
     uri = spec.uri
-    claim_folder(spec)
-    resources = trial_resources(spec)
-    os.makedirs(spec.results_dir, exist_ok=True)
-    experiment = tracking.experiment_id(uri, spec.experiment or spec.name, os.path.join(spec.results_dir, "mlartifacts"))
-    resuming = tune.Tuner.can_restore(spec.path)
-    parent = _parent_run(spec, uri, experiment)
+    parent, fitting = None, False
+    try:
+        with stop_signals_as_ctrl_c() as received:
+            claim_folder(spec)
+            resources = trial_resources(spec)
+            os.makedirs(spec.results_dir, exist_ok=True)
+            experiment = tracking.experiment_id(uri, spec.experiment or spec.name,
+                                                os.path.join(spec.results_dir, "mlartifacts"))
+            resuming = tune.Tuner.can_restore(spec.path)
+            parent = _parent_run(spec, uri, experiment)
+            tuner, ray_trials = _tuner(spec, uri, experiment, parent, resources, total, resuming)
+            fitting = True
+            results = tuner.fit()
+    except KeyboardInterrupt as stop:  # Ctrl+C, or a signal taken as it, before Tune's own handler is set
+        if parent is not None:
+            tracking.set_status(uri, parent, "KILLED")
+        if fitting or isinstance(stop, SweepInterrupted):
+            raise
+        raise SweepInterrupted(f"interrupted before the trials of {spec.name} started; the same command starts "
+                               f"them", *received[:1]) from None
+    except BaseException:
+        if parent is not None:
+            tracking.set_status(uri, parent, "KILLED" if fitting else "FAILED")
+        raise
+    saved = saved_trials(spec.path)
+    ended = {t.trial_id for t in saved if t.status in DONE}
+    close_orphans(results, uri, experiment, parent, ended)
+    if len(ended) < ray_trials:
+        tracking.set_status(uri, parent, "KILLED")
+        done = sum(len(member_cells(t.config or {}, t.last_result or {})) for t in saved if t.trial_id in ended)
+        raise SweepInterrupted(f"interrupted: {done} of {total} trials of {spec.name} ended before the stop; the "
+                               f"others resume from their last checkpoints when the same command runs again",
+                               *received[:1])
+    tracking.set_status(uri, parent, "FINISHED" if results.num_errors == 0 else "FAILED")
+    return SweepResult(trial_table(results), experiment, parent, uri, results.num_errors)
 
+
+def _tuner(spec: SweepSpec, uri: str, experiment: str, parent: str, resources: dict[str, float], total: int,
+           resuming: bool) -> tuple[tune.Tuner, int]:
+    """The sweep's stages trained, and its Tuner (restored when ``resuming``) with its number of Ray trials."""
     platform = {"tracking_uri": uri, "experiment_id": experiment, "parent_run_id": parent,
                 "fault": spec.fault}
     if spec.study:
@@ -449,23 +525,7 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
                                       failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
         )
-    try:
-        with stop_signals_as_ctrl_c() as received:
-            results = tuner.fit()
-    except BaseException:
-        tracking.set_status(uri, parent, "KILLED")
-        raise
-    saved = saved_trials(spec.path)
-    ended = {t.trial_id for t in saved if t.status in DONE}
-    close_orphans(results, uri, experiment, parent, ended)
-    if len(ended) < ray_trials:
-        tracking.set_status(uri, parent, "KILLED")
-        done = sum(len(member_cells(t.config or {}, t.last_result or {})) for t in saved if t.trial_id in ended)
-        raise SweepInterrupted(f"interrupted: {done} of {total} trials of {spec.name} ended before the stop; the "
-                               f"others resume from their last checkpoints when the same command runs again",
-                               *received[:1])
-    tracking.set_status(uri, parent, "FINISHED" if results.num_errors == 0 else "FAILED")
-    return SweepResult(trial_table(results), experiment, parent, uri, results.num_errors)
+    return tuner, ray_trials
 
 
 def not_the_restore_hint(record: logging.LogRecord) -> bool:

@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -26,7 +25,7 @@ from core.config import DATASET_DEFAULTS, TRAIN_FIELDS, ConfigError, TrainConfig
 from core.data import DATASETS, load
 from core.reporting import markdown_table
 from core.sweep import (PROJECT_DIR, SweepInterrupted, SweepResult, SweepSpec, claim_folder, grid_configs,
-                        one_driver, run_sweep)
+                        one_driver, run_sweep, signals_held)
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +149,8 @@ def init_ray(num_cpus: int | None) -> None:
         return
     address, source = cluster_address()
     if address:
-        ray.init(address=address)
+        with signals_held("Ray was joining the cluster", held=(signal.SIGINT, signal.SIGHUP)):
+            ray.init(address=address)
         nodes = [n for n in ray.nodes() if n["Alive"]]
         resources = ray.cluster_resources()
         log.info("Ray: joined the cluster at %s (%s): %d node(s), %g CPUs, %g GPUs", address, source,
@@ -160,13 +160,9 @@ def init_ray(num_cpus: int | None) -> None:
     # The local instance's processes share the driver's terminal, and a hangup (a dropped SSH
     # connection) would kill them under the sweep, which then waits on them for ever; they inherit an
     # ignored SIGHUP. The driver takes it as Ctrl+C while trials run (core.sweep.stop_signals_as_ctrl_c).
-    main = threading.current_thread() is threading.main_thread()  # only it may set a handler
-    hangup = signal.signal(signal.SIGHUP, signal.SIG_IGN) if main else None
-    try:
+    # SIGTERM is Ray's own here: ray.init sets a handler that exits.
+    with signals_held("Ray was starting", held=(signal.SIGINT,), ignored=(signal.SIGHUP,)):
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
-    finally:
-        if main:
-            signal.signal(signal.SIGHUP, signal.SIG_DFL if hangup is None else hangup)
     log.info("Ray: started a local instance with %g CPUs (%s)", ray.cluster_resources().get("CPU", 0), source)
 
 

@@ -1,20 +1,25 @@
 """The sweep platform through the real Ray Tuner and a real MLflow store (one Ray instance per session)."""
 
+import contextlib
 import logging
 import os
 import re
+import shutil
 import signal
+import subprocess
+import sys
+import tempfile
 import time
 
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from conftest import sweep_driver
+from conftest import ROOT, sweep_driver
 from core.progress import SweepProgress
 from core.tracking import STOPPED_TAG
-from core.sweep import (SweepRunning, SweepSpec, auto_cpus, grid_configs, one_driver, packs, run_sweep,
-                        trial_resources, trial_table)
+from core.sweep import (SweepInterrupted, SweepRunning, SweepSpec, auto_cpus, grid_configs, one_driver, packs,
+                        run_sweep, trial_resources, trial_table)
 from core.train import train_pack
 from core.tune import pack_summary
 from sweeps import cli, omega_sensitivity, report
@@ -297,6 +302,85 @@ def test_ctrl_c_ends_the_sweep_with_one_line_and_the_same_command_resumes_it(ray
     # ... and its resumed trial is no early stop either: MLflow tables both (it tabled one, as complete).
     (resumed,) = report.main(["--experiment", "ctrl-c", "--results-dir", str(tmp_path)])[:1]
     assert resumed.frame["omega"].tolist() == [0.25, 4.0] and "unfinished" not in resumed.title
+
+
+def test_ctrl_c_while_ray_starts_ends_with_one_line_and_leaves_no_ray_process(tmp_path):
+    """Ctrl+C while the driver starts its local Ray (seconds on a laptop: when a wrong flag gets
+    noticed). It gave a traceback and exit status 1, and left the instance's dashboard and runtime-env
+    agents running without a driver for a minute or more (tried). The start must finish, then the
+    driver end with one line and the status for Ctrl+C, leaving no process of its own and nothing in
+    the results folder but its hold on the sweep (a lock file, free once the driver ended)."""
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths live below it
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # no cluster: the driver starts Ray
+    env.update(TMPDIR=temp, RAY_AUTH_MODE="disabled")
+    args = ["--preset", "demo", "--omegas", "1", "--seeds", "1", "--epochs", "1", "--results-dir", str(tmp_path)]
+    driver = subprocess.Popen([sys.executable, os.path.join(ROOT, "sweeps", "omega_sensitivity.py"), *args],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
+
+    def group() -> list[str]:  # the driver's process group (its terminal's job): it and what it started
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            with contextlib.suppress(OSError):
+                if os.getpgid(int(pid)) == driver.pid and int(pid) != driver.pid:
+                    found.append(open(f"/proc/{pid}/cmdline").read().replace("\0", " ")[:80])
+        return found
+
+    try:
+        deadline = time.monotonic() + 60
+        while not any("raylet" in command for command in group()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.killpg(driver.pid, signal.SIGINT)  # the raylet is up, starting its agents: ray.init is under way
+        _, err = driver.communicate(timeout=120)
+        deadline = time.monotonic() + 15
+        while group() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = group()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+        shutil.rmtree(temp, ignore_errors=True)
+    assert "Traceback" not in err and driver.returncode == 130, err[-3000:]
+    assert err.splitlines()[-1] == ("interrupted while Ray was starting, before any trial; the same command "
+                                    "starts the sweep"), err[-3000:]
+    assert left == [], left
+    assert os.listdir(tmp_path) == [".omega_sensitivity-demo.lock"]
+
+
+def test_a_signal_before_the_trials_start_ends_the_parent_run_killed(ray_session, tmp_path, monkeypatch):
+    """SIGTERM (as `ray job stop` sends) after the parent run exists, before Tune's trials start (here
+    as the stages would train): the driver died (Ray's SIGTERM handler) and left the parent RUNNING for
+    good. It must end as Ctrl+C does there, with one line and the parent KILLED, and the same command
+    go on under that parent. After a sweep has run in the process (a search's rounds), Tune's handler
+    from its fit swallowed Ctrl+C and the signals taken as it outside the next fit (tried)."""
+    def sweep(name):
+        return ["--preset", "demo", "--omegas", "1", "--seeds", "1", "--epochs", "1", "--results-dir",
+                str(tmp_path), "--name", name]
+
+    def terminated(*_):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler runs at once, in this (the main) thread
+
+    # Unheeded, SIGTERM would abort the whole test session (Ray's handler here, as in the driver).
+    unheeded = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        for name in ("early", "after-a-sweep"):
+            monkeypatch.setattr("core.sweep.run_stages", terminated)
+            with pytest.raises(SweepInterrupted, match=f"^interrupted before the trials of {name} started; the same "
+                                                       f"command starts them$") as stop:
+                omega_sensitivity.main(sweep(name))
+            assert stop.value.signum == signal.SIGTERM
+            _, parents, children = runs_of(tmp_path, name)
+            assert [p.info.status for p in parents] == ["KILLED"] and children == []
+            monkeypatch.undo()
+            if name == "early":  # the same command goes on; and a sweep has run in this process
+                assert omega_sensitivity.main(sweep(name))[0].frame["omega"].tolist() == [1.0]
+                _, again, children = runs_of(tmp_path, name)
+                assert [p.info.run_id for p in again] == [parents[0].info.run_id]
+                assert again[0].info.status == "FINISHED" and [c.info.status for c in children] == ["FINISHED"]
+    finally:
+        signal.signal(signal.SIGTERM, unheeded)
 
 
 def test_search_selects_on_validation_logs_importances_and_extends_its_study(ray_session, tmp_path):
