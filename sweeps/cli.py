@@ -208,7 +208,7 @@ def run(sweep: Sweep, argv: list[str] | None = None) -> list[Table]:
     with one_driver(spec.results_dir, spec.name):
         start(spec, args.num_cpus)
         result = run_sweep(spec)
-        tables = sweep.tables(finished_or_exit(result, spec), chosen)
+        tables = tables_with_rows(sweep, finished_or_exit(result, spec), chosen)
         publish(result, spec.path, tables)
     return tables
 
@@ -229,6 +229,17 @@ def check_space(space: Callable, base: dict[str, Any], fixed: Sequence[str] = ()
             raise ConfigError("set", f"{searched[0]} is the search's to choose; allowed: fields it leaves alone")
         TrainConfig.from_dict({**base, **trial.params, **constants})
         study.tell(trial, 0.0)
+
+
+def tables_with_rows(sweep: Sweep, trials: pd.DataFrame, settings: dict[str, Any]) -> list[Table]:
+    """The sweep's tables over the finished ``trials``, less those none of them falls in (Table 6 of a
+    grid without Remix-DRW and MAMix-DRW): each of those is named with a line, and no file is made for it."""
+    tables = sweep.tables(trials, settings)
+    for table in tables:
+        if table.frame.empty:
+            print(f"{table.title}\n\nnot made: none of the {len(trials)} finished trials is one of this table's "
+                  f"rows\n")
+    return [table for table in tables if not table.frame.empty]
 
 
 def finished(trials: pd.DataFrame) -> pd.DataFrame:

@@ -67,7 +67,7 @@ def rebuild(experiment: str, tracking_uri: str, parent_run_id: str | None = None
     if done.empty:
         raise ValueError(f"experiment: no trial of the sweep {experiment} (parent run {parent.info.run_id}, "
                          f"{parent.info.status}) has finished yet; there is no table to make")
-    tables = sweep.tables(done, settings)
+    tables = cli.tables_with_rows(sweep, done, settings)
     if parent.info.status in ("RUNNING", "KILLED"):  # still running, or stopped before its trials ended
         cells = math.prod(len(settings[axis]) for axis in sweep.axes) * settings["seeds"]
         for table in tables:
