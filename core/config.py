@@ -103,6 +103,9 @@ class TrainConfig:
     val_seed: int = 0
     # Stages (core.stages): models trained before a run, once per training set and stage seed, and reused.
     stage_seed: int = 0  # seed of M2m's g and DeepSMOTE's autoencoder; fixed across trial seeds
+    # Epochs between a stage's saved states while it trains: a stage stopped part-way goes on from the last
+    # (M2m's g is evaluated there too, never selected on). Not in a stage's key: it changes no weight.
+    stage_checkpoint_every: int = 10
     # M2m (Kim et al. 2020; core.m2m), from drw_epoch on. Defaults: the official CIFAR runs (run.sh).
     m2m_generator: str | None = None  # absolute path of g's checkpoint; None: a sweep finds or trains it
     m2m_beta: float = 0.999  # seed weight 1 - beta ** max(n_seed - n_target, 0)
@@ -203,6 +206,8 @@ class TrainConfig:
         need(_number(self.s) and self.s > 0, "s", "a number > 0")
         need(_integer(self.smote_k) and self.smote_k >= 1, "smote_k", "an integer >= 1")
         need(_integer(self.stage_seed) and self.stage_seed >= 0, "stage_seed", "an integer >= 0")
+        need(_integer(self.stage_checkpoint_every) and self.stage_checkpoint_every >= 1, "stage_checkpoint_every",
+             "an integer >= 1")
         need(_number(self.m2m_beta) and 0 <= self.m2m_beta < 1, "m2m_beta", "a number in [0, 1)")
         need(_number(self.m2m_gamma) and 0 <= self.m2m_gamma <= 1, "m2m_gamma", "a number in [0, 1]")
         need(_number(self.m2m_lam) and self.m2m_lam >= 0, "m2m_lam", "a number >= 0")

@@ -36,7 +36,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -115,23 +115,35 @@ def permutation_penalty(ae: Autoencoder, images: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(ae.decoder(codes[shift]), images[shift])
 
 
-def train_autoencoder(x: torch.Tensor, y: torch.Tensor, cfg, device: torch.device) -> tuple[dict[str, Any], dict[str, float]]:
+def train_autoencoder(x: torch.Tensor, y: torch.Tensor, cfg, device: torch.device,
+                      resume: dict[str, Any] | None = None,
+                      save_state: Callable[[dict[str, Any]], None] | None = None
+                      ) -> tuple[dict[str, Any], dict[str, float]]:
     """Stage 1 on the training images ``x`` (N, C, H, W) in [0, 1] and labels ``y``; returns the state
     dict of the lowest-loss epoch and its metrics. Every draw comes from one generator seeded with
-    ``cfg.stage_seed`` (batch order, P's class and images); the model is initialised under it too."""
+    ``cfg.stage_seed`` (batch order, P's class and images); the model is initialised under it too.
+    ``save_state(state)`` is called every ``cfg.stage_checkpoint_every`` epochs and after the last;
+    passing such a state back as ``resume`` goes on from there, as if never stopped."""
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.stage_seed)
         ae = Autoencoder(tuple(x.shape[1:]), cfg.deepsmote_latent_dim).to(device)
     gen = torch.Generator().manual_seed(cfg.stage_seed)
     enc_optim = torch.optim.Adam(ae.encoder.parameters(), lr=cfg.deepsmote_lr)
     dec_optim = torch.optim.Adam(ae.decoder.parameters(), lr=cfg.deepsmote_lr)
+    start, best_loss, best_state, best_epoch = 0, math.inf, None, -1
+    if resume is not None:
+        ae.load_state_dict(resume["ae"])
+        enc_optim.load_state_dict(resume["enc_optim"])
+        dec_optim.load_state_dict(resume["dec_optim"])
+        gen.set_state(resume["generator"])
+        start, best_loss, best_state, best_epoch = (resume[k] for k in ("epoch", "best_loss", "best_state",
+                                                                         "best_epoch"))
     y_cpu = y.cpu()
     members = [torch.nonzero(y_cpu == c).flatten() for c in range(int(y_cpu.max()) + 1)]
     # A class of one image would give BatchNorm a batch of one 1x1 map (the official code crashes there).
     classes = [c for c, m in enumerate(members) if len(m) >= 2]
     n, size = len(x), cfg.deepsmote_batch_size
-    best_loss, best_state, best_epoch = math.inf, None, -1
-    for epoch in range(cfg.deepsmote_epochs):
+    for epoch in range(start, cfg.deepsmote_epochs):
         order = torch.randperm(n, generator=gen)
         total = torch.zeros((), device=device)
         ae.train()
@@ -154,6 +166,11 @@ def train_autoencoder(x: torch.Tensor, y: torch.Tensor, cfg, device: torch.devic
             best_loss, best_epoch = epoch_loss, epoch
             best_state = copy.deepcopy(ae.state_dict())
         log.info("deepsmote autoencoder epoch %d loss %.5f", epoch + 1, epoch_loss)
+        if save_state is not None and ((epoch + 1) % cfg.stage_checkpoint_every == 0
+                                       or epoch + 1 == cfg.deepsmote_epochs):
+            save_state(copy.deepcopy({"epoch": epoch + 1, "ae": ae.state_dict(), "enc_optim": enc_optim.state_dict(),
+                                      "dec_optim": dec_optim.state_dict(), "generator": gen.get_state(),
+                                      "best_loss": best_loss, "best_state": best_state, "best_epoch": best_epoch}))
     return best_state, {"ae_loss": best_loss, "ae_best_epoch": best_epoch + 1}
 
 

@@ -17,14 +17,16 @@ from typing import Any
 
 from core import tracking
 from core.config import TrainConfig
-from core.stages import (check_training_set, checkpoint_bytes, key_digest, needed_stages,
-                         read_checkpoint, stage_key, train_stage, training_set)
+from core.stages import (check_training_set, checkpoint_bytes, key_digest, needed_stages, read_checkpoint,
+                         remove_partial, stage_key, train_stage, training_set)
 
 log = logging.getLogger(__name__)
 
 ARTIFACT = "stage.pt"
+PARTIAL = "training.pt"  # a stage's state while it trains, beside its copy (core.stages.train_stage)
 # Per node: stage checkpoints copied from MLflow, by key digest (the path is the same on every
-# attempt of a trial, so a resumed trial's config equals the one it saved).
+# attempt of a trial, so a resumed trial's config equals the one it saved), and the states of stages in
+# training, which a stage stopped part-way goes on from when it trains again on this node.
 CACHE_DIR = os.path.join(tempfile.gettempdir(), "smote2mixup-stages")
 
 
@@ -40,9 +42,11 @@ def ensure(tracking_uri: str, experiment: str, parent_run_id: str | None, name: 
     found = tracking.find_stage_run(tracking_uri, key_digest(key))
     if found is not None:
         return found
-    checkpoint, metrics = train_stage(name, cfg)
+    partial = os.path.join(CACHE_DIR, key_digest(key), PARTIAL)
+    checkpoint, metrics = train_stage(name, cfg, partial)
     run = tracking.log_stage_run(tracking_uri, experiment, parent_run_id, name, key_digest(key), _run_name(name, cfg),
                                  key, metrics, {ARTIFACT: checkpoint_bytes(checkpoint)})
+    remove_partial(partial)
     log.info("stage %s trained in %.1f s: MLflow run %s", name, metrics["wall_s"], run.info.run_id)
     return run
 

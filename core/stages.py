@@ -24,6 +24,7 @@ names), and refuses it otherwise with a message naming the field. Train one into
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import json
@@ -54,30 +55,39 @@ TRAINING_SET = ("dataset", "imbalance", "ratio", "mu", "subset_seed", "stage_see
 class Stage:
     description: str
     key_fields: tuple[str, ...]
-    # (config, training images (N, H, W, C) uint8, labels) -> (architecture, state dict, metrics)
-    train: Callable[[TrainConfig, np.ndarray, np.ndarray], tuple[dict[str, Any], dict[str, Any], dict[str, float]]]
+    # (config, training images (N, H, W, C) uint8, labels, a saved state to go on from or None, a callback
+    # that saves one) -> (architecture, state dict, metrics)
+    train: Callable[[TrainConfig, np.ndarray, np.ndarray, dict[str, Any] | None, Callable[[dict[str, Any]], None]],
+                    tuple[dict[str, Any], dict[str, Any], dict[str, float]]]
     build: Callable[[dict[str, Any]], nn.Module]  # architecture -> untrained model
 
 
 def generator_config(cfg: TrainConfig) -> TrainConfig:
-    """g's run: ERM on the same training set and schedule, seeded with ``stage_seed``, evaluated once
-    at its end (the final epoch is g, no selection on the test set)."""
+    """g's run: ERM on the same training set and schedule, seeded with ``stage_seed``, evaluated where
+    its state is saved (every ``stage_checkpoint_every`` epochs) and at its end; the final epoch is g,
+    no selection on the test set."""
     fields = {name: getattr(cfg, name) for name in STAGES["m2m_generator"].key_fields + RUN_FIELDS}
     fields.update(method="erm", seed=fields.pop("stage_seed"), milestones=list(cfg.milestones),
-                  eval_every=cfg.epochs)
+                  eval_every=min(cfg.stage_checkpoint_every, cfg.epochs))
     return TrainConfig.from_dict(fields)
 
 
-def _train_generator(cfg: TrainConfig, x: np.ndarray, y: np.ndarray):
+def _train_generator(cfg: TrainConfig, x: np.ndarray, y: np.ndarray, resume: dict[str, Any] | None,
+                     save_state: Callable[[dict[str, Any]], None]):
     from core.train import train  # core.train loads stages: imported when a stage trains
 
     g_cfg = generator_config(cfg)
-    saved: list[dict[str, Any]] = []
-    metrics = train(g_cfg, save_state=saved.append)
-    architecture = {"model": g_cfg.model, "num_classes": len(saved[-1]["counts"]), "in_channels": int(x.shape[-1]),
+    last = [] if resume is None else [resume]  # a state saved after the last epoch trains no further
+
+    def keep(state: dict[str, Any]) -> None:
+        last[:] = [state]
+        save_state(state)
+
+    metrics = train(g_cfg, save_state=keep, resume=resume)
+    architecture = {"model": g_cfg.model, "num_classes": len(last[-1]["counts"]), "in_channels": int(x.shape[-1]),
                     "head_bias": g_cfg.head_bias}
     net = FusedNetwork([_build_generator(architecture)])
-    net.load_state_dict(saved[-1]["net"])
+    net.load_state_dict(last[-1]["net"])
     return architecture, net.member_state(0), {f"g_{k}": v for k, v in metrics.items()}
 
 
@@ -86,12 +96,13 @@ def _build_generator(architecture: dict[str, Any]) -> nn.Module:
                         head_bias=architecture.get("head_bias", FORMER_DEFAULTS["head_bias"]))
 
 
-def _train_autoencoder(cfg: TrainConfig, x: np.ndarray, y: np.ndarray):
+def _train_autoencoder(cfg: TrainConfig, x: np.ndarray, y: np.ndarray, resume: dict[str, Any] | None,
+                       save_state: Callable[[dict[str, Any]], None]):
     from core.train import resolve_device  # as above: core.train imports this module
 
     device = resolve_device(cfg.device)
     images = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device).float().div_(255)
-    state, metrics = train_autoencoder(images, torch.from_numpy(y).to(device), cfg, device)
+    state, metrics = train_autoencoder(images, torch.from_numpy(y).to(device), cfg, device, resume, save_state)
     return {"input_shape": list(images.shape[1:]), "latent_dim": cfg.deepsmote_latent_dim}, state, metrics
 
 
@@ -135,21 +146,61 @@ def training_set(cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, list[int], l
     return x, y, list(counts), list(arrays.classes)
 
 
-def train_stage(name: str, cfg: TrainConfig) -> tuple[dict[str, Any], dict[str, float]]:
-    """Train stage ``name`` for ``cfg``: its checkpoint and metrics (``wall_s`` among them)."""
+def train_stage(name: str, cfg: TrainConfig, partial: str | None = None) -> tuple[dict[str, Any], dict[str, float]]:
+    """Train stage ``name`` for ``cfg``: its checkpoint and metrics (``wall_s`` among them, over all its
+    legs). With ``partial``, a file path, the stage saves its state there every ``stage_checkpoint_every``
+    epochs and goes on from a state found there (``resumed_epoch``: its epoch; 0 when trained in one go).
+    The caller removes that file (``remove_partial``) once the stage is kept."""
     started = time.perf_counter()
     x, y, counts, classes = training_set(cfg)
-    log.info("training stage %s (%s) for %s", name, STAGES[name].description, cfg.dataset)
-    architecture, state, metrics = STAGES[name].train(cfg, x, y)
+    saved = read_partial(name, partial)
+    resume, spent = (saved["state"], saved["wall_s"]) if saved else (None, 0.0)
+
+    def save_state(state: dict[str, Any]) -> None:
+        if partial is not None:
+            write_checkpoint(checkpoint_bytes({"state": state, "wall_s": spent + time.perf_counter() - started}),
+                             partial)
+
+    log.info("training stage %s (%s) for %s%s", name, STAGES[name].description, cfg.dataset,
+             f", going on from epoch {resume['epoch']} of its state in {partial}" if resume else "")
+    try:
+        architecture, state, metrics = STAGES[name].train(cfg, x, y, resume, save_state)
+    except ConfigError as err:  # saved on another kind of device, or by a run of other fields
+        if resume is None or err.field != "resume":
+            raise
+        log.warning("stage %s: its state in %s cannot go on here (%s); training it from the start", name, partial, err)
+        resume, spent = None, 0.0  # save_state reads spent when called
+        architecture, state, metrics = STAGES[name].train(cfg, x, y, None, save_state)
     checkpoint = {"stage": name, "dataset": cfg.dataset, "counts": counts, "classes": classes,
                   "architecture": architecture, "state": state, "key": stage_key(name, cfg)}
-    return checkpoint, {**metrics, "wall_s": time.perf_counter() - started}
+    return checkpoint, {**metrics, "resumed_epoch": resume["epoch"] if resume else 0,
+                        "wall_s": spent + time.perf_counter() - started}
+
+
+def read_partial(name: str, path: str | None) -> dict[str, Any] | None:
+    """The state a stage in training saved at ``path``, or None where there is none to go on from."""
+    if path is None or not os.path.exists(path):
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - a state that cannot be read is trained again, never trusted
+        log.warning("stage %s: its state in %s cannot be read (%s); training it from the start", name, path, err)
+        return None
+
+
+def remove_partial(path: str) -> None:
+    """Remove a stage's saved state once the stage is kept (another process may have done so)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
 
 
 def train_stage_file(name: str, cfg: TrainConfig, path: str) -> dict[str, float]:
-    """Train stage ``name`` for ``cfg`` into the checkpoint file ``path``; its metrics."""
-    checkpoint, metrics = train_stage(name, cfg)
+    """Train stage ``name`` for ``cfg`` into the checkpoint file ``path``; its metrics. Its state in
+    training is kept beside it (``PATH.partial``), so that the same command, stopped, goes on."""
+    partial = f"{path}.partial"
+    checkpoint, metrics = train_stage(name, cfg, partial)
     write_checkpoint(checkpoint_bytes(checkpoint), path)
+    remove_partial(partial)
     return metrics
 
 

@@ -441,6 +441,7 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
     total = len(grid_configs(spec)) * spec.num_samples  # members
     uri = spec.uri
     parent, fitting = None, False
+    received: list[int] = []  # bound before the handlers: a signal may come while they are being set
     try:
         with stop_signals_as_ctrl_c() as received:
             claim_folder(spec)
@@ -560,6 +561,7 @@ def run_stages(spec: SweepSpec, uri: str, experiment: str, parent: str, resource
     log.info("training %d stage(s) before the trials: %s", len(missing),
              ", ".join(name for name, _ in missing.values()))
     task = ray.remote(_ensure_stage).options(num_cpus=resources["cpu"], num_gpus=resources["gpu"])
+    received: list[int] = []  # as in run_sweep
     try:
         with stop_signals_as_ctrl_c() as received:
             ray.get([task.remote(uri, experiment, parent, name, config) for name, config in missing.values()])
@@ -567,8 +569,8 @@ def run_stages(spec: SweepSpec, uri: str, experiment: str, parent: str, resource
         tracking.set_status(uri, parent, "KILLED")
         left = sum(tracking.find_stage_run(uri, digest) is None for digest in missing)
         raise SweepInterrupted(f"interrupted while training the stages, before any trial of {spec.name}: {left} of "
-                               f"{len(missing)} stage(s) unfinished; the same command trains them again from the "
-                               f"start", *received[:1]) from None
+                               f"{len(missing)} stage(s) unfinished; the same command goes on with them from their "
+                               f"last saved epoch", *received[:1]) from None
     except BaseException:
         tracking.set_status(uri, parent, "FAILED")
         raise

@@ -186,6 +186,17 @@ def start(spec: SweepSpec, num_cpus: int | None) -> None:
 
 def run(sweep: Sweep, argv: list[str] | None = None) -> list[Table]:
     """Parse flags, run the grid, and publish the sweep's tables."""
+    spec, chosen, args = grid_sweep(sweep, argv)
+    with one_driver(spec.results_dir, spec.name):
+        start(spec, args.num_cpus)
+        result = run_sweep(spec)
+        tables = tables_with_rows(sweep, finished_or_exit(result, spec), chosen)
+        publish(result, spec.path, tables)
+    return tables
+
+
+def grid_sweep(sweep: Sweep, argv: list[str] | None) -> tuple[SweepSpec, dict[str, Any], argparse.Namespace]:
+    """The grid the flags ask for: its spec, its settings (the preset's, over which the flags') and the flags."""
     p = parser(sweep.doc, sweep.presets)
     for axis in sweep.axes:
         kind = type(next(iter(sweep.presets.values()))[axis][0])
@@ -204,13 +215,7 @@ def run(sweep: Sweep, argv: list[str] | None = None) -> list[Table]:
     # The parent run names the script and its settings from the start, so that sweeps.report can
     # tabulate the trials finished so far of a sweep still running or interrupted.
     tags = {"sweep_script": sweep.name, "settings": json.dumps(chosen, sort_keys=True)}
-    spec = spec_from(chosen, args, base, grid, tags=tags)
-    with one_driver(spec.results_dir, spec.name):
-        start(spec, args.num_cpus)
-        result = run_sweep(spec)
-        tables = tables_with_rows(sweep, finished_or_exit(result, spec), chosen)
-        publish(result, spec.path, tables)
-    return tables
+    return spec_from(chosen, args, base, grid, tags=tags), chosen, args
 
 
 def check_space(space: Callable, base: dict[str, Any], fixed: Sequence[str] = (), samples: int = 64) -> None:

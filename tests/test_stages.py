@@ -64,23 +64,31 @@ def test_ctrl_c_while_the_stages_train_ends_with_one_line_and_the_same_command_g
     """Ctrl+C while a sweep trains its stages (M2m's generator, DeepSMOTE's autoencoder: the first
     minutes of such a sweep) ended with a traceback from ray.get and the parent run FAILED; the re-run
     then opened a second parent run. It must end as Ctrl+C during trials does (one line, exit status
-    130, the parent KILLED), and the same command must train the stage and the trials under that parent."""
-    from sweeps import method_comparison
+    130, the parent KILLED), and the same command must go on with the stage from its last saved epoch
+    (it started again from the first) and train the trials under that parent."""
+    from sweeps import cli, method_comparison
 
     args = ["--preset", "demo", "--methods", "deepsmote", "--kinds", "long_tailed", "--seeds", "1", "--epochs", "1",
-            "--set", "deepsmote_epochs=6", "--results-dir", str(tmp_path), "--name", "stages"]
+            "--set", "deepsmote_epochs=8", "stage_checkpoint_every=1", "--results-dir", str(tmp_path),
+            "--name", "stages"]
+    (config,) = grid_configs(cli.grid_sweep(method_comparison.SWEEP, args)[0])
+    partial = os.path.join(stage_cache.CACHE_DIR, stages.key_digest(stages.stage_key(
+        "deepsmote_autoencoder", TrainConfig.from_dict(config))), stage_cache.PARTIAL)
+    stages.remove_partial(partial)  # left by an earlier test session stopped at this point
     log_path = tmp_path / "driver.log"
     with sweep_driver(ray_session, tmp_path, args, "method_comparison.py") as driver:
         deadline = time.monotonic() + 120
-        while "training 1 stage(s)" not in log_path.read_text() and time.monotonic() < deadline:
+        while not os.path.exists(partial) and time.monotonic() < deadline:
             assert driver.poll() is None, log_path.read_text()[-3000:]
-            time.sleep(0.2)
+            time.sleep(0.1)
         os.killpg(driver.pid, signal.SIGINT)
         status = driver.wait(timeout=60)
     output = log_path.read_text()
     assert status == 130, output[-3000:]
     assert output.splitlines()[-1] == ("interrupted while training the stages, before any trial of stages: 1 of 1 "
-                                       "stage(s) unfinished; the same command trains them again from the start")
+                                       "stage(s) unfinished; the same command goes on with them from their last "
+                                       "saved epoch")
+    saved_epoch = torch.load(partial, weights_only=True)["state"]["epoch"]
     assert "Traceback" not in output
     uri = tracking.default_tracking_uri(str(tmp_path))
     experiment = tracking.experiment_id(uri, "stages")
@@ -93,6 +101,56 @@ def test_ctrl_c_while_the_stages_train_ends_with_one_line_and_the_same_command_g
         (False, "FINISHED"), (False, "FINISHED"), (True, "FINISHED")]  # its stage and trial, and the same parent
     (stage,) = tracking.stage_runs(uri)
     assert stage.data.tags[tracking.PARENT_TAG] == parent.info.run_id
+    assert 1 <= saved_epoch < 8 and stage.data.metrics["resumed_epoch"] >= saved_epoch, output[-3000:]
+    assert not os.path.exists(partial)  # removed once the stage is in MLflow
+
+
+@pytest.mark.parametrize("name", sorted(stages.STAGES))
+def test_a_stage_stopped_part_way_goes_on_from_its_saved_state_to_the_same_weights(name, tmp_path, monkeypatch):
+    """A stage stopped after its first saved epoch (Ctrl+C, a lost node) trains, the second time, only
+    the epochs after it, into the weights of a stage never stopped; saving (and M2m's g evaluating)
+    every epoch changes no weight."""
+    fields = tiny_config(deepsmote_epochs=2)
+    whole, _ = stages.train_stage(name, TrainConfig.from_dict({**fields, "stage_checkpoint_every": 2}))
+    cfg = TrainConfig.from_dict({**fields, "stage_checkpoint_every": 1})
+    partial = str(tmp_path / "training.pt")
+    write = stages.write_checkpoint
+
+    def stopped_after_one_epoch(content, path):
+        write(content, path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stages, "write_checkpoint", stopped_after_one_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        stages.train_stage(name, cfg, partial)
+    monkeypatch.setattr(stages, "write_checkpoint", write)
+    assert torch.load(partial, weights_only=True)["state"]["epoch"] == 1
+    resumed, metrics = stages.train_stage(name, cfg, partial)
+    assert metrics["resumed_epoch"] == 1
+    assert_same_weights(resumed, whole)
+
+
+def assert_same_weights(checkpoint, other):
+    assert checkpoint["state"].keys() == other["state"].keys()
+    assert all(torch.equal(checkpoint["state"][k], other["state"][k]) for k in other["state"])
+
+
+def test_a_stage_state_that_cannot_go_on_is_trained_again_from_the_start(tmp_path):
+    """A state g's run refuses (another config: here another evaluation period; or another kind of
+    device) and a file that is no state are not trusted: the stage trains from its first epoch."""
+    fields = tiny_config()
+    partial = str(tmp_path / "training.pt")
+    whole, _ = stages.train_stage("m2m_generator", TrainConfig.from_dict({**fields, "stage_checkpoint_every": 1}),
+                                  partial)
+    # the state of its last epoch, saved under an evaluation every epoch, is left where the next run looks
+    again, metrics = stages.train_stage("m2m_generator", TrainConfig.from_dict({**fields, "stage_checkpoint_every": 2}),
+                                        partial)
+    assert metrics["resumed_epoch"] == 0
+    assert_same_weights(again, whole)
+    stages.write_checkpoint(b"not a state", partial)
+    again, metrics = stages.train_stage("m2m_generator", TrainConfig.from_dict(fields), partial)
+    assert metrics["resumed_epoch"] == 0
+    assert_same_weights(again, whole)
 
 
 def test_a_stage_of_your_own_is_written_registered_and_used(tmp_path, monkeypatch):
