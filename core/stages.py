@@ -153,13 +153,14 @@ def train_stage(name: str, cfg: TrainConfig, partial: str | None = None) -> tupl
     The caller removes that file (``remove_partial``) once the stage is kept."""
     started = time.perf_counter()
     x, y, counts, classes = training_set(cfg)
-    saved = read_partial(name, partial)
+    digest = key_digest(stage_key(name, cfg))
+    saved = read_partial(name, digest, partial)
     resume, spent = (saved["state"], saved["wall_s"]) if saved else (None, 0.0)
 
     def save_state(state: dict[str, Any]) -> None:
         if partial is not None:
-            write_checkpoint(checkpoint_bytes({"state": state, "wall_s": spent + time.perf_counter() - started}),
-                             partial)
+            write_checkpoint(checkpoint_bytes({"key": digest, "state": state,
+                                               "wall_s": spent + time.perf_counter() - started}), partial)
 
     log.info("training stage %s (%s) for %s%s", name, STAGES[name].description, cfg.dataset,
              f", going on from epoch {resume['epoch']} of its state in {partial}" if resume else "")
@@ -177,15 +178,22 @@ def train_stage(name: str, cfg: TrainConfig, partial: str | None = None) -> tupl
                         "wall_s": spent + time.perf_counter() - started}
 
 
-def read_partial(name: str, path: str | None) -> dict[str, Any] | None:
-    """The state a stage in training saved at ``path``, or None where there is none to go on from."""
+def read_partial(name: str, digest: str, path: str | None) -> dict[str, Any] | None:
+    """The state that stage ``name`` of key ``digest`` saved at ``path`` while it trained, or None where
+    there is none to go on from (``python -m core.stages`` run again with other flags and the same ``--out``
+    finds another key's)."""
     if path is None or not os.path.exists(path):
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - a state that cannot be read is trained again, never trusted
         log.warning("stage %s: its state in %s cannot be read (%s); training it from the start", name, path, err)
         return None
+    if not isinstance(saved, dict) or saved.get("key") != digest:
+        log.warning("stage %s: %s holds the state of another stage or training set; training it from the start",
+                    name, path)
+        return None
+    return saved
 
 
 def remove_partial(path: str) -> None:

@@ -562,10 +562,14 @@ def run_stages(spec: SweepSpec, uri: str, experiment: str, parent: str, resource
              ", ".join(name for name, _ in missing.values()))
     task = ray.remote(_ensure_stage).options(num_cpus=resources["cpu"], num_gpus=resources["gpu"])
     received: list[int] = []  # as in run_sweep
+    refs: list[ray.ObjectRef] = []
     try:
         with stop_signals_as_ctrl_c() as received:
-            ray.get([task.remote(uri, experiment, parent, name, config) for name, config in missing.values()])
+            refs = [task.remote(uri, experiment, parent, name, config) for name, config in missing.values()]
+            ray.get(refs)
     except KeyboardInterrupt:  # Ctrl+C, or a signal taken as it: no trial has started
+        for ref in refs:  # stopped now, not when the driver has gone; each keeps its last saved state
+            ray.cancel(ref, force=True)
         tracking.set_status(uri, parent, "KILLED")
         left = sum(tracking.find_stage_run(uri, digest) is None for digest in missing)
         raise SweepInterrupted(f"interrupted while training the stages, before any trial of {spec.name}: {left} of "

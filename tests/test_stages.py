@@ -69,7 +69,7 @@ def test_ctrl_c_while_the_stages_train_ends_with_one_line_and_the_same_command_g
     from sweeps import cli, method_comparison
 
     args = ["--preset", "demo", "--methods", "deepsmote", "--kinds", "long_tailed", "--seeds", "1", "--epochs", "1",
-            "--set", "deepsmote_epochs=8", "stage_checkpoint_every=1", "--results-dir", str(tmp_path),
+            "--set", "deepsmote_epochs=4", "stage_checkpoint_every=1", "--results-dir", str(tmp_path),
             "--name", "stages"]
     (config,) = grid_configs(cli.grid_sweep(method_comparison.SWEEP, args)[0])
     partial = os.path.join(stage_cache.CACHE_DIR, stages.key_digest(stages.stage_key(
@@ -101,7 +101,7 @@ def test_ctrl_c_while_the_stages_train_ends_with_one_line_and_the_same_command_g
         (False, "FINISHED"), (False, "FINISHED"), (True, "FINISHED")]  # its stage and trial, and the same parent
     (stage,) = tracking.stage_runs(uri)
     assert stage.data.tags[tracking.PARENT_TAG] == parent.info.run_id
-    assert 1 <= saved_epoch < 8 and stage.data.metrics["resumed_epoch"] >= saved_epoch, output[-3000:]
+    assert 1 <= saved_epoch < 4 and stage.data.metrics["resumed_epoch"] >= saved_epoch, output[-3000:]
     assert not os.path.exists(partial)  # removed once the stage is in MLflow
 
 
@@ -137,7 +137,8 @@ def assert_same_weights(checkpoint, other):
 
 def test_a_stage_state_that_cannot_go_on_is_trained_again_from_the_start(tmp_path):
     """A state g's run refuses (another config: here another evaluation period; or another kind of
-    device) and a file that is no state are not trusted: the stage trains from its first epoch."""
+    device), a file that is no state and another key's state are not trusted: the stage trains from its
+    first epoch."""
     fields = tiny_config()
     partial = str(tmp_path / "training.pt")
     whole, _ = stages.train_stage("m2m_generator", TrainConfig.from_dict({**fields, "stage_checkpoint_every": 1}),
@@ -151,6 +152,11 @@ def test_a_stage_state_that_cannot_go_on_is_trained_again_from_the_start(tmp_pat
     again, metrics = stages.train_stage("m2m_generator", TrainConfig.from_dict(fields), partial)
     assert metrics["resumed_epoch"] == 0
     assert_same_weights(again, whole)
+    # another key's state (python -m core.stages run again with another --deepsmote-lr and the same --out)
+    ae = tiny_config(deepsmote_epochs=1)
+    stages.train_stage("deepsmote_autoencoder", TrainConfig.from_dict({**ae, "deepsmote_lr": 1e-3}), partial)
+    _, metrics = stages.train_stage("deepsmote_autoencoder", TrainConfig.from_dict(ae), partial)
+    assert metrics["resumed_epoch"] == 0
 
 
 def test_a_stage_of_your_own_is_written_registered_and_used(tmp_path, monkeypatch):
