@@ -30,6 +30,7 @@ import io
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -204,12 +205,16 @@ def remove_partial(path: str) -> None:
 
 def train_stage_file(name: str, cfg: TrainConfig, path: str) -> dict[str, float]:
     """Train stage ``name`` for ``cfg`` into the checkpoint file ``path``; its metrics. Its state in
-    training is kept beside it (``PATH.partial``), so that the same command, stopped, goes on."""
-    partial = f"{path}.partial"
+    training is kept beside it (``partial_beside``), so that the same command, stopped, goes on."""
+    partial = partial_beside(path)
     checkpoint, metrics = train_stage(name, cfg, partial)
     write_checkpoint(checkpoint_bytes(checkpoint), path)
     remove_partial(partial)
     return metrics
+
+
+def partial_beside(path: str) -> str:
+    return f"{path}.partial"
 
 
 def checkpoint_bytes(checkpoint: dict[str, Any]) -> bytes:
@@ -294,7 +299,14 @@ def main(argv: list[str] | None = None) -> str:
         return stage_cache.register(uri, name, cfg, os.path.abspath(register)).info.run_id
     if not out:
         raise ValueError("out: give --out PATH (or --register FILE --tracking-uri URI)")
-    metrics = train_stage_file(name, cfg, os.path.abspath(out))
+    try:
+        metrics = train_stage_file(name, cfg, os.path.abspath(out))
+    except KeyboardInterrupt:
+        saved = read_partial(name, key_digest(stage_key(name, cfg)), partial_beside(os.path.abspath(out)))
+        print(f"interrupted: the state of epoch {saved['state']['epoch']} is kept in {partial_beside(out)}; the same "
+              f"command goes on from it" if saved else f"interrupted before the stage's first saved state (every "
+              f"{cfg.stage_checkpoint_every} epochs); the same command starts it again", file=sys.stderr)
+        raise SystemExit(130) from None
     log.info("wrote %s (%.1f s): pass it as --%s %s", out, metrics["wall_s"], name.replace("_", "-"),
              os.path.abspath(out))
     return os.path.abspath(out)

@@ -130,6 +130,27 @@ def test_a_stage_stopped_part_way_goes_on_from_its_saved_state_to_the_same_weigh
     assert_same_weights(resumed, whole)
 
 
+def test_ctrl_c_stops_the_stage_command_with_one_line_and_the_same_command_goes_on(tmp_path, monkeypatch, capsys):
+    """python -m core.stages ended a Ctrl+C with a traceback from wherever the training was."""
+    out = str(tmp_path / "g.pt")
+    argv = ["m2m_generator", "--dataset", "digits", "--epochs", "2", "--warmup-epochs", "0", "--milestones", "1",
+            "--device", "cpu", "--stage-checkpoint-every", "1", "--out", out]
+    write = stages.write_checkpoint
+
+    def stopped_after_one_epoch(content, path):
+        write(content, path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stages, "write_checkpoint", stopped_after_one_epoch)
+    with pytest.raises(SystemExit) as stop:
+        stages.main(argv)
+    assert stop.value.code == 130
+    assert capsys.readouterr().err == f"interrupted: the state of epoch 1 is kept in {out}.partial; the same command " \
+                                      f"goes on from it\n"
+    monkeypatch.setattr(stages, "write_checkpoint", write)
+    assert stages.main(argv) == out and not os.path.exists(f"{out}.partial")
+
+
 def assert_same_weights(checkpoint, other):
     assert checkpoint["state"].keys() == other["state"].keys()
     assert all(torch.equal(checkpoint["state"][k], other["state"][k]) for k in other["state"])
