@@ -6,6 +6,10 @@ own seed and selected without the test set (its final epoch). DeepSMOTE needs it
 key: the training set (dataset, imbalance, ratio, mu, subset_seed), ``stage_seed`` and the stage's own
 schedule. Every trial of a sweep that shares them shares one stage, whatever its seed or method.
 
+While it trains, a stage saves its state every ``stage_checkpoint_every`` epochs (``train_stage``'s
+``partial`` file), and a stage stopped part-way goes on from there, to the weights of a stage never
+stopped (tested bit for bit on the CPU).
+
 The TrainConfig field named after a stage holds the absolute path of its checkpoint. When it is None,
 ``core.stage_cache`` finds the stage in MLflow by its key, or trains and logs it (sweeps do this once
 per key before their trials start). A checkpoint is a torch file of plain data::
@@ -191,8 +195,8 @@ def read_partial(name: str, digest: str, path: str | None) -> dict[str, Any] | N
         log.warning("stage %s: its state in %s cannot be read (%s); training it from the start", name, path, err)
         return None
     if not isinstance(saved, dict) or saved.get("key") != digest:
-        log.warning("stage %s: %s holds the state of another stage or training set; training it from the start",
-                    name, path)
+        log.warning("stage %s: %s holds the state of another stage key (stage, training set, seed or schedule); "
+                    "training it from the start", name, path)
         return None
     return saved
 

@@ -188,12 +188,26 @@ def signals_held(what: str, held: tuple[int, ...], ignored: tuple[int, ...] = ()
 
 
 def grid_configs(spec: SweepSpec) -> list[dict[str, Any]]:
-    """Every cell of the grid as a full, validated TrainConfig dict; a bad value fails here, before Ray."""
+    """Every cell of the grid as a full, validated TrainConfig dict; a bad value of the grid or of the spec
+    fails here, before Ray."""
     for key, values in spec.grid.items():
         if len(values) == 0:
             raise ValueError(f"{key}: the grid holds no value; give at least one")
+        # A value given twice would train its cells twice and count them as more seeds in the tables.
+        twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+        if twice is not None:
+            raise ValueError(f"{key}: the grid holds {twice!r} twice; give each value once (more trials of a "
+                             f"cell: more seeds)")
     if spec.num_samples < 1:
         raise ValueError(f"num_samples: got {spec.num_samples}; allowed: an integer >= 1")
+    gpus, cpus = spec.gpus_per_trial, spec.cpus_per_trial
+    if gpus != "auto" and (not isinstance(gpus, (int, float)) or gpus < 0):
+        raise ValueError(f"gpus_per_trial: got {gpus!r}; allowed: a number >= 0 or 'auto'")
+    if cpus != "auto" and (not isinstance(cpus, (int, float)) or cpus <= 0):
+        raise ValueError(f"cpus_per_trial: got {cpus!r}; allowed: a number > 0 or 'auto'")
+    if spec.max_concurrent < 0:
+        raise ValueError(f"max_concurrent: got {spec.max_concurrent}; allowed: an integer >= 0 (0: as many as the "
+                         f"resources allow)")
     check_fuse(spec.fuse)
     if spec.fault is not None and spec.fault[0] not in FAULT_POINTS:
         raise ValueError(f"fault: got {spec.fault[0]!r}; allowed: {sorted(FAULT_POINTS)}")
@@ -244,8 +258,6 @@ def trial_resources(spec: SweepSpec) -> dict[str, float]:
     if gpus == "auto":
         gpus = auto_gpus_per_trial(spec.base) if cluster.get("GPU", 0) >= 1 else 0.0
         log.info("gpus_per_trial auto: %s", gpus)
-    if not isinstance(gpus, (int, float)) or gpus < 0:
-        raise ValueError(f"gpus_per_trial: got {gpus!r}; allowed: a number >= 0 or 'auto'")
     if gpus > 0 and cluster.get("GPU", 0) < gpus:
         if not spec.cpu_fallback:
             raise ValueError(f"gpus_per_trial: {gpus} requested but the Ray cluster has {cluster.get('GPU', 0):g} "
@@ -253,8 +265,6 @@ def trial_resources(spec: SweepSpec) -> dict[str, float]:
         log.warning("no GPU in the Ray cluster: running trials on CPUs (--cpu-fallback)")
         gpus = 0
     cpus = spec.cpus_per_trial
-    if cpus != "auto" and (not isinstance(cpus, (int, float)) or cpus <= 0):
-        raise ValueError(f"cpus_per_trial: got {cpus!r}; allowed: a number > 0 or 'auto'")
     if cpus != "auto" and cluster.get("CPU", 0) < cpus:
         raise ValueError(f"cpus_per_trial: {cpus} requested but the Ray cluster has {cluster.get('CPU', 0):g} CPUs")
     return {"cpu": 1.0 if cpus == "auto" else cpus, "gpu": gpus}

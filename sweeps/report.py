@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> list[cli.Table]:
     p.add_argument("--out", help="folder for the files (default: <results-dir>/<experiment>/report)")
     args = p.parse_args(argv)
     uri = args.tracking_uri or tracking.default_tracking_uri(args.results_dir)
+    store = uri.removeprefix("sqlite:///")
+    if uri.startswith("sqlite:///") and not os.path.exists(store):  # MLflow would create an empty one there
+        raise ValueError(f"results_dir: no MLflow store at {store}; give the sweep's --results-dir (or --tracking-uri)")
     tables = rebuild(args.experiment, uri, args.parent_run)
     out = args.out or os.path.join(os.path.abspath(args.results_dir), args.experiment, "report")
     os.makedirs(out, exist_ok=True)

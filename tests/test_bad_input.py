@@ -31,6 +31,11 @@ def fails_with(capsys, main, argv, *words):
     (["--preset", "nope"], ["--preset", "invalid choice"]),
     (["--preset", "demo", "--dataset", "mnist"], ["--dataset", "invalid choice"]),
     (["--preset", "demo", "--omegas", "0.25", "-1"], ["omega", "> 0"]),
+    (["--preset", "demo", "--omegas", "0.25", "4", "0.250"], ["omega", "0.25 twice", "more seeds"]),
+    (["--preset", "demo", "--max-concurrent", "-1"], ["max_concurrent", "got -1", ">= 0"]),
+    (["--preset", "demo", "--num-cpus", "0"], ["num_cpus", "got 0", ">= 1"]),
+    (["--preset", "demo", "--cpus-per-trial", "0"], ["cpus_per_trial", "got 0.0", "> 0"]),
+    (["--preset", "demo", "--gpus-per-trial", "-0.5"], ["gpus_per_trial", "got -0.5", ">= 0"]),
     (["--preset", "demo", "--epochs", "0"], ["epochs", ">= 1"]),
     (["--preset", "demo", "--seeds", "0"], ["seeds", ">= 1"]),
     (["--preset", "demo", "--data-root", "/no/such/dir"], ["data_root", "existing directory"]),
@@ -84,6 +89,14 @@ def test_a_report_before_any_trial_finished_says_so(tmp_path):
     parent = tracking.start_parent_run(uri, tracking.experiment_id(uri, "early"), "early", tags)
     with pytest.raises(ValueError, match=f"no trial of the sweep early \\(parent run {parent}, RUNNING\\) has finished yet"):
         report.main(["--experiment", "early", "--results-dir", str(tmp_path)])
+
+
+def test_a_report_from_a_folder_without_a_store_says_so_and_creates_nothing(tmp_path):
+    """A mistyped --results-dir used to get an empty MLflow store made there, then "no MLflow experiment"."""
+    typo = tmp_path / "resutls"
+    with pytest.raises(ValueError, match=f"^results_dir: no MLflow store at {typo}/mlflow.db; give the sweep's"):
+        report.main(["--experiment", "x", "--results-dir", str(typo)])
+    assert not typo.exists()
 
 
 def test_a_report_of_a_search_says_where_its_tables_are(tmp_path):

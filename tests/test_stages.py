@@ -107,7 +107,7 @@ def test_ctrl_c_while_the_stages_train_ends_with_one_line_and_the_same_command_g
 
 @pytest.mark.parametrize("name", sorted(stages.STAGES))
 def test_a_stage_stopped_part_way_goes_on_from_its_saved_state_to_the_same_weights(name, tmp_path, monkeypatch):
-    """A stage stopped after its first saved epoch (Ctrl+C, a lost node) trains, the second time, only
+    """A stage stopped after its first saved epoch (Ctrl+C, a crash) trains, the second time, only
     the epochs after it, into the weights of a stage never stopped; saving (and M2m's g evaluating)
     every epoch changes no weight."""
     fields = tiny_config(deepsmote_epochs=2)

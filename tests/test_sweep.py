@@ -128,6 +128,8 @@ def test_a_sweep_started_before_a_default_changed_what_trials_compute_does_not_r
 def test_empty_grids_and_unknown_fault_drills_are_refused():
     with pytest.raises(ValueError, match="^omega: the grid holds no value"):
         grid_configs(SweepSpec(name="x", base=dict(dataset="digits", method="mamix_drw"), grid={"omega": []}))
+    with pytest.raises(ValueError, match="^method: the grid holds 'erm' twice; give each value once"):
+        grid_configs(SweepSpec(name="x", base=dict(dataset="digits"), grid={"method": ["erm", "drw", "erm"]}))
     with pytest.raises(ValueError, match="^num_samples: "):
         grid_configs(SweepSpec(name="x", base=dict(dataset="digits"), num_samples=0))
     with pytest.raises(ValueError, match="^fault: got 'sigterm'; allowed: .*'sigkill_before_log'"):
@@ -520,7 +522,7 @@ def test_auto_cpus_give_the_trials_at_once_every_core_and_a_gpu_trial_one(ray_se
     assert auto_cpus(SweepSpec(name="x", base={}, cpus_per_trial=0.5), {"cpu": 0.5, "gpu": 0.0}, 1) == 0.5
     for bad in (0, -1.0, "all"):
         with pytest.raises(ValueError, match="cpus_per_trial: got .*; allowed: a number > 0 or 'auto'"):
-            trial_resources(SweepSpec(name="x", base={}, cpus_per_trial=bad))
+            grid_configs(SweepSpec(name="x", base={}, cpus_per_trial=bad))
 
 
 # ----------------------------------------------------------------------------- fused packs
