@@ -175,12 +175,17 @@ def spec_from(chosen: dict[str, Any], args: argparse.Namespace, base: dict[str, 
                      **{"fuse": args.fuse, **extra})
 
 
-def start(spec: SweepSpec, num_cpus: int | None) -> None:
-    """Everything that can fail on the user's input fails here, before Ray starts: the grid, the data,
-    and the sweep folder (a re-run with other settings); then join or start Ray."""
+def check_spec(spec: SweepSpec, num_cpus: int | None) -> None:
+    """What can be checked of a sweep before anything is made: its grid and cells, its fields, --num-cpus."""
     grid_configs(spec)
     if num_cpus is not None and num_cpus < 1:  # a local Ray of no CPU would wait for ever for the first trial
         raise ValueError(f"num_cpus: got {num_cpus}; allowed: an integer >= 1")
+
+
+def start(spec: SweepSpec, num_cpus: int | None) -> None:
+    """Everything that can fail on the user's input fails here, before Ray starts: the grid, the data,
+    and the sweep folder (a re-run with other settings); then join or start Ray."""
+    check_spec(spec, num_cpus)
     check_data(spec.base["dataset"], spec.base.get("data_root"), spec.base.get("download", False))
     claim_folder(spec)
     init_ray(num_cpus)

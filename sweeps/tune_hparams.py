@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     grace = asha_grace_period(args, base) if args.asha else None
     space = method_space(args.method, epochs)
     cli.check_space(space, base, fixed=field_assignments(args.set))
+    cli.check_spec(cli.spec_from(chosen, args, base, {}), args.num_cpus)  # before the study and the store exist
 
     name, results_dir = chosen["name"], os.path.abspath(args.results_dir)
     path = os.path.join(results_dir, name + STUDY_FILE)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 
 import numpy as np
 import pytest
@@ -69,6 +70,18 @@ def test_a_field_the_search_chooses_cannot_be_set(capsys):
 ])
 def test_early_stopping_that_could_stop_no_trial_is_refused(capsys, argv, words):
     fails_with(capsys, tune_hparams.main, ["--preset", "demo", "--fuse", "1", *argv], *words)
+
+
+@pytest.mark.parametrize("flags,words", [
+    (["--fuse", "0"], ["fuse", "got 0"]),
+    (["--max-concurrent", "-1"], ["max_concurrent", "got -1"]),
+    (["--num-cpus", "0"], ["num_cpus", "got 0"]),
+])
+def test_a_search_refuses_bad_flags_before_its_study_and_store_exist(capsys, tmp_path, flags, words):
+    """These were refused only when the first round started: the study and the MLflow store were made first."""
+    fails_with(capsys, tune_hparams.main, ["--preset", "demo", "--method", "mamix", "--results-dir", str(tmp_path),
+                                           *flags], *words)
+    assert os.listdir(tmp_path) == []
 
 
 def test_unknown_method_for_the_search_is_named(capsys):
