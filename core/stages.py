@@ -158,20 +158,20 @@ def train_stage(name: str, cfg: TrainConfig, partial: str | None = None) -> tupl
     The caller removes that file (``remove_partial``) once the stage is kept."""
     started = time.perf_counter()
     x, y, counts, classes = training_set(cfg)
-    digest = key_digest(stage_key(name, cfg))
-    saved = read_partial(name, digest, partial)
+    owner = state_owner(name, cfg)
+    saved = read_partial(name, owner, partial)
     resume, spent = (saved["state"], saved["wall_s"]) if saved else (None, 0.0)
 
     def save_state(state: dict[str, Any]) -> None:
         if partial is not None:
-            write_checkpoint(checkpoint_bytes({"key": digest, "state": state,
+            write_checkpoint(checkpoint_bytes({"owner": owner, "state": state,
                                                "wall_s": spent + time.perf_counter() - started}), partial)
 
     log.info("training stage %s (%s) for %s%s", name, STAGES[name].description, cfg.dataset,
              f", going on from epoch {resume['epoch']} of its state in {partial}" if resume else "")
     try:
         architecture, state, metrics = STAGES[name].train(cfg, x, y, resume, save_state)
-    except ConfigError as err:  # saved on another kind of device, or by a run of other fields
+    except ConfigError as err:  # saved by a run of other fields
         if resume is None or err.field != "resume":
             raise
         log.warning("stage %s: its state in %s cannot go on here (%s); training it from the start", name, partial, err)
@@ -183,9 +183,16 @@ def train_stage(name: str, cfg: TrainConfig, partial: str | None = None) -> tupl
                         "wall_s": spent + time.perf_counter() - started}
 
 
-def read_partial(name: str, digest: str, path: str | None) -> dict[str, Any] | None:
-    """The state that stage ``name`` of key ``digest`` saved at ``path`` while it trained, or None where
-    there is none to go on from (``python -m core.stages`` run again with other flags and the same ``--out``
+def state_owner(name: str, cfg: TrainConfig) -> dict[str, str]:
+    """Whose a stage's saved state is: its key's, on a kind of device (whose random generators it holds)."""
+    from core.train import resolve_device  # as above
+
+    return {"key": key_digest(stage_key(name, cfg)), "device": resolve_device(cfg.device).type}
+
+
+def read_partial(name: str, owner: dict[str, str], path: str | None) -> dict[str, Any] | None:
+    """The state that ``owner`` (``state_owner``) saved at ``path`` while it trained, or None where there
+    is none to go on from (``python -m core.stages`` run again with other flags and the same ``--out``
     finds another key's)."""
     if path is None or not os.path.exists(path):
         return None
@@ -194,9 +201,9 @@ def read_partial(name: str, digest: str, path: str | None) -> dict[str, Any] | N
     except Exception as err:  # noqa: BLE001 - a state that cannot be read is trained again, never trusted
         log.warning("stage %s: its state in %s cannot be read (%s); training it from the start", name, path, err)
         return None
-    if not isinstance(saved, dict) or saved.get("key") != digest:
-        log.warning("stage %s: %s holds the state of another stage key (stage, training set, seed or schedule); "
-                    "training it from the start", name, path)
+    if not isinstance(saved, dict) or saved.get("owner") != owner:
+        log.warning("stage %s: %s holds the state of another stage key (stage, training set, seed or schedule) "
+                    "or kind of device; training it from the start", name, path)
         return None
     return saved
 
@@ -306,7 +313,7 @@ def main(argv: list[str] | None = None) -> str:
     try:
         metrics = train_stage_file(name, cfg, os.path.abspath(out))
     except KeyboardInterrupt:
-        saved = read_partial(name, key_digest(stage_key(name, cfg)), partial_beside(os.path.abspath(out)))
+        saved = read_partial(name, state_owner(name, cfg), partial_beside(os.path.abspath(out)))
         print(f"interrupted: the state of epoch {saved['state']['epoch']} is kept in {partial_beside(out)}; the same "
               f"command goes on from it" if saved else f"interrupted before the stage's first saved state (every "
               f"{cfg.stage_checkpoint_every} epochs); the same command starts it again", file=sys.stderr)

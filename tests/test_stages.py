@@ -114,16 +114,10 @@ def test_a_stage_stopped_part_way_goes_on_from_its_saved_state_to_the_same_weigh
     whole, _ = stages.train_stage(name, TrainConfig.from_dict({**fields, "stage_checkpoint_every": 2}))
     cfg = TrainConfig.from_dict({**fields, "stage_checkpoint_every": 1})
     partial = str(tmp_path / "training.pt")
-    write = stages.write_checkpoint
-
-    def stopped_after_one_epoch(content, path):
-        write(content, path)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(stages, "write_checkpoint", stopped_after_one_epoch)
+    stop_after_the_first_save(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         stages.train_stage(name, cfg, partial)
-    monkeypatch.setattr(stages, "write_checkpoint", write)
+    monkeypatch.undo()
     assert torch.load(partial, weights_only=True)["state"]["epoch"] == 1
     resumed, metrics = stages.train_stage(name, cfg, partial)
     assert metrics["resumed_epoch"] == 1
@@ -135,20 +129,25 @@ def test_ctrl_c_stops_the_stage_command_with_one_line_and_the_same_command_goes_
     out = str(tmp_path / "g.pt")
     argv = ["m2m_generator", "--dataset", "digits", "--epochs", "2", "--warmup-epochs", "0", "--milestones", "1",
             "--device", "cpu", "--stage-checkpoint-every", "1", "--out", out]
-    write = stages.write_checkpoint
-
-    def stopped_after_one_epoch(content, path):
-        write(content, path)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(stages, "write_checkpoint", stopped_after_one_epoch)
+    stop_after_the_first_save(monkeypatch)
     with pytest.raises(SystemExit) as stop:
         stages.main(argv)
     assert stop.value.code == 130
     assert capsys.readouterr().err == f"interrupted: the state of epoch 1 is kept in {out}.partial; the same command " \
                                       f"goes on from it\n"
-    monkeypatch.setattr(stages, "write_checkpoint", write)
+    monkeypatch.undo()
     assert stages.main(argv) == out and not os.path.exists(f"{out}.partial")
+
+
+def stop_after_the_first_save(monkeypatch):
+    """Ctrl+C right after a stage has saved its state for the first time (``monkeypatch.undo()`` ends it)."""
+    write = stages.write_checkpoint
+
+    def stopped(content, path):
+        write(content, path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stages, "write_checkpoint", stopped)
 
 
 def assert_same_weights(checkpoint, other):
@@ -178,6 +177,16 @@ def test_a_stage_state_that_cannot_go_on_is_trained_again_from_the_start(tmp_pat
     stages.train_stage("deepsmote_autoencoder", TrainConfig.from_dict({**ae, "deepsmote_lr": 1e-3}), partial)
     _, metrics = stages.train_stage("deepsmote_autoencoder", TrainConfig.from_dict(ae), partial)
     assert metrics["resumed_epoch"] == 0
+    # g's state saved on a GPU under device auto, found on a machine without one: its generators are CUDA's
+    saved = torch.load(partial, weights_only=True)
+    assert saved["owner"]["device"] == "cpu"
+    stages.train_stage("m2m_generator", TrainConfig.from_dict({**fields, "stage_checkpoint_every": 1}), partial)
+    saved = torch.load(partial, weights_only=True)
+    stages.write_checkpoint(stages.checkpoint_bytes({**saved, "owner": {**saved["owner"], "device": "cuda"}}), partial)
+    again, metrics = stages.train_stage("m2m_generator", TrainConfig.from_dict({**fields, "stage_checkpoint_every": 1}),
+                                        partial)
+    assert metrics["resumed_epoch"] == 0
+    assert_same_weights(again, whole)
 
 
 def test_a_stage_of_your_own_is_written_registered_and_used(tmp_path, monkeypatch):
