@@ -39,12 +39,13 @@ def ensure(tracking_uri: str, experiment: str, parent_run_id: str | None, name: 
     """The finished stage run of ``name`` for ``config``: found by key, else trained and logged now."""
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     key = stage_key(name, cfg)
-    found = tracking.find_stage_run(tracking_uri, key_digest(key))
+    digest = key_digest(key)
+    found = tracking.find_stage_run(tracking_uri, digest)
     if found is not None:
         return found
-    partial = os.path.join(CACHE_DIR, key_digest(key), PARTIAL)
+    partial = os.path.join(CACHE_DIR, digest, PARTIAL)
     checkpoint, metrics = train_stage(name, cfg, partial)
-    run = tracking.log_stage_run(tracking_uri, experiment, parent_run_id, name, key_digest(key), _run_name(name, cfg),
+    run = tracking.log_stage_run(tracking_uri, experiment, parent_run_id, name, digest, _run_name(name, cfg),
                                  key, metrics, {ARTIFACT: checkpoint_bytes(checkpoint)})
     remove_partial(partial)
     log.info("stage %s trained in %.1f s: MLflow run %s", name, metrics["wall_s"], run.info.run_id)
