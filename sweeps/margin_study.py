@@ -65,16 +65,20 @@ def tables(trials: pd.DataFrame, s) -> list[cli.Table]:
 
 def spearman_table(trials: pd.DataFrame, long_tailed: pd.DataFrame, s) -> tuple[pd.DataFrame, bytes]:
     """Fig. 3: the rank correlation over the long-tailed trials, as in the paper, and beside it, labelled,
-    over all trials (long-tailed and step pooled); the scatter plot shows the paper's subset."""
+    over all trials (long-tailed and step pooled); the scatter plot shows the first row's trials. A grid
+    of one kind has one row, over its trials (a row of no trial would print nan)."""
     def rho(frame: pd.DataFrame) -> float:
         return round(spearman(frame["margin_gap"].to_numpy(), frame["test_acc"].to_numpy()), 4)
 
-    setting = f"{s['dataset']}, ratio {s['ratio']:g}"
-    table = pd.DataFrame({"trials": ["long-tailed (the paper's Fig. 3)", "long-tailed and step, pooled"],
-                          "n": [len(long_tailed), len(trials)], "spearman_rho": [rho(long_tailed), rho(trials)]})
-    plot = scatter_plot(long_tailed["margin_gap"], long_tailed["test_acc"], "margin gap", "test accuracy (final epoch)",
-                        f"Spearman rho = {table['spearman_rho'][0]:.3f} over {len(long_tailed)} long-tailed trials "
-                        f"({setting})")
+    rows = [("long-tailed (the paper's Fig. 3)", "long-tailed", long_tailed)] if len(long_tailed) else []
+    if len(trials) > len(long_tailed):
+        rows.append(("long-tailed and step, pooled", "pooled", trials) if rows else ("step", "step", trials))
+    table = pd.DataFrame({"trials": [label for label, _, _ in rows], "n": [len(f) for _, _, f in rows],
+                          "spearman_rho": [rho(f) for _, _, f in rows]})
+    _, kind, first = rows[0]
+    plot = scatter_plot(first["margin_gap"], first["test_acc"], "margin gap", "test accuracy (final epoch)",
+                        f"Spearman rho = {table['spearman_rho'][0]:.3f} over {len(first)} {kind} trials "
+                        f"({s['dataset']}, ratio {s['ratio']:g})")
     return table, plot
 
 

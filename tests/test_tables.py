@@ -143,6 +143,20 @@ def test_fig3_spearman_is_over_the_long_tailed_trials_with_the_pooled_value_besi
     assert fig3.plots["fig3_margin_gap_vs_accuracy.png"].startswith(b"\x89PNG")
 
 
+
+@pytest.mark.parametrize("kind", ["long_tailed", "step"])
+def test_fig3_of_a_grid_of_one_kind_has_one_row_over_its_trials(kind):
+    """A grid of one imbalance kind printed a second row: the same numbers twice (long-tailed only), or
+    a long-tailed row of n 0 and rho nan beside step trials labelled as pooled (step only)."""
+    from sweeps import margin_study
+
+    settings = dict(margin_study.PRESETS["demo"], name="margin_study-demo", preset="demo", kinds=[kind])
+    trials = fake_trials(margin_study.SWEEP, settings)
+    trials["margin_gap"], trials["test_acc"] = np.arange(len(trials)), -np.arange(len(trials))
+    fig3 = next(t for t in margin_study.tables(trials, settings) if t.stem == "fig3_spearman")
+    label = {"long_tailed": "long-tailed (the paper's Fig. 3)", "step": "step"}[kind]
+    assert fig3.frame.to_dict("list") == {"trials": [label], "n": [len(trials)], "spearman_rho": [-1.0]}
+
 # ----------------------------------------------------------------------------- Tables 2, 3, 4 and 6
 
 def _cells(settings, **axes):
