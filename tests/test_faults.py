@@ -2,6 +2,7 @@
 and many trials logging to one SQLite store at once."""
 
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -11,6 +12,7 @@ import torch
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
+from conftest import ROOT
 from core import tracking
 from core.sweep import SweepSpec, close_orphans, run_sweep
 from core.tracking import STOPPED_TAG
@@ -198,3 +200,36 @@ def test_a_stopped_trial_that_logs_its_last_step_after_ray_returns_does_not_log_
     assert run.info.status == "FINISHED"
     assert [(m.step, m.value) for m in tracking.client(uri).get_metric_history(run.info.run_id, "test_acc")] \
         == [(1, 0.5), (2, 0.6)]
+
+
+EXIT_IN_A_CALLBACK = """
+import os, signal, sys, weakref
+from core.tune import drop_exit_requests
+
+def ray_sigterm_handler(signum, frame):  # as a Ray worker's main loop sets it
+    raise SystemExit(1)
+
+class Thing:
+    def __del__(self):
+        raise ValueError("a real error in a __del__")
+
+signal.signal(signal.SIGTERM, ray_sigterm_handler)
+if sys.argv[1] == "hook":
+    sys.unraisablehook = drop_exit_requests
+thing = Thing()
+ref = weakref.ref(thing, lambda _: os.kill(os.getpid(), signal.SIGTERM))  # the signal lands in the callback
+del thing
+print("went on")
+"""
+
+
+@pytest.mark.parametrize("hook", ["hook", "default"])
+def test_a_trials_exit_request_landing_in_a_callback_prints_nothing(hook):
+    """Ray ends a finished trial's process with SIGTERM; its handler's SystemExit, landing in a weakref
+    callback, printed a traceback on the driver's terminal. With the trial's hook it prints nothing, and
+    any other error in a callback still prints."""
+    ran = subprocess.run([sys.executable, "-c", EXIT_IN_A_CALLBACK, hook], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert ran.stdout == "went on\n"
+    assert "ValueError: a real error in a __del__" in ran.stderr
+    assert ("SystemExit" in ran.stderr) == (hook == "default"), ran.stderr
