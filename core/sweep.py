@@ -19,6 +19,7 @@ import fcntl
 import itertools
 import json
 import logging
+import math
 import os
 import shlex
 import shutil
@@ -26,9 +27,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -72,6 +74,7 @@ class SweepSpec:
     # cluster runs at once.
     fuse: int | str = 1
     experiment: str | None = None  # MLflow experiment (default: name); rounds of one search share one
+    parent_run_id: str | None = None  # a round of a grown grid: its sweep's parent run (``grid_rounds``)
     tags: dict[str, str] = field(default_factory=dict)  # more parent-run tags (sweeps.report reads a script's)
     # A fused search (core.tune.search_trial): study path and name, space, objective, sampler seed;
     # num_samples members are asked, ``fuse`` to a Ray trial.
@@ -349,8 +352,9 @@ def setting_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def claim_folder(spec: SweepSpec) -> None:
     """Make sure the sweep's folder may be used by this spec, before anything runs: it is free, or it
-    holds this very sweep (same settings and tracking store: it resumes). A sweep with other settings
-    stops here with one message naming them; with ``spec.restart`` it is archived first."""
+    holds this very sweep (same settings and tracking store: it resumes), or this sweep with a grid that
+    the spec grows (``grid_rounds``). A sweep with other settings stops here with one message naming
+    them; with ``spec.restart`` it is archived first, with the rounds its grid grew by."""
     state = read_state(spec.path)
     if state is None and not tune.Tuner.can_restore(spec.path):
         return  # nothing to resume or protect (absent, or e.g. only a sweeps.report folder)
@@ -360,16 +364,81 @@ def claim_folder(spec: SweepSpec) -> None:
     if state is None or "settings" not in state:
         problem = "was started by an older version that did not record its settings"
     else:
-        differences = setting_differences(state["settings"], sweep_settings(spec))
+        recorded, requested = grown_settings(state), sweep_settings(spec)
+        differences = setting_differences(recorded, requested)
         if state.get("tracking_uri") != spec.uri:
             differences.append(f"tracking_uri {state.get('tracking_uri')} -> {spec.uri}")
-        if not differences:
+        if not differences or grows(recorded, requested):
             return
         problem = "was started with other settings: " + "; ".join(differences)
     raise SettingsChanged(
         f"name: the sweep in {spec.path} {problem}. Resuming it would report its old trials under the new "
         f"settings. Either run this one under another name (--name NEW_NAME), or pass --restart to archive "
-        f"the old sweep (folder and MLflow parent run) and start this one afresh")
+        f"the old sweep (folder and MLflow parent run) and start this one afresh; a grid may grow (more seeds, "
+        f"more values of a swept field) but keeps every value it had")
+
+
+GRID = " (grid)"  # the suffix of a swept field's key in a sweep's settings
+
+
+def grown_settings(state: dict[str, Any]) -> dict[str, Any]:
+    """A sweep's settings (its folder's sweep.json, ``state``) with its grid grown by each of its rounds."""
+    settings = dict(state["settings"])
+    for round_ in state.get("rounds", []):
+        for field_name, values in round_["grid"].items():
+            settings[field_name + GRID] = settings[field_name + GRID] + [v for v in values
+                                                                          if v not in settings[field_name + GRID]]
+    return settings
+
+
+def grows(recorded: dict[str, Any], requested: dict[str, Any]) -> bool:
+    """Whether ``requested`` is ``recorded`` with more values in some swept fields and nothing else changed."""
+    if set(recorded) != set(requested):
+        return False
+    return all(recorded[k] == requested[k] if not k.endswith(GRID) else set(map(json.dumps, recorded[k]))
+               <= set(map(json.dumps, requested[k])) for k in recorded)
+
+
+def grid_rounds(spec: SweepSpec) -> list[SweepSpec]:
+    """The sweep as the rounds it trains in, each a Ray Tune experiment of its own folder under the
+    sweep's one parent run: its first grid (``spec.name``), then each growth (``<name>-more<N>``, N the
+    cells before it). A re-run whose grid holds more values (more seeds, say) adds a round per swept
+    field that grew, of exactly the new cells: the trials already done are neither trained again nor
+    relabelled. The rounds are recorded in the first folder's sweep.json before any of them runs, so that
+    an interrupted sweep resumes each. Needs ``claim_folder(spec)`` done (it refuses any other change)."""
+    state = read_state(spec.path)
+    if spec.study or spec.search_alg or not spec.grid or state is None or "settings" not in state:
+        return [spec]
+
+    def round_spec(round_: dict[str, Any]) -> SweepSpec:
+        return replace(spec, name=round_["name"], grid=round_["grid"], experiment=spec.experiment or spec.name,
+                       parent_run_id=state["parent_run_id"])
+
+    requested = sweep_settings(spec)
+    grid = {k.removesuffix(GRID): v for k, v in state["settings"].items() if k.endswith(GRID)}
+    rounds = [replace(spec, grid=grid)] + [round_spec(r) for r in state.get("rounds", [])]
+    grown = {k.removesuffix(GRID): v for k, v in grown_settings(state).items() if k.endswith(GRID)}
+    added = []
+    for field_name in spec.grid:
+        new = [v for v in requested[field_name + GRID] if v not in grown[field_name]]
+        if new:
+            cells = math.prod(len(v) for v in grown.values())
+            added.append({"name": f"{spec.name}-more{cells}", "grid": {**grown, field_name: new}})
+            grown[field_name] = grown[field_name] + new
+    if added:
+        state["rounds"] = state.get("rounds", []) + added
+        write_state(spec.path, state)
+        for round_ in added:
+            log.info("the sweep %s grows by %d trial(s), trained in the round %s", spec.name,
+                     math.prod(len(v) for v in round_["grid"].values()) * spec.num_samples, round_["name"])
+    return rounds + [round_spec(r) for r in added]
+
+
+def write_state(path: str, state: dict[str, Any]) -> None:
+    os.makedirs(path, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path, delete=False) as f:
+        json.dump(state, f, indent=1)
+    os.replace(f.name, os.path.join(path, STATE_FILE))
 
 
 class SweepRunning(ValueError):
@@ -417,6 +486,8 @@ def archive_sweep(uri: str, results_dir: str, name: str, state: dict[str, Any] |
     """Set the sweep's folder (if any) aside and mark its MLflow parent run (``state``'s, at its
     tracking URI, else ``uri``)."""
     destination = set_aside(results_dir, name)
+    for round_ in (state or {}).get("rounds", []):  # a grown grid's: they belong to its parent run
+        set_aside(results_dir, round_["name"])
     if state and state.get("parent_run_id"):
         where = state.get("tracking_uri", uri)
         try:
@@ -428,33 +499,52 @@ def archive_sweep(uri: str, results_dir: str, name: str, state: dict[str, Any] |
 def _parent_run(spec: SweepSpec, uri: str, experiment: str) -> str:
     """The sweep's parent run: reopened when the folder's sweep.json records one (the same sweep:
     claim_folder checked its settings), whether Ray resumes trials or, stopped while its stages trained,
-    none had started; else a new one with the sweep's tags, which sweep.json records."""
+    none had started, or when the spec is a new round of a grown grid (``spec.parent_run_id``); else a
+    new one with the sweep's tags. The folder's sweep.json records it."""
     state = read_state(spec.path)
-    if state is not None:
-        tracking.set_status(uri, state["parent_run_id"], "RUNNING")
-        tracking.set_tags(uri, state["parent_run_id"], spec.tags)  # a sweep begun before they were set here
-        return state["parent_run_id"]
-    dataset = spec.base.get("dataset", "digits")
-    run_id = tracking.start_parent_run(uri, experiment, spec.name, {
-        "sweep": spec.name, "dataset": dataset, "preset": spec.preset, "git_commit": _git_commit(),
-        "command_line": shlex.join([os.path.basename(sys.executable)] + sys.argv), **spec.tags,
-    })
-    os.makedirs(spec.path, exist_ok=True)
-    with open(os.path.join(spec.path, STATE_FILE), "w") as f:
-        json.dump({"parent_run_id": run_id, "experiment_id": experiment, "tracking_uri": uri,
-                   "settings": sweep_settings(spec)}, f, indent=1)
+    run_id = state["parent_run_id"] if state is not None else spec.parent_run_id
+    if run_id is not None:
+        tracking.set_status(uri, run_id, "RUNNING")
+        tracking.set_tags(uri, run_id, spec.tags)  # a sweep begun before they were set here; a grown grid's
+    else:
+        dataset = spec.base.get("dataset", "digits")
+        run_id = tracking.start_parent_run(uri, experiment, spec.name, {
+            "sweep": spec.name, "dataset": dataset, "preset": spec.preset, "git_commit": _git_commit(),
+            "command_line": shlex.join([os.path.basename(sys.executable)] + sys.argv), **spec.tags,
+        })
+    if state is None:
+        write_state(spec.path, {"parent_run_id": run_id, "experiment_id": experiment, "tracking_uri": uri,
+                                "settings": sweep_settings(spec)})
     return run_id
 
 
 def run_sweep(spec: SweepSpec) -> SweepResult:
-    """Run (or resume) the sweep and return its trial table. Needs ``ray.init()`` done by the caller."""
+    """Run (or resume) the sweep, round by round (``grid_rounds``), and return its trial table. Needs
+    ``ray.init()`` done by the caller."""
+    try:
+        claim_folder(spec)
+        rounds = grid_rounds(spec)
+    except KeyboardInterrupt:
+        raise SweepInterrupted(f"interrupted before the trials of {spec.name} started; the same command starts "
+                               f"them") from None
+    results = [run_round(round_) for round_ in rounds]
+    if len(results) == 1:
+        return results[0]
+    first, errors = results[0], sum(r.num_errors for r in results)
+    if errors:  # a later round's end set the parent FINISHED over an earlier round's FAILED
+        tracking.set_status(first.tracking_uri, first.parent_run_id, "FAILED")
+    return SweepResult(pd.concat([r.trials for r in results], ignore_index=True), first.experiment_id,
+                       first.parent_run_id, first.tracking_uri, errors)
+
+
+def run_round(spec: SweepSpec) -> SweepResult:
+    """Run (or resume) one Ray Tune experiment of the sweep: all of it, or a round of a grown grid."""
     total = len(grid_configs(spec)) * spec.num_samples  # members
     uri = spec.uri
     parent, fitting = None, False
     received: list[int] = []  # bound before the handlers: a signal may come while they are being set
     try:
         with stop_signals_as_ctrl_c() as received:
-            claim_folder(spec)
             resources = trial_resources(spec)
             os.makedirs(spec.results_dir, exist_ok=True)
             experiment = tracking.experiment_id(uri, spec.experiment or spec.name,

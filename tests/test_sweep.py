@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -82,23 +83,38 @@ def test_tiny_omega_sweep_logs_parent_and_children(ray_session, tmp_path, caplog
     assert "--restart" in str(refused.value) and "omega (grid)" not in str(refused.value)
     with pytest.raises(ValueError, match="clean_forward .*-> true"):
         omega_sensitivity.main(TINY + ["--results-dir", str(tmp_path), "--set", "clean_forward=true"])
-    again = omega_sensitivity.main(TINY + ["--results-dir", str(tmp_path)])[0].frame
-    assert again.equals(table)
-    assert len(runs_of(tmp_path, "omega_sensitivity-demo")[2]) == 2
+    # A grid that grows (a second seed) trains its new cells alone, in a round of their own under the same
+    # parent run, and tables every cell; run again, it trains nothing (the same settings resume).
+    grown = TINY + ["--results-dir", str(tmp_path), "--seeds", "2"]
+    bigger = omega_sensitivity.main(grown)[0].frame
+    assert sorted(bigger["omega"]) == [0.25, 4.0] and (bigger["n"] == 2).all()
+    client, parents, children = runs_of(tmp_path, "omega_sensitivity-demo")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(c.info.run_name for c in children) == [f"mamix_drw omega={omega} seed={seed}"
+                                                        for omega in ("0.25", "4") for seed in (0, 1)]
+    assert all(steps(client, c, "test_acc") == [1, 2] for c in children)  # each trained once
+    assert os.path.exists(os.path.join(tmp_path, "omega_sensitivity-demo-more2", "sweep.json"))
+    rebuilt = report.main(["--experiment", "omega_sensitivity-demo", "--results-dir", str(tmp_path)])
+    assert rebuilt[0].frame.equals(bigger) and "unfinished" not in rebuilt[0].title
+    assert omega_sensitivity.main(grown)[0].frame.equals(bigger)
+    assert len(runs_of(tmp_path, "omega_sensitivity-demo")[2]) == 4
+    with pytest.raises(ValueError, match=r"seed \(grid\) \[0, 1\] -> \[0\]"):  # a grid that shrinks
+        omega_sensitivity.main(TINY + ["--results-dir", str(tmp_path)])
 
-    # --restart archives the old folder and parent run; the new sweep is the one reported.
-    # (and --set reaches every trial: the authors' clean forward, here)
+    # --restart archives the old folders (the grown grid's round too) and parent run; the new sweep is
+    # the one reported (and --set reaches every trial: the authors' clean forward, here).
     new = omega_sensitivity.main(TINY + ["--results-dir", str(tmp_path), "--epochs", "1", "--omegas", "1",
                                          "--set", "clean_forward=true", "--restart"])[0].frame
     assert new["omega"].tolist() == [1.0]
-    (archived,) = os.listdir(os.path.join(tmp_path, "archived"))
+    archived, more = sorted(os.listdir(os.path.join(tmp_path, "archived")), key=lambda name: "-more" in name)
+    assert more.startswith("omega_sensitivity-demo-more2-")
     assert {"table12.md", "sweep.json"} <= set(os.listdir(os.path.join(tmp_path, "archived", archived)))
     client, parents, children = runs_of(tmp_path, "omega_sensitivity-demo")
     old = client.get_run(parents[0].info.run_id) if "archived" in client.get_run(parents[0].info.run_id).data.tags \
         else client.get_run(parents[1].info.run_id)
     assert old.data.tags["archived"].endswith(archived) and "(archived" in old.info.run_name
-    assert len(parents) == 2 and len(children) == 3
-    assert sorted(c.data.params["clean_forward"] for c in children) == ["False", "False", "True"]
+    assert len(parents) == 2 and len(children) == 5
+    assert sorted(c.data.params["clean_forward"] for c in children) == ["False"] * 4 + ["True"]
     rebuilt = report.main(["--experiment", "omega_sensitivity-demo", "--results-dir", str(tmp_path)])
     assert rebuilt[0].frame["omega"].tolist() == [1.0]
 
@@ -123,6 +139,38 @@ def test_a_sweep_started_before_a_default_changed_what_trials_compute_does_not_r
     with open(os.path.join(spec.path, STATE_FILE), "w") as f:
         json.dump({"settings": settings, "tracking_uri": spec.uri}, f)
     claim_folder(spec)  # this code's own record resumes
+
+
+def test_a_grid_grown_in_two_fields_trains_each_new_cell_once_in_rounds_recorded_before_they_run(tmp_path):
+    """The rounds of a grown grid are Ray Tune grids (products of values), together exactly the new
+    cells, none twice; the same command again finds them recorded and adds none."""
+    import json
+
+    from core.sweep import STATE_FILE, SettingsChanged, claim_folder, grid_cells, grid_rounds, sweep_settings
+
+    def spec(**grid):
+        return SweepSpec(name="grow", base=dict(dataset="digits", method="mamix_drw"), grid=grid,
+                         results_dir=str(tmp_path))
+
+    first = spec(omega=[0.25], seed=[0])
+    os.makedirs(first.path)
+    with open(os.path.join(first.path, STATE_FILE), "w") as f:  # as the first run's _parent_run writes it
+        json.dump({"parent_run_id": "p", "settings": sweep_settings(first), "tracking_uri": first.uri}, f)
+    bigger = spec(omega=[0.25, 1.0, 4.0], seed=[0, 1, 2])
+    claim_folder(bigger)
+    rounds = grid_rounds(bigger)
+    assert [(r.name, r.grid, r.parent_run_id) for r in rounds] == [
+        ("grow", {"omega": [0.25], "seed": [0]}, None),
+        ("grow-more1", {"omega": [1.0, 4.0], "seed": [0]}, "p"),
+        ("grow-more3", {"omega": [0.25, 1.0, 4.0], "seed": [1, 2]}, "p")]
+    cells = [json.dumps(c, sort_keys=True) for r in rounds for c in grid_cells(r)]
+    assert sorted(cells) == sorted(json.dumps(c, sort_keys=True) for c in grid_cells(bigger))  # each once
+    assert {r.experiment or r.name for r in rounds} == {"grow"}
+    assert [(r.name, r.grid) for r in grid_rounds(bigger)] == [(r.name, r.grid) for r in rounds]  # none added
+    for changed, difference in ((spec(omega=[0.25, 1.0], seed=[0, 1, 2]), "omega (grid) [0.25, 1.0, 4.0] -> "),
+                                (replace(bigger, base=dict(bigger.base, epochs=3)), "epochs ")):
+        with pytest.raises(SettingsChanged, match=re.escape(difference)):
+            claim_folder(changed)
 
 
 def test_empty_grids_and_unknown_fault_drills_are_refused():
