@@ -215,10 +215,10 @@ def train_members(cells: list[dict[str, Any]], base: dict[str, Any], platform: d
         drill("done")
 
     def finish(result: PackResult, stopped: bool = False) -> None:
-        # A trial Ray stopped (``stopped``) loses its process a moment later: each member's last step
-        # goes first. Its runs stay RUNNING: a scheduler stops a trial the way Ctrl+C does, and only the
-        # driver knows which it was (core.sweep.close_orphans ends them FINISHED and tagged stopped early,
-        # or KILLED until the same command resumes them).
+        # A trial Ray stopped (``stopped``) may lose its process a moment later (a CPU trial's process goes
+        # on to the next trial): each member's last step goes first. Its runs stay RUNNING: a scheduler
+        # stops a trial the way Ctrl+C does, and only the driver knows which it was (core.sweep.close_orphans
+        # ends them FINISHED and tagged stopped early, or KILLED until the same command resumes them).
         state = latest or resume or {}
         for m, run in enumerate(runs):
             if m in result.failures:
@@ -240,6 +240,8 @@ def train_members(cells: list[dict[str, Any]], base: dict[str, Any], platform: d
             tune.report({**summary, "member_cells": cells, "diverged": 1.0,
                          "error": "; ".join(sorted(set(result.failures.values())))})
         return result
+    except SystemExit:  # Ray stopped the trial at a report (``finish(stopped=True)``): its runs are the driver's
+        raise  # to end; marked FAILED here, they were whenever the process outlived this line (a reused one does)
     except BaseException as err:
         for run in runs:
             run.finish("FAILED", f"{type(err).__name__}: {err}")
