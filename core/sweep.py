@@ -611,6 +611,10 @@ def _tuner(spec: SweepSpec, uri: str, experiment: str, parent: str, resources: d
     # the interrupted sweep's own line's to tell.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     tracking.quiet()
+    # A CPU trial's process goes on to the next trial of its resources (reuse_actors) instead of a new
+    # process importing torch again: seconds a trial, the same numbers as a fresh process (test_sweep.py).
+    # GPU trials keep a process each until that is checked on a GPU: torch.compile's caches and CUDA
+    # graphs' memory pools would carry over from trial to trial.
     if resuming:
         log.info("resuming the sweep in %s", spec.path)
         tuner = tune.Tuner.restore(spec.path, trainable=trainable, resume_errored=True)
@@ -620,7 +624,8 @@ def _tuner(spec: SweepSpec, uri: str, experiment: str, parent: str, resources: d
             param_space=grid,
             tune_config=tune.TuneConfig(search_alg=spec.search_alg, scheduler=spec.scheduler,
                                         num_samples=num_samples,
-                                        max_concurrent_trials=spec.max_concurrent or None),
+                                        max_concurrent_trials=spec.max_concurrent or None,
+                                        reuse_actors=not resources["gpu"]),
             run_config=tune.RunConfig(name=spec.name, storage_path=spec.results_dir, verbose=0,
                                       callbacks=[SweepProgress(total), JsonLoggerCallback()],
                                       failure_config=tune.FailureConfig(max_failures=spec.max_failures),

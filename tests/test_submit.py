@@ -121,12 +121,14 @@ def cluster():
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def trial_nodes(results_dir: str, name: str) -> list[str]:
+def trial_nodes(results_dir: str, name: str) -> set[str]:
+    """The nodes the sweep's two trials ran on. Both are this cluster's; not always both of its nodes: a
+    trial may run in the process of the one before it (reuse_actors), on that one's node."""
     client = MlflowClient(f"sqlite:///{results_dir}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
-    return sorted(r.data.tags["ray.node_id"] for r in children)
+    return {r.data.tags["ray.node_id"] for r in children}
 
 
 def test_script_run_on_the_head_joins_the_cluster_as_ray_submit_runs_it(cluster, tmp_path):
@@ -136,7 +138,7 @@ def test_script_run_on_the_head_joins_the_cluster_as_ray_submit_runs_it(cluster,
     assert run.returncode == 0, run.stderr[-3000:]
     assert f"Ray: joined the cluster at {cluster.address} (running on this node" in run.stderr
     assert "2 node(s), 2 CPUs" in run.stderr and "Started a local Ray instance" not in run.stderr
-    assert trial_nodes(str(tmp_path), "submit") == sorted(cluster.node_ids.values())
+    assert trial_nodes(str(tmp_path), "submit") <= set(cluster.node_ids.values())
 
 
 def sweep_runs(results_dir, name: str) -> list:
@@ -259,7 +261,7 @@ def test_sweep_submitted_through_the_jobs_api_runs_on_the_cluster(cluster, tmp_p
                      "--name", "job")
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     assert f"Ray: joined the cluster at {cluster.address} (RAY_ADDRESS)" in run.stdout + run.stderr
-    assert trial_nodes(str(tmp_path), "job") == sorted(cluster.node_ids.values())
+    assert trial_nodes(str(tmp_path), "job") <= set(cluster.node_ids.values())
 
 
 def test_ray_job_stop_ends_the_sweep_as_ctrl_c_does(cluster, tmp_path):

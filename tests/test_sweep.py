@@ -20,7 +20,7 @@ from conftest import ROOT, sweep_driver
 from core.progress import SweepProgress
 from core.tracking import STOPPED_TAG
 from core.sweep import (SweepInterrupted, SweepRunning, SweepSpec, auto_cpus, grid_configs, one_driver, packs,
-                        run_sweep, trial_resources, trial_table)
+                        run_sweep, saved_trials, trial_resources, trial_table)
 from core.train import train_pack
 from core.tune import pack_summary
 from sweeps import cli, omega_sensitivity, report
@@ -575,6 +575,17 @@ def test_auto_cpus_give_the_trials_at_once_every_core_and_a_gpu_trial_one(ray_se
 
 # ----------------------------------------------------------------------------- fused packs
 
+def trained_alone(spec: SweepSpec) -> dict[tuple[float, int], dict]:
+    """Each (omega, seed) cell of the spec's grid trained alone in this process, on one thread as Ray runs
+    a one-CPU trial (OMP_NUM_THREADS=1): the same kernels' rounding."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return {(c["omega"], c["seed"]): train_pack([c]).metrics[0] for c in grid_configs(spec)}
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_a_fused_sweep_keeps_a_run_and_a_row_per_member_and_resumes_every_member(ray_session, tmp_path):
     """--fuse 2: four cells of one shape train as two Ray trials. Each pack crashes once after epoch 1
     and resumes from its checkpoint: every member keeps one MLflow run with one continuous history, and
@@ -584,12 +595,7 @@ def test_a_fused_sweep_keeps_a_run_and_a_row_per_member_and_resumes_every_member
     spec = SweepSpec("fused", base, {"omega": [0.5, 2.0], "seed": [0, 1]}, results_dir=str(tmp_path), fuse=2,
                      fault=("raise", 1))
     fused = run_sweep(spec)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as Ray runs a one-CPU trial (OMP_NUM_THREADS=1): the same kernels' rounding
-    try:
-        alone = {(c["omega"], c["seed"]): train_pack([c]).metrics[0] for c in grid_configs(spec)}
-    finally:
-        torch.set_num_threads(threads)
+    alone = trained_alone(spec)
     assert fused.num_errors == 0 and len(fused.trials) == 4 and (fused.trials["status"] == "FINISHED").all()
     # Ray's clock of each trial stands in every member's row: two packs, so two values, for two members each
     assert (fused.trials["time_total_s"] > 0).all() and fused.trials["time_total_s"].value_counts().tolist() == [2, 2]
@@ -604,6 +610,21 @@ def test_a_fused_sweep_keeps_a_run_and_a_row_per_member_and_resumes_every_member
         assert child.info.status == "FINISHED"
         assert steps(client, child, "test_acc") == [1, 2], "a resumed member logs each epoch once"
         assert "per_class.json" in {a.path for a in client.list_artifacts(child.info.run_id)}
+
+
+def test_cpu_trials_run_one_after_another_in_one_process_give_the_numbers_of_cells_trained_alone(ray_session, tmp_path):
+    """Ray keeps a CPU trial's process for the next trial (reuse_actors: no new process importing torch,
+    seconds a trial); nothing of one trial may carry over into the next: each cell's numbers are those of
+    it alone."""
+    base = dict(dataset="digits", method="mamix_drw", epochs=1, warmup_epochs=0, milestones=[], drw_epoch=0,
+                device="cpu")
+    spec = SweepSpec("reused", base, {"omega": [0.5, 2.0], "seed": [0, 1]}, results_dir=str(tmp_path),
+                     max_concurrent=1, cpus_per_trial=1)
+    table = run_sweep(spec).trials.set_index(["omega", "seed"])
+    assert len({t.last_result["pid"] for t in saved_trials(spec.path)}) == 1  # one process
+    alone = trained_alone(spec)
+    for key in ("test_acc", "margin_gap"):
+        assert table[key].to_dict() == {cell: metrics[key] for cell, metrics in alone.items()}, key
 
 
 def grid_spec(fuse):
