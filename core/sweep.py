@@ -391,6 +391,11 @@ def grown_settings(state: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
+def grid_of(settings: dict[str, Any]) -> dict[str, list[Any]]:
+    """The swept fields of a sweep's ``settings`` and their values."""
+    return {k.removesuffix(GRID): v for k, v in settings.items() if k.endswith(GRID)}
+
+
 def grows(recorded: dict[str, Any], requested: dict[str, Any]) -> bool:
     """Whether ``requested`` is ``recorded`` with more values in some swept fields and nothing else changed."""
     if set(recorded) != set(requested):
@@ -415,9 +420,8 @@ def grid_rounds(spec: SweepSpec) -> list[SweepSpec]:
                        parent_run_id=state["parent_run_id"])
 
     requested = sweep_settings(spec)
-    grid = {k.removesuffix(GRID): v for k, v in state["settings"].items() if k.endswith(GRID)}
-    rounds = [replace(spec, grid=grid)] + [round_spec(r) for r in state.get("rounds", [])]
-    grown = {k.removesuffix(GRID): v for k, v in grown_settings(state).items() if k.endswith(GRID)}
+    rounds = [replace(spec, grid=grid_of(state["settings"]))] + [round_spec(r) for r in state.get("rounds", [])]
+    grown = grid_of(grown_settings(state))
     added = []
     for field_name in spec.grid:
         new = [v for v in requested[field_name + GRID] if v not in grown[field_name]]
