@@ -10,6 +10,7 @@ import sys
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -114,6 +115,27 @@ def test_throughput_smoke_run_on_digits(pipeline, tmp_path):
     throughput.main(argv)  # a second run appends a line
     lines = out.read_text().splitlines()
     assert len(lines) == 2 and json.loads(lines[0]) == row
+
+
+def test_export_runs_writes_each_trial_epoch_once_and_counts_steps_logged_twice(tmp_path):
+    """A real-data run's MLflow store as committed files: one history row per trial run and epoch, the
+    parent run listed in runs.json only, and a metric step logged twice (a resume that went wrong) counted."""
+    from bench.export_runs import export
+    from core import tracking
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment = tracking.experiment_id(uri, "sweep", str(tmp_path / "mlartifacts"))
+    parent = tracking.start_parent_run(uri, experiment, "sweep", {"sweep": "sweep"})
+    client = tracking.client(uri)
+    child = client.create_run(experiment, run_name="cell", tags={"mlflow.parentRunId": parent}).info.run_id
+    for step, acc in [(1, 0.5), (2, 0.6), (2, 0.6)]:
+        client.log_metric(child, "test_acc", acc, step=step)
+    assert export(uri, "sweep", str(tmp_path)) == ("2 runs; history: 2 rows x 3 columns; "
+                                                   "metric steps logged more than once: 1")
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert history[["run_name", "step", "test_acc"]].values.tolist() == [["cell", 1, 0.5], ["cell", 2, 0.6]]
+    runs = {r["run_name"]: r for r in json.load(open(tmp_path / "runs.json"))}
+    assert runs["cell"]["tags"]["mlflow.parentRunId"] == parent and runs["sweep"]["metrics"] == {}
 
 
 def test_sweep_throughput_processes_runner_on_digits(tmp_path):
