@@ -744,7 +744,7 @@ def close_orphans(results: tune.ResultGrid, uri: str, experiment: str, parent: s
         if failure:
             run.finish("FAILED", f"DivergenceError: {failure}")
             continue
-        end_stopped_run(run, metrics["member_metrics"][member], int(found.data.params["epochs"]))
+        end_stopped_run(run, metrics, member, found.data.params)
 
 
 def holds_last_report(run, stopped: dict[str, dict[str, Any]]) -> bool:

@@ -191,6 +191,15 @@ def train_members(cells: list[dict[str, Any]], base: dict[str, Any], platform: d
             if fault and resume is None and epoch == fault[1] and FAULT_POINTS[fault[0]] == point:
                 inject_fault(fault[0], epoch)
 
+        # The last epoch's per-class artifacts go before its report: Ray may end the process as soon as it
+        # has that report (ASHA stops every trial at max_t), and a trial's exit kills this thread. Drawing
+        # then, a trial lost them; inside matplotlib's C++ code it aborted with a stack trace on the
+        # driver's terminal. A retry of this epoch logs them again, with the same values.
+        if epoch == cfgs[0].epochs:
+            for m, run in enumerate(runs):
+                if m not in failures:
+                    log_trial_artifacts(run, metrics[m], latest["counts"], latest["classes"], cfgs[m].method,
+                                        cfgs[m].dataset, cfgs[m].ratio)
         # MLflow gets an epoch only once Ray holds its checkpoint: a retry resumes from Ray's last
         # checkpoint, and an epoch logged before Ray had it would keep a lost attempt's values where
         # Ray's results keep the retry's. The steps not logged yet travel in the checkpoint instead.
@@ -199,7 +208,9 @@ def train_members(cells: list[dict[str, Any]], base: dict[str, Any], platform: d
                         "unlogged": [[row for _, row in run.pending] for run in runs]}, os.path.join(d, STATE_FILE))
             drill("before_report")
             try:
-                tune.report({**pack_summary(metrics, failures, cfgs[0].epochs), "member_cells": cells},
+                # The training set's class counts and names: the driver draws an early-stopped run's artifacts.
+                tune.report({**pack_summary(metrics, failures, cfgs[0].epochs), "member_cells": cells,
+                             "class_counts": [int(n) for n in latest["counts"]], "classes": list(latest["classes"])},
                             checkpoint=tune.Checkpoint.from_directory(d))
             except SystemExit:  # Ray stopped the trial after this report (a scheduler's or stopper's decision)
                 finish(PackResult(metrics, failures), stopped=True)
@@ -215,21 +226,18 @@ def train_members(cells: list[dict[str, Any]], base: dict[str, Any], platform: d
         drill("done")
 
     def finish(result: PackResult, stopped: bool = False) -> None:
-        # A trial Ray stopped (``stopped``) may lose its process a moment later (a CPU trial's process goes
-        # on to the next trial): each member's last step goes first. Its runs stay RUNNING: a scheduler
-        # stops a trial the way Ctrl+C does, and only the driver knows which it was (core.sweep.close_orphans
-        # ends them FINISHED and tagged stopped early, or KILLED until the same command resumes them).
-        state = latest or resume or {}
+        # A trial Ray stopped (``stopped``) loses its process a moment later (a CPU trial's process may go
+        # on to the next trial): each member's last step goes first (the driver logs it if the process
+        # did not). Its runs stay RUNNING: a scheduler stops a trial the way Ctrl+C does, and only the
+        # driver knows which it was (core.sweep.close_orphans ends them FINISHED and tagged stopped early,
+        # or KILLED until the same command resumes them).
         for m, run in enumerate(runs):
             if m in result.failures:
                 run.finish("FAILED", f"DivergenceError: {result.failures[m]}")
-                continue
-            if stopped:
+            elif stopped:
                 run.queue(result.metrics[m])
                 run.flush()
-            if result.metrics[m] and state:
-                log_trial_artifacts(run, result.metrics[m], state["counts"], state["classes"], cfgs[m])
-            if not stopped:
+            else:
                 run.finish("FINISHED")
 
     try:
@@ -275,23 +283,29 @@ def run_name(method: str, config: dict[str, Any]) -> str:
     return label if "method" in config else f"{method} {label}"
 
 
-def end_stopped_run(run: tracking.TrialRun, metrics: dict[str, float], epochs: int) -> None:
-    """End the run of a member whose trial a scheduler stopped after the evaluation ``metrics`` (logged
-    here unless the run holds it), saying so on the run when that came before its last epoch (an early
-    stop: its metrics are not a full run's)."""
+def end_stopped_run(run: tracking.TrialRun, report: dict[str, Any], member: int, params: dict[str, str]) -> None:
+    """End the run of ``member`` of a trial a scheduler stopped after ``report`` (its last Ray result;
+    the step is logged here unless the run holds it), saying so on the run when that came before its last
+    epoch (an early stop: its metrics are not a full run's). A trial logs its last epoch's per-class
+    artifacts itself; an early-stopped run gets those of the epoch it stopped at here, from the report's
+    classes (none in a report of a trial begun before reports carried them), as its process ended first."""
+    metrics = report["member_metrics"][member]
     run.queue(metrics)
     run.flush()
-    reason = stop_reason(metrics["epoch"], epochs)
+    reason = stop_reason(metrics["epoch"], int(params["epochs"]))
     if reason:
         run.set_tag(tracking.STOPPED_TAG, reason)
+        if "classes" in report:
+            log_trial_artifacts(run, metrics, report["class_counts"], report["classes"], params["method"],
+                                params["dataset"], float(params["ratio"]))
     run.finish("FINISHED")
 
 
 def log_trial_artifacts(run: tracking.TrialRun, metrics: dict[str, float], counts: list[int],
-                        classes: list[str], cfg: TrainConfig) -> None:
+                        classes: list[str], method: str, dataset: str, ratio: float) -> None:
     """Per-class accuracy and margin table (JSON and CSV) and the per-class margin bar chart."""
     table = per_class_table(metrics, counts, classes)
-    title = f"{cfg.method} on {cfg.dataset} (ratio {cfg.ratio:g}), epoch {int(metrics['epoch'])}"
+    title = f"{method} on {dataset} (ratio {ratio:g}), epoch {int(metrics['epoch'])}"
     tracking.log_artifacts(run.uri, run.run_id, {
         "per_class.json": json.dumps(table.to_dict(orient="records"), indent=1).encode(),
         "per_class.csv": table.to_csv(index=False).encode(),

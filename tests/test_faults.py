@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 
+import pandas as pd
 import pytest
 import torch
 from ray import tune
@@ -114,6 +115,9 @@ def test_sixteen_concurrent_trials_lose_no_metric_in_sqlite(tmp_path):
     assert row["arrived_steps"] == row["expected_steps"] == 80
 
 
+ARTIFACTS = {"per_class.json", "per_class.csv", "per_class_margin.png"}
+
+
 class StopLikeASHA(FIFOScheduler):
     """Stops the trial of seed 1 after its first epoch, as ASHA stops a trial at a rung, and every
     trial at its last epoch, as ASHA does at ``max_t``."""
@@ -133,6 +137,12 @@ def test_trials_a_scheduler_stops_end_finished_with_every_reported_step(ray_sess
     assert steps(client, by_seed["0"], "test_acc") == [1, 2, 3] and STOPPED_TAG not in by_seed["0"].data.tags
     assert steps(client, by_seed["1"], "test_acc") == [1]
     assert by_seed["1"].data.tags[STOPPED_TAG] == "stopped by the scheduler after epoch 1 of 3"
+    # Each run has its per-class table and margin chart: of its last epoch (ASHA's stop at max_t), of the
+    # epoch it was stopped at (a rung). A stopped trial's process ends before it could draw them.
+    for seed, run in by_seed.items():
+        assert {a.path for a in client.list_artifacts(run.info.run_id)} == ARTIFACTS, seed
+        table = pd.read_csv(client.download_artifacts(run.info.run_id, "per_class.csv", str(tmp_path / seed)))
+        assert table["test_acc"].tolist() == [run.data.metrics[f"class_acc_{c}"] for c in range(10)], seed
     # The searches' report reads the trials back from MLflow and lists the stopped one with its reason.
     trials = trials_from_mlflow(result.tracking_uri, parents[0].info.experiment_id, parents[0].info.run_id)
     assert sorted(trials["status"]) == ["FINISHED", "STOPPED"]
