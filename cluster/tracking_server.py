@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
             f.write(url + "\n")
         log.info("MLflow server at %s, until the Ray cluster at %s stops", url, gcs)
         return 0
+    from core import tracking
+
+    tracking.new_local_store(args.backend_store_uri)  # a new SQLite store without MLflow's migrations (seconds)
     command = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(args.port),
                "--backend-store-uri", args.backend_store_uri, "--artifacts-destination", args.artifacts_destination]
     log.info("MLflow server at %s while the Ray cluster at %s runs", url, gcs)

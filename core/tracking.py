@@ -13,15 +13,19 @@ ones, and are found again by key in any experiment of the store.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+import shutil
+import sqlite3
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import mlflow
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
@@ -48,7 +52,52 @@ def default_tracking_uri(results_dir: str) -> str:
 
 
 def client(tracking_uri: str) -> MlflowClient:
+    new_local_store(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri)
+
+
+def new_local_store(tracking_uri: str) -> None:
+    """Make a SQLite store that does not exist yet as a copy of an empty one. MLflow builds a new store's
+    schema by replaying each of its Alembic migrations, 3 to 5 s on a laptop's core for every sweep folder
+    (and every test); the first store an MLflow version makes is kept as a template in the user's cache
+    folder and copied after. The copy's Default experiment gets the artifact location and time MLflow would
+    have given it here. It appears whole or not at all, so two processes making one store both find it
+    made; any error leaves the store to MLflow, as before."""
+    path = tracking_uri.removeprefix("sqlite:///")
+    if path == tracking_uri or os.path.exists(path) or not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        return
+    from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+    from mlflow.utils.uri import append_to_uri_path, resolve_uri_if_local
+
+    try:
+        template = empty_store_template()
+        with tempfile.NamedTemporaryFile(dir=os.path.dirname(os.path.abspath(path)), suffix=".db") as copy:
+            shutil.copyfile(template, copy.name)
+            umask = os.umask(0o022)
+            os.umask(umask)
+            os.chmod(copy.name, 0o666 & ~umask)  # as MLflow's own file; a temporary file is the owner's alone
+            now = int(time.time() * 1000)
+            location = append_to_uri_path(resolve_uri_if_local(DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH), "0")
+            with contextlib.closing(sqlite3.connect(copy.name)) as db, db:
+                db.execute("UPDATE experiments SET artifact_location = ?, creation_time = ?, last_update_time = ? "
+                           "WHERE experiment_id = 0", (location, now, now))
+            with contextlib.suppress(FileExistsError):  # another process made it meanwhile: theirs stays
+                os.link(copy.name, path)
+    except (OSError, sqlite3.Error) as err:
+        log.debug("no copy of an empty MLflow store for %s (%s): MLflow makes it", path, err)
+
+
+def empty_store_template() -> str:
+    """The path of an empty SQLite store of this MLflow version in the user's cache folder, made once."""
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "smote2mixup")
+    template = os.path.join(cache, f"mlflow-{mlflow.__version__}-empty.db")
+    if not os.path.exists(template):
+        os.makedirs(cache, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache) as d:
+            made = os.path.join(d, "empty.db")
+            MlflowClient(tracking_uri="sqlite:///" + made).search_experiments()
+            os.replace(made, template)
+    return template
 
 
 def _retrying(fn, *args, attempts: int = 8, delay: float = 0.5, **kwargs):
