@@ -541,6 +541,12 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
                        first.parent_run_id, first.tracking_uri, errors)
 
 
+def sweep_label(spec: SweepSpec) -> str:
+    """The sweep as its driver's lines name it: a round of a grown grid by its sweep's name (the one the
+    user gave) and its own (``<name>-more<N>``, its folder)."""
+    return spec.name if spec.parent_run_id is None else f"{spec.experiment} (its round {spec.name})"
+
+
 def run_round(spec: SweepSpec) -> SweepResult:
     """Run (or resume) one Ray Tune experiment of the sweep: all of it, or a round of a grown grid."""
     total = len(grid_configs(spec)) * spec.num_samples  # members
@@ -563,8 +569,8 @@ def run_round(spec: SweepSpec) -> SweepResult:
             tracking.set_status(uri, parent, "KILLED")
         if fitting or isinstance(stop, SweepInterrupted):
             raise
-        raise SweepInterrupted(f"interrupted before the trials of {spec.name} started; the same command starts "
-                               f"them", *received[:1]) from None
+        raise SweepInterrupted(f"interrupted before the trials of {sweep_label(spec)} started; the same command "
+                               f"starts them", *received[:1]) from None
     except BaseException:
         if parent is not None:
             tracking.set_status(uri, parent, "KILLED" if fitting else "FAILED")
@@ -575,8 +581,8 @@ def run_round(spec: SweepSpec) -> SweepResult:
     if len(ended) < ray_trials:
         tracking.set_status(uri, parent, "KILLED")
         done = sum(len(member_cells(t.config or {}, t.last_result or {})) for t in saved if t.trial_id in ended)
-        raise SweepInterrupted(f"interrupted: {done} of {total} trials of {spec.name} ended before the stop; the "
-                               f"others resume from their last checkpoints when the same command runs again",
+        raise SweepInterrupted(f"interrupted: {done} of {total} trials of {sweep_label(spec)} ended before the "
+                               f"stop; the others resume from their last checkpoints when the same command runs again",
                                *received[:1])
     tracking.set_status(uri, parent, "FINISHED" if results.num_errors == 0 else "FAILED")
     return SweepResult(trial_table(results), experiment, parent, uri, results.num_errors)

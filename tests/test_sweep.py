@@ -146,7 +146,8 @@ def test_a_grid_grown_in_two_fields_trains_each_new_cell_once_in_rounds_recorded
     cells, none twice; the same command again finds them recorded and adds none."""
     import json
 
-    from core.sweep import STATE_FILE, SettingsChanged, claim_folder, grid_cells, grid_rounds, sweep_settings
+    from core.sweep import (STATE_FILE, SettingsChanged, claim_folder, grid_cells, grid_rounds, sweep_label,
+                            sweep_settings)
 
     def spec(**grid):
         return SweepSpec(name="grow", base=dict(dataset="digits", method="mamix_drw"), grid=grid,
@@ -166,6 +167,8 @@ def test_a_grid_grown_in_two_fields_trains_each_new_cell_once_in_rounds_recorded
     cells = [json.dumps(c, sort_keys=True) for r in rounds for c in grid_cells(r)]
     assert sorted(cells) == sorted(json.dumps(c, sort_keys=True) for c in grid_cells(bigger))  # each once
     assert {r.experiment or r.name for r in rounds} == {"grow"}
+    # The driver's lines (an interruption) name a round by the sweep the user ran, then by its folder.
+    assert [sweep_label(r) for r in rounds] == ["grow", "grow (its round grow-more1)", "grow (its round grow-more3)"]
     assert [(r.name, r.grid) for r in grid_rounds(bigger)] == [(r.name, r.grid) for r in rounds]  # none added
     for changed, difference in ((spec(omega=[0.25, 1.0], seed=[0, 1, 2]), "omega (grid) [0.25, 1.0, 4.0] -> "),
                                 (replace(bigger, base=dict(bigger.base, epochs=3)), "epochs ")):
