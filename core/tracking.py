@@ -64,7 +64,8 @@ def new_local_store(tracking_uri: str) -> None:
     have given it here. It appears whole or not at all, so two processes making one store both find it
     made; any error leaves the store to MLflow, as before."""
     path = tracking_uri.removeprefix("sqlite:///")
-    if path == tracking_uri or os.path.exists(path) or not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+    if path == tracking_uri or "?" in path or os.path.exists(path) or not os.path.isdir(
+            os.path.dirname(os.path.abspath(path))):  # "?": SQLAlchemy's options (?timeout=...), the file before it
         return
     from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
     from mlflow.utils.uri import append_to_uri_path, resolve_uri_if_local

@@ -57,6 +57,13 @@ def test_processes_making_one_store_at_once_all_find_it_whole(tmp_path, monkeypa
     assert tracking.client(uri).get_experiment_by_name("Default") is not None
 
 
+def test_a_uri_with_options_or_another_backend_is_left_to_mlflow(tmp_path, monkeypatch, cache):
+    monkeypatch.setenv("XDG_CACHE_HOME", cache)
+    for uri in (f"sqlite:///{tmp_path}/store.db?timeout=20", "http://127.0.0.1:5000", f"file://{tmp_path}/mlruns"):
+        tracking.new_local_store(uri)
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_cache_folder_that_cannot_be_written_leaves_the_store_to_mlflow(tmp_path, monkeypatch):
     (tmp_path / "not-a-folder").write_text("")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-folder"))
