@@ -33,8 +33,9 @@ def export(uri: str, experiment: str, out: str) -> str:
     rows = [{"run_name": r.info.run_name, "step": m.step, "key": key, "value": m.value}
             for r in runs if "mlflow.parentRunId" in r.data.tags
             for key in r.data.metrics for m in client.get_metric_history(r.info.run_id, key)]
-    twice = pd.DataFrame(rows).duplicated(["run_name", "key", "step"]).sum()
-    history = pd.DataFrame(rows).pivot_table(index=["run_name", "step"], columns="key", values="value").reset_index()
+    steps = pd.DataFrame(rows)
+    twice = steps.duplicated(["run_name", "key", "step"]).sum()
+    history = steps.pivot_table(index=["run_name", "step"], columns="key", values="value").reset_index()
     history.to_csv(f"{out}/history.csv", index=False)
     return (f"{len(info)} runs; history: {history.shape[0]} rows x {history.shape[1]} columns; "
             f"metric steps logged more than once: {twice}")

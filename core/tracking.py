@@ -22,6 +22,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -64,28 +65,33 @@ def new_local_store(tracking_uri: str) -> None:
     have given it here. It appears whole or not at all, so two processes making one store both find it
     made; any error leaves the store to MLflow, as before."""
     path = tracking_uri.removeprefix("sqlite:///")
-    if path == tracking_uri or "?" in path or os.path.exists(path) or not os.path.isdir(
-            os.path.dirname(os.path.abspath(path))):  # "?": SQLAlchemy's options (?timeout=...), the file before it
+    folder = os.path.dirname(os.path.abspath(path))
+    # "?": SQLAlchemy's options (?timeout=...), the file name before it.
+    if path == tracking_uri or "?" in path or os.path.exists(path) or not os.path.isdir(folder):
         return
     from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
     from mlflow.utils.uri import append_to_uri_path, resolve_uri_if_local
 
+    copy = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
     try:
         template = empty_store_template()
-        with tempfile.NamedTemporaryFile(dir=os.path.dirname(os.path.abspath(path)), suffix=".db") as copy:
-            shutil.copyfile(template, copy.name)
-            umask = os.umask(0o022)
-            os.umask(umask)
-            os.chmod(copy.name, 0o666 & ~umask)  # as MLflow's own file; a temporary file is the owner's alone
-            now = int(time.time() * 1000)
-            location = append_to_uri_path(resolve_uri_if_local(DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH), "0")
-            with contextlib.closing(sqlite3.connect(copy.name)) as db, db:
-                db.execute("UPDATE experiments SET artifact_location = ?, creation_time = ?, last_update_time = ? "
-                           "WHERE experiment_id = 0", (location, now, now))
-            with contextlib.suppress(FileExistsError):  # another process made it meanwhile: theirs stays
-                os.link(copy.name, path)
+        # Opened with MLflow's own mode so the umask applies as to a store MLflow makes (a temporary file
+        # from tempfile would be the owner's alone).
+        with os.fdopen(os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as out, \
+                open(template, "rb") as source:
+            shutil.copyfileobj(source, out)
+        now = int(time.time() * 1000)
+        location = append_to_uri_path(resolve_uri_if_local(DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH), "0")
+        with contextlib.closing(sqlite3.connect(copy)) as db, db:
+            db.execute("UPDATE experiments SET artifact_location = ?, creation_time = ?, last_update_time = ? "
+                       "WHERE experiment_id = 0", (location, now, now))
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile: theirs stays
+            os.link(copy, path)
     except (OSError, sqlite3.Error) as err:
         log.debug("no copy of an empty MLflow store for %s (%s): MLflow makes it", path, err)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(copy)
 
 
 def empty_store_template() -> str:

@@ -44,17 +44,46 @@ def test_a_new_local_store_is_the_one_mlflow_makes(tmp_path, monkeypatch, cache)
     assert tracking.client(f"sqlite:///{tmp_path}/ours.db").get_experiment_by_name("sweep").experiment_id == made
 
 
-def test_processes_making_one_store_at_once_all_find_it_whole(tmp_path, monkeypatch, cache):
+def test_a_new_store_appears_only_once_copied_and_set(tmp_path, monkeypatch, cache):
+    """The store's path must not exist while its copy is written or its Default experiment set: a
+    process that found it then would open a part-made store."""
+    monkeypatch.setenv("XDG_CACHE_HOME", cache)
+    store = tmp_path / "store.db"
+    seen = []
+
+    def watched(fn):
+        def call(*args, **kwargs):
+            result = fn(*args, **kwargs)
+            seen.append((fn.__name__, store.exists()))
+            return result
+        return call
+
+    monkeypatch.setattr(tracking.shutil, "copyfileobj", watched(tracking.shutil.copyfileobj))
+    monkeypatch.setattr(tracking.sqlite3, "connect", watched(tracking.sqlite3.connect))
+    tracking.new_local_store(f"sqlite:///{store}")
+    assert seen == [("copyfileobj", False), ("connect", False)]
+    assert store_contents(store)[2][0]["name"] == "Default"
+
+
+def test_makers_of_one_store_at_once_each_find_it_whole_on_return(tmp_path, monkeypatch, cache):
     monkeypatch.setenv("XDG_CACHE_HOME", cache)
     tracking.empty_store_template()
     uri = f"sqlite:///{tmp_path}/store.db"
-    makers = [threading.Thread(target=tracking.new_local_store, args=(uri,)) for _ in range(8)]
+    start, found = threading.Barrier(8), []
+
+    def make():
+        start.wait()
+        tracking.new_local_store(uri)
+        found.append(store_contents(tmp_path / "store.db"))
+
+    makers = [threading.Thread(target=make) for _ in range(8)]
     for maker in makers:
         maker.start()
     for maker in makers:
         maker.join()
+    assert len(found) == 8 and all(contents == found[0] for contents in found)
+    assert [e["name"] for e in found[0][2]] == ["Default"]
     assert os.listdir(tmp_path) == ["store.db"]  # no copy left behind
-    assert tracking.client(uri).get_experiment_by_name("Default") is not None
 
 
 def test_a_uri_with_options_or_another_backend_is_left_to_mlflow(tmp_path, monkeypatch, cache):
