@@ -197,8 +197,8 @@ def run(sweep: Sweep, argv: list[str] | None = None) -> list[Table]:
     with one_driver(spec.results_dir, spec.name):
         start(spec, args.num_cpus)
         result = run_sweep(spec)
-        tables = tables_with_rows(sweep, finished_or_exit(result, spec), chosen)
-        publish(result, spec.path, tables)
+        tables, not_made = tables_with_rows(sweep, finished_or_exit(result, spec), chosen)
+        publish(result, spec.path, tables, not_made)
     return tables
 
 
@@ -243,15 +243,14 @@ def check_space(space: Callable, base: dict[str, Any], fixed: Sequence[str] = ()
         study.tell(trial, 0.0)
 
 
-def tables_with_rows(sweep: Sweep, trials: pd.DataFrame, settings: dict[str, Any]) -> list[Table]:
+def tables_with_rows(sweep: Sweep, trials: pd.DataFrame, settings: dict[str, Any]) -> tuple[list[Table], list[str]]:
     """The sweep's tables over the finished ``trials``, less those none of them falls in (Table 6 of a
-    grid without Remix-DRW and MAMix-DRW): each of those is named with a line, and no file is made for it."""
+    grid without Remix-DRW and MAMix-DRW), and a line naming each of those: no file is made for it, and
+    the line is printed after the tables that are."""
     tables = sweep.tables(trials, settings)
-    for table in tables:
-        if table.frame.empty:
-            print(f"{table.title}\n\nnot made: none of the {len(trials)} finished trials is one of this table's "
-                  f"rows\n")
-    return [table for table in tables if not table.frame.empty]
+    not_made = [f"{table.title}\n\nnot made: none of the {len(trials)} finished trials is one of this table's rows"
+                for table in tables if table.frame.empty]
+    return [table for table in tables if not table.frame.empty], not_made
 
 
 def finished(trials: pd.DataFrame) -> pd.DataFrame:
@@ -274,10 +273,10 @@ def failures(trials: pd.DataFrame) -> str:
     return failed[["trial", "status", "error"]].to_markdown(index=False)
 
 
-def publish(result: SweepResult, folder: str, tables: list[Table]) -> None:
+def publish(result: SweepResult, folder: str, tables: list[Table], not_made: Sequence[str] = ()) -> None:
     """Print each table, save it as CSV, Markdown and LaTeX in the sweep's results folder with its
     plots and the trial table, and log all of them to the parent MLflow run. Trials that did not
-    finish are listed under each table with their reasons."""
+    finish are listed under each table with their reasons; the lines of ``not_made`` tables follow."""
     files = {"trials.csv": result.trials.to_csv(index=False).encode()}
     failed = int((result.trials["status"] != "FINISHED").sum())
     for table in tables:
@@ -287,6 +286,8 @@ def publish(result: SweepResult, folder: str, tables: list[Table]) -> None:
                     + failures(result.trials)
         print(text + "\n")
         files.update(table_files(table, text))
+    for line in not_made:
+        print(line + "\n")
     os.makedirs(folder, exist_ok=True)
     for name, content in files.items():
         with open(os.path.join(folder, name), "wb") as f:

@@ -50,7 +50,9 @@ def trials_from_mlflow(tracking_uri: str, experiment_id: str, parent_run_id: str
     return pd.DataFrame(rows, columns=None if rows else ["trial", "status", "error"])  # no run: still a table
 
 
-def rebuild(experiment: str, tracking_uri: str, parent_run_id: str | None = None) -> list[cli.Table]:
+def rebuild(experiment: str, tracking_uri: str,
+            parent_run_id: str | None = None) -> tuple[list[cli.Table], list[str]]:
+    """The sweep's tables from its MLflow runs, and a line for each table none of its finished trials falls in."""
     parent = (tracking.get_run(tracking_uri, parent_run_id) if parent_run_id
               else tracking.latest_parent_run(tracking_uri, experiment))
     script = parent.data.tags.get("sweep_script")
@@ -67,12 +69,12 @@ def rebuild(experiment: str, tracking_uri: str, parent_run_id: str | None = None
     if done.empty:
         raise ValueError(f"experiment: no trial of the sweep {experiment} (parent run {parent.info.run_id}, "
                          f"{parent.info.status}) has finished yet; there is no table to make")
-    tables = cli.tables_with_rows(sweep, done, settings)
+    tables, not_made = cli.tables_with_rows(sweep, done, settings)
     if parent.info.status in ("RUNNING", "KILLED"):  # still running, or stopped before its trials ended
         cells = math.prod(len(settings[axis]) for axis in sweep.axes) * settings["seeds"]
         for table in tables:
             table.title += f" [sweep unfinished ({parent.info.status}): {len(done)} of its {cells} trials]"
-    return tables
+    return tables, not_made
 
 
 def main(argv: list[str] | None = None) -> list[cli.Table]:
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> list[cli.Table]:
     store = uri.removeprefix("sqlite:///")
     if uri.startswith("sqlite:///") and not os.path.exists(store):  # MLflow would create an empty one there
         raise ValueError(f"results_dir: no MLflow store at {store}; give the sweep's --results-dir (or --tracking-uri)")
-    tables = rebuild(args.experiment, uri, args.parent_run)
+    tables, not_made = rebuild(args.experiment, uri, args.parent_run)
     out = args.out or os.path.join(os.path.abspath(args.results_dir), args.experiment, "report")
     os.makedirs(out, exist_ok=True)
     for table in tables:
@@ -95,6 +97,8 @@ def main(argv: list[str] | None = None) -> list[cli.Table]:
         for name, content in cli.table_files(table).items():
             with open(os.path.join(out, name), "wb") as f:
                 f.write(content)
+    for line in not_made:
+        print(line + "\n")
     print(f"written to {out}")
     return tables
 
