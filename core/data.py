@@ -13,6 +13,7 @@ uint8 tensors, so batching and augmentation never leave it.
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from core import cache
 from core.augment import pad_crop_flip, standardise, to_unit
 from core.imbalance import class_counts, imbalanced_indices
 
@@ -129,15 +131,34 @@ def _load_npz(path: str, eval_split: str) -> Arrays:
 def _digits(data_root: str | None, download: bool, eval_split: str) -> Arrays:
     """scikit-learn's 8x8 handwritten digits (1,797 images, shipped with the package): a fixed balanced
     test part of 50 images per class is held out, the rest is the pool for the imbalanced training set."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = np.clip(digits.images * 16, 0, 255).astype(np.uint8)[..., None]
-    labels = digits.target.astype(np.int64)
+    images, labels = digits_arrays()
     rng = np.random.RandomState(0)
     test = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:50] for c in range(10)])
     train = np.setdiff1d(np.arange(len(labels)), test)
     return Arrays(images[train], labels[train], images[test], labels[test], [str(c) for c in range(10)])
+
+
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The digits as (N, 8, 8, 1) uint8 images and int64 labels, from the user's cache folder once a
+    process has made them there: importing scikit-learn and parsing its CSV cost every trial's process
+    about 2 s of CPU, more than training a demo cell."""
+    def save(path: str) -> None:
+        np.savez(path, **dict(zip(("images", "labels"), digits_from_sklearn())))
+
+    try:
+        path = cache.made_once(f"digits-scikit-learn-{importlib.metadata.version('scikit-learn')}.npz", save)
+    except OSError as err:
+        log.debug("digits not cached (%s): read from scikit-learn", err)
+        return digits_from_sklearn()
+    with np.load(path) as f:
+        return f["images"], f["labels"]
+
+
+def digits_from_sklearn() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return np.clip(digits.images * 16, 0, 255).astype(np.uint8)[..., None], digits.target.astype(np.int64)
 
 
 @register_dataset("synthetic", mean=(0.5,), std=(0.25,), pad=0, flip=False, max_per_class=100)

@@ -30,6 +30,8 @@ import mlflow
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
+from core import cache
+
 log = logging.getLogger(__name__)
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -96,15 +98,8 @@ def new_local_store(tracking_uri: str) -> None:
 
 def empty_store_template() -> str:
     """The path of an empty SQLite store of this MLflow version in the user's cache folder, made once."""
-    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "smote2mixup")
-    template = os.path.join(cache, f"mlflow-{mlflow.__version__}-empty.db")
-    if not os.path.exists(template):
-        os.makedirs(cache, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=cache) as d:
-            made = os.path.join(d, "empty.db")
-            MlflowClient(tracking_uri="sqlite:///" + made).search_experiments()
-            os.replace(made, template)
-    return template
+    return cache.made_once(f"mlflow-{mlflow.__version__}-empty.db",
+                           lambda made: MlflowClient(tracking_uri="sqlite:///" + made).search_experiments())
 
 
 def _retrying(fn, *args, attempts: int = 8, delay: float = 0.5, **kwargs):

@@ -253,6 +253,11 @@ def tables_with_rows(sweep: Sweep, trials: pd.DataFrame, settings: dict[str, Any
     return [table for table in tables if not table.frame.empty], not_made
 
 
+def print_not_made(lines: Sequence[str]) -> None:
+    for line in lines:
+        print(line + "\n")
+
+
 def finished(trials: pd.DataFrame) -> pd.DataFrame:
     return trials[trials["status"] == "FINISHED"].reset_index(drop=True)
 
@@ -286,8 +291,7 @@ def publish(result: SweepResult, folder: str, tables: list[Table], not_made: Seq
                     + failures(result.trials)
         print(text + "\n")
         files.update(table_files(table, text))
-    for line in not_made:
-        print(line + "\n")
+    print_not_made(not_made)
     os.makedirs(folder, exist_ok=True)
     for name, content in files.items():
         with open(os.path.join(folder, name), "wb") as f:

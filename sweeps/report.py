@@ -97,8 +97,7 @@ def main(argv: list[str] | None = None) -> list[cli.Table]:
         for name, content in cli.table_files(table).items():
             with open(os.path.join(out, name), "wb") as f:
                 f.write(content)
-    for line in not_made:
-        print(line + "\n")
+    cli.print_not_made(not_made)
     print(f"written to {out}")
     return tables
 

@@ -9,15 +9,40 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED
+from conftest import ROOT, SHARED
 from core.augment import draw_crops, pad_crop_flip
-from core.data import DATASETS, imbalanced_arrays, load
+from core.data import DATASETS, digits_arrays, digits_from_sklearn, imbalanced_arrays, load
 
 CIFAR_DIR = os.path.join(SHARED, "data", "cifar10")
 TO_NPZ = os.path.join(CIFAR_DIR, "to_npz.py")
 
 
 # ----------------------------------------------------------------------------- embedded datasets
+
+def test_digits_are_made_once_in_the_cache_folder_and_read_there_without_scikit_learn(tmp_path, monkeypatch):
+    """Importing scikit-learn and parsing its CSV cost every trial's process about 2 s of CPU: once one
+    process has put the arrays in the user's cache folder, the others read them there."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    images, labels = digits_from_sklearn()
+    for _ in range(2):  # made, then read
+        cached = digits_arrays()
+        np.testing.assert_array_equal(cached[0], images)
+        np.testing.assert_array_equal(cached[1], labels)
+        assert cached[0].dtype == np.uint8 and cached[1].dtype == np.int64
+    assert len(os.listdir(tmp_path / "smote2mixup")) == 1
+    script = "import sys; from core.data import load; a = load('digits'); print('sklearn' in sys.modules, a.x_train.sum())"
+    found = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True,
+                           env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)}).stdout.split()
+    assert found == ["False", str(load("digits").x_train.sum())]
+
+
+def test_digits_load_where_the_cache_folder_cannot_be_written(tmp_path, monkeypatch):
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-folder"))
+    images, labels = digits_arrays()
+    np.testing.assert_array_equal(images, digits_from_sklearn()[0])
+    assert len(labels) == 1797
+
 
 def test_digits_shapes_balanced_test_part_and_disjoint_split():
     from sklearn.datasets import load_digits
