@@ -122,7 +122,7 @@ from mlflow.tracking import MlflowClient
 client = MlflowClient("http://127.0.0.1:5000")
 runs = {name: client.search_runs([client.get_experiment_by_name(name).experiment_id])
         for name in ("omega_sensitivity-demo", "omega-tmux")}
-raylets = []
+raylets, job_runners = [], []
 for pid in filter(str.isdigit, os.listdir("/proc")):
     try:
         argv = open(f"/proc/{pid}/cmdline").read().split("\0")
@@ -130,9 +130,11 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
         continue
     if os.path.basename(argv[0]) == "raylet":
         raylets += [a.split("=", 1)[1] for a in argv if a.startswith("--node_id=")]
+    if any(a.startswith(("mlflow.server.jobs", "huey")) for a in argv):
+        job_runners.append(" ".join(argv)[:200])
 json.dump({"children": {name: [[r.info.run_name, r.info.status, r.data.tags.get("ray.node_id")] for r in found
                                 if "mlflow.parentRunId" in r.data.tags] for name, found in runs.items()},
-           "raylets": raylets}, open("/tmp/facts.json", "w"))
+           "raylets": raylets, "job_runners": job_runners}, open("/tmp/facts.json", "w"))
 """
 
 
@@ -252,6 +254,7 @@ def test_readme_cluster_block_runs_the_sweep_on_the_cluster_and_ray_down_leaves_
     assert "Started a local Ray instance" not in output
     assert "Table 12: sensitivity of omega" in output  # `ray exec ... cat table12.md`
     assert len(facts["raylets"]) == 1
+    assert facts["job_runners"] == [], "the head's MLflow server started its job runner"
     for sweep, children in facts["children"].items():  # the README's submit line, and with --tmux
         assert sorted(name for name, _, _ in children) == ["mamix_drw omega=0.25 seed=0", "mamix_drw omega=4 seed=0"]
         assert {status for _, status, _ in children} == {"FINISHED"}, sweep

@@ -172,8 +172,10 @@ def ui(ray_session, tmp_path_factory):
     # server reads directly: no --default-artifact-root or --artifacts-destination is needed to serve them
     # (test_trial_run_artifacts_are_listed_and_served).
     with open(log_path, "w") as log:
+        # Without MLflow's job runner, as README.md opens the UI (eight processes the UI does not need).
         server = subprocess.Popen([MLFLOW, "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
                                    "--port", str(port), "--workers", "1"],
+                                  env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         omega_sensitivity.main(TINY + ["--results-dir", str(results)])
