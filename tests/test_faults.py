@@ -214,7 +214,6 @@ def test_a_stopped_trial_that_logs_its_last_step_after_ray_returns_does_not_log_
 
 EXIT_IN_A_CALLBACK = """
 import os, signal, sys, weakref
-from core.tune import drop_exit_requests
 
 def ray_sigterm_handler(signum, frame):  # as a Ray worker's main loop sets it
     raise SystemExit(1)
@@ -225,6 +224,8 @@ class Thing:
 
 signal.signal(signal.SIGTERM, ray_sigterm_handler)
 if sys.argv[1] == "hook":
+    from core.tune import drop_exit_requests
+
     sys.unraisablehook = drop_exit_requests
 thing = Thing()
 ref = weakref.ref(thing, lambda _: os.kill(os.getpid(), signal.SIGTERM))  # the signal lands in the callback
