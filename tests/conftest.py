@@ -29,10 +29,12 @@ def tiny():
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """The one local Ray instance of the test session, bound to the loopback address."""
+    """The one local Ray instance of the test session, bound to the loopback address, with one CPU: the
+    two xdist workers share the machine's two cores, and a sweep's trials run one after another in one
+    reused process (a trial's process costs about 6 s of CPU to start, docs/results/suite/)."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     yield ray
     ray.shutdown()
 

@@ -338,8 +338,9 @@ def test_auto_gpus_on_a_cluster_without_gpus_means_cpu(ray_session):
     assert trial_resources(SweepSpec(name="x", base={}, gpus_per_trial="auto"))["gpu"] == 0
 
 
-def test_auto_cpus_give_the_trials_at_once_every_core_and_a_gpu_trial_one(ray_session):
-    """On the session's 2 CPUs: one paper cell alone trains on both cores (it had one, the other idle)."""
+def test_auto_cpus_give_the_trials_at_once_every_core_and_a_gpu_trial_one(ray_session, monkeypatch):
+    """On a node of 2 CPUs: one paper cell alone trains on both cores (it had one, the other idle)."""
+    monkeypatch.setattr("core.sweep.ray.nodes", lambda: [{"Alive": True, "Resources": {"CPU": 2.0}}])
     spec, on_cpus = SweepSpec(name="x", base={}), {"cpu": 1.0, "gpu": 0.0}
     assert trial_resources(spec) == on_cpus
     assert [auto_cpus(spec, on_cpus, trials) for trials in (1, 2, 14)] == [2.0, 1.0, 1.0]
