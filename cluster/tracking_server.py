@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
 
     tracking.new_local_store(args.backend_store_uri)  # a new SQLite store without MLflow's migrations (seconds)
     # MLflow's job runner (GenAI scorers and trace jobs; the platform runs none) would start 8 processes
-    # beside the server, 1.6 GiB of the head's memory; an operator who wants it sets the variable to true.
+    # beside the server, 1.8 GiB of the head's memory (docs/results/mlflow-job-runner/); an operator who
+    # wants it sets the variable to true.
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     command = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(args.port),
                "--backend-store-uri", args.backend_store_uri, "--artifacts-destination", args.artifacts_destination]
