@@ -143,7 +143,8 @@ def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     process has made them there: importing scikit-learn and parsing its CSV cost every trial's process
     about 2 s of CPU, more than training a demo cell."""
     def save(path: str) -> None:
-        np.savez(path, **dict(zip(("images", "labels"), digits_from_sklearn())))
+        images, labels = digits_from_sklearn()
+        np.savez(path, images=images, labels=labels)
 
     try:
         path = cache.made_once(f"digits-scikit-learn-{importlib.metadata.version('scikit-learn')}.npz", save)
