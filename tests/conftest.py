@@ -62,11 +62,27 @@ def with_stages(config, paths):
     return {**config, **{name: paths[name] for name in METHODS[config["method"]].stages}}
 
 
+def pytest_configure(config):
+    """The Ctrl+C tests press Ctrl+C as at a terminal, whose foreground job takes SIGINT. A suite started
+    in the background by a script (`cmd &` in a non-interactive shell, as POSIX has it) inherits SIGINT
+    ignored, and so would every sweep driver it starts: a driver training its stages then ignored the
+    test's Ctrl+C and ran to the end. Python's handler, set here, is the default action again in a program it
+    starts (exec resets handlers, not ignored signals)."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+# The fixtures of the tests that run sweeps on a Ray: the test session's, or test_submit.py's two-node cluster.
+RAY_FIXTURES = {"ray_session", "cluster"}
+
+
 def pytest_collection_modifyitems(items):
-    """The longest tests first: `make test` runs two pytest-xdist workers, one file at a time each, and the
-    SSH launcher test (marked slow), mostly waiting on its processes, runs best beside the CPU-bound Ray
-    sweeps rather than alone at the end. The order within each group stays the files' own."""
-    items.sort(key=lambda item: (item.get_closest_marker("slow") is None, "ray_session" not in item.fixturenames))
+    """The longest tests first: `make test` runs two pytest-xdist workers, one file at a time each, and a
+    long file handed out last runs on alone while the other worker idles (test_submit.py's 150 s did: 84 s
+    idle, docs/results/suite/2026-12-07-ci-clone-and-order/). So the SSH launcher test (marked slow), mostly
+    waiting on its processes, goes first, beside the CPU-bound Ray sweeps; then every file that runs sweeps on
+    a Ray; then the rest. The order within each group stays the files' own."""
+    items.sort(key=lambda item: (item.get_closest_marker("slow") is None, not RAY_FIXTURES & set(item.fixturenames)))
 
 
 @contextlib.contextmanager

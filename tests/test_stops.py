@@ -21,9 +21,9 @@ from sweeps import omega_sensitivity, report
 from test_sweep import runs_of, steps
 
 
-def one_at_a_time(tmp_path, name, epochs):
-    """The omega sweep's flags for two demo cells trained as two Ray trials, one after the other."""
-    return ["--preset", "demo", "--omegas", "0.25", "4", "--seeds", "1", "--epochs", str(epochs),
+def one_at_a_time(tmp_path, name, epochs, omegas=("0.25", "4")):
+    """The omega sweep's flags for demo cells (two by default) trained as Ray trials, one after the other."""
+    return ["--preset", "demo", "--omegas", *omegas, "--seeds", "1", "--epochs", str(epochs),
             "--max-concurrent", "1", "--cpus-per-trial", "1", "--fuse", "1",
             "--results-dir", str(tmp_path), "--name", name]
 
@@ -65,13 +65,13 @@ def ctrl_c_mid_trial(ray_session, tmp_path, name, args, script="omega_sensitivit
     return status, (tmp_path / "driver.log").read_text()
 
 
-def assert_resumed_once(tmp_path, name, args, epochs):
-    """The same command again: both cells in the table, each run FINISHED with every epoch logged once."""
+def assert_resumed_once(tmp_path, name, args, epochs, omegas=(0.25, 4.0)):
+    """The same command again: every cell in the table, each run FINISHED with every epoch logged once."""
     table = omega_sensitivity.main(args)[0].frame
-    assert sorted(table["omega"]) == [0.25, 4.0] and (table["n"] == 1).all()
+    assert sorted(table["omega"]) == list(omegas) and (table["n"] == 1).all()
     client, parents, children = runs_of(tmp_path, name)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert len(children) == 2, [c.data.tags.get("ray.trial_id") for c in children]
+    assert len(children) == len(omegas), [c.data.tags.get("ray.trial_id") for c in children]
     for child in children:
         assert child.info.status == "FINISHED"
         assert steps(client, child, "test_acc") == list(range(1, epochs + 1))
@@ -107,10 +107,11 @@ def test_a_search_refuses_a_second_driver_before_touching_its_study(tmp_path):
 
 
 def test_ctrl_c_ends_the_sweep_with_one_line_and_the_same_command_resumes_it(ray_session, tmp_path):
-    """Ctrl+C (SIGINT to the terminal's process group) while the second of two trials runs. Ray stops
-    that trial and keeps its checkpoint; the sweep used to count it done, list it as stopped by a
-    scheduler, end its run FINISHED at that epoch and publish a table (or, with no trial ended, stop on
-    a KeyError). It must end with one line and the shell's status for Ctrl+C, and tabulate nothing."""
+    """Ctrl+C (SIGINT to the terminal's process group) while the second of two trials runs, then in a later
+    round of the grown grid. Ray stops that trial and keeps its checkpoint; the sweep used to count it
+    done, list it as stopped by a scheduler, end its run FINISHED at that epoch and publish a table (or,
+    with no trial ended, stop on a KeyError). It must end with one line and the shell's status for
+    Ctrl+C, and tabulate nothing."""
     args = one_at_a_time(tmp_path, "ctrl-c", epochs=40)
     status, log = ctrl_c_mid_trial(ray_session, tmp_path, "ctrl-c", args)
     assert status == 130, log[-3000:]
@@ -134,6 +135,20 @@ def test_ctrl_c_ends_the_sweep_with_one_line_and_the_same_command_resumes_it(ray
     # ... and its resumed trial is no early stop either: MLflow tables both (it tabled one, as complete).
     (resumed,) = report.main(["--experiment", "ctrl-c", "--results-dir", str(tmp_path)])[:1]
     assert resumed.frame["omega"].tolist() == [0.25, 4.0] and "unfinished" not in resumed.title
+
+    # The grid grown by an omega trains it in a round of its own (its folder ctrl-c-more2, after 2 cells) under
+    # the same parent run. Ctrl+C there ends the same way, naming the round; the grown command resumes the round.
+    grown = one_at_a_time(tmp_path, "ctrl-c", epochs=40, omegas=("0.25", "4", "8"))
+    status, log = ctrl_c_mid_trial(ray_session, tmp_path, "ctrl-c", grown)
+    assert status == 130, log[-3000:]
+    assert ("interrupted: 0 of 1 trials of ctrl-c (its round ctrl-c-more2) ended before the stop; the others "
+            "resume from their last checkpoints when the same command runs again") in log.splitlines(), log[-3000:]
+    client, parents, children = runs_of(tmp_path, "ctrl-c")
+    assert [p.info.status for p in parents] == ["KILLED"]
+    assert sorted(c.info.status for c in children) == ["FINISHED", "FINISHED", "KILLED"]
+    (partial,) = report.main(["--experiment", "ctrl-c", "--results-dir", str(tmp_path)])[:1]
+    assert partial.title.endswith("[sweep unfinished (KILLED): 2 of its 3 trials]")
+    assert_resumed_once(tmp_path, "ctrl-c", grown, epochs=40, omegas=(0.25, 4.0, 8.0))
 
 
 def test_ctrl_c_while_ray_starts_ends_with_one_line_and_leaves_no_ray_process(tmp_path):
