@@ -11,7 +11,8 @@ an optimistic number. Both presets hold out a balanced, seeded part of the balan
 20 of the digits' 50), the same for every trial, and select on the final-epoch validation accuracy
 (``--objective val_acc``, the default whenever a split is on). The training set stays the paper's:
 the head classes of a long-tailed subset use all their training images, so none are left to hold
-out. The chosen configuration's test accuracy is then read once, beside its validation accuracy.
+out. Each configuration's test accuracy stands beside its validation accuracy in the ranked table, and
+the chosen one's is printed once more at the end; none of them ranks or chooses.
 ``--objective test_acc`` (or ``--val-split none``) ranks on the test set, as the paper's tables do, and
 the output says so.
 
@@ -224,7 +225,7 @@ def report(study, name: str, uri: str, parent: str, folder: str, method: str, ba
     finished = trials[trials["status"] == "FINISHED"].sort_values(order, ascending=[False] + [True] * (len(order) - 1))
     metrics = list(dict.fromkeys([objective, "val_acc", "test_acc", "margin_gap"]))
     ranked = finished[[c for c in params + metrics if c in finished.columns]].reset_index(drop=True)
-    selection = ("validation accuracy (the chosen configuration's test accuracy is read once, beside it)"
+    selection = ("validation accuracy (each one's test accuracy beside it plays no part in the ranking or the choice)"
                  if objective == "val_acc" else "TEST accuracy: test-set selection, optimistic, as in the paper")
     where = f"{base['dataset']}, ratio {base['ratio']:g}, {base['epochs']} epochs"
     tables = [cli.Table("trials_ranked", f"Optuna search for {method} ({where}), {len(ranked)} finished trials, "
