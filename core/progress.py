@@ -67,10 +67,18 @@ def clock_text(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
+def epoch_share(trial) -> float | None:
+    """How much of its training a trial has done by its last report (epoch of epochs), if it said."""
+    result = trial.last_result or {}
+    return result["epoch"] / result["epochs"] if result.get("epochs") and "epoch" in result else None
+
+
 class SweepProgress(tune.Callback):
     """Logs a line per finished or failed trial (each member of a fused pack is a trial here), and
     every ``every`` seconds a status line: trials done / running / pending, time elapsed, and the time
-    left at the rate trials have finished so far."""
+    left at the rate the sweep has trained so far. The rate counts epochs, not only trials ended: a
+    paper-scale sweep's trials take hours each, and its first status lines had no estimate until one
+    ended (nor had a resumed sweep's)."""
 
     def __init__(self, total: int, every: float = 30.0, clock: Callable[[], float] = time.monotonic):
         self.total, self.every, self.clock = total, every, clock
@@ -79,8 +87,9 @@ class SweepProgress(tune.Callback):
     def setup(self, **info) -> None:
         """Called when the sweep starts or resumes (a resumed sweep unpickles this callback)."""
         self.start = self.last_status = self.clock()
-        self.finished_here = 0  # finished in this invocation: the rate for the estimate
         self.ended: set[str] | None = None  # trials that finished, were stopped or failed for good
+        self.ended_here: set[str] = set()  # ... in this invocation
+        self.first_epoch: dict[str, int] = {}  # each trial's first epoch reported in this invocation
 
     def ended_trials(self, trials: list) -> set[str]:
         """The trials that ended. Ray marks the trials it stops on Ctrl+C TERMINATED as well, with no
@@ -93,11 +102,15 @@ class SweepProgress(tune.Callback):
     def on_step_begin(self, iteration: int, trials: list, **info) -> None:
         self.ended_trials(trials)
 
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict[str, Any], **info) -> None:
+        if "epoch" in result:
+            self.first_epoch.setdefault(trial.trial_id, int(result["epoch"]))
+
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         self.ended_trials(trials).add(trial.trial_id)
+        self.ended_here.add(trial.trial_id)
         result = trial.last_result or {}
         cells = members(trial)
-        self.finished_here += len(cells)
         member_metrics = result.get("member_metrics") or [result] * len(cells)
         failures = result.get("member_failures") or {}
         for m, cell in enumerate(cells):
@@ -112,8 +125,8 @@ class SweepProgress(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         self.ended_trials(trials).add(trial.trial_id)
+        self.ended_here.add(trial.trial_id)
         cells = members(trial)
-        self.finished_here += len(cells)
         reason = error_reason(last_error(trial))
         for cell in cells:
             log.info("trial %s failed: %s", trial_label(cell), reason)
@@ -133,6 +146,18 @@ class SweepProgress(tune.Callback):
         pending = max(self.total - done - running, 0)
         elapsed = now - self.start
         line = f"status: {done}/{self.total} done, {running} running, {pending} pending; elapsed {clock_text(elapsed)}"
-        if 0 < done < self.total and self.finished_here:
-            line += f", about {clock_text(elapsed / self.finished_here * (self.total - done))} left"
+        # In trials' worth of training: an ended trial counts whole (a scheduler's stop leaves it nothing
+        # to train), another by the epochs it has reported, here or before a resume.
+        progress = done + sum(len(members(t)) * (epoch_share(t) or 0) for t in trials if t.trial_id not in ended)
+        trained_here = sum(len(members(t)) * self.share_here(t) for t in trials)
+        if 0 < progress < self.total and trained_here > 0:
+            line += f", about {clock_text(elapsed / trained_here * (self.total - progress))} left"
         return line
+
+    def share_here(self, trial) -> float:
+        """How much of a trial's training was done in this invocation: the epochs it reported here, or,
+        for a trial that ended here without saying its epochs, all of it."""
+        share, first = epoch_share(trial), self.first_epoch.get(trial.trial_id)
+        if share is not None and first is not None:
+            return share - (first - 1) / trial.last_result["epochs"]
+        return 1.0 if trial.trial_id in self.ended_here else 0.0

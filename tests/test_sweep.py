@@ -240,6 +240,42 @@ def test_progress_status_counts_trials_and_estimates_the_time_left(caplog):
     assert caplog.messages[-1] == "status: 1/4 done, 0 running, 3 pending; elapsed 0:01:10, about 0:03:30 left"
 
 
+def test_progress_estimates_the_time_left_from_the_epochs_trained_before_any_trial_ends(caplog):
+    """A paper cell trains for hours: its sweep's status lines had no estimate until a trial ended, nor
+    had a resumed sweep's. The rate counts the epochs reported in this invocation, not those before it."""
+    caplog.set_level(logging.INFO)
+    now = [0.0]
+    progress = SweepProgress(total=1, clock=lambda: now[0])
+    trial = FakeTrial("RUNNING", omega=1.0)
+    for epoch, t in [(1, 100.0), (2, 200.0), (3, 300.0)]:
+        now[0], trial.last_result = t, {"epoch": epoch, "epochs": 200}
+        progress.on_trial_result(epoch, [trial], trial, trial.last_result)
+    assert progress.status([trial]) == "status: 0/1 done, 1 running, 0 pending; elapsed 0:05:00, about 5:28:20 left"
+
+    # Resumed from the checkpoint of epoch 3: its first two epochs here took 50 s each.
+    now[0] = 0.0
+    progress.setup()
+    assert progress.status([trial]) == "status: 0/1 done, 1 running, 0 pending; elapsed 0:00:00"
+    for epoch, t in [(4, 50.0), (5, 100.0)]:
+        now[0], trial.last_result = t, {"epoch": epoch, "epochs": 200}
+        progress.on_trial_result(epoch, [trial], trial, trial.last_result)
+    assert progress.status([trial]).endswith("elapsed 0:01:40, about 2:42:30 left")  # 195 epochs at 50 s
+
+    # A fused pack of two cells at epoch 1 of 4 beside an ended trial: 1.5 of 3 trials' worth done.
+    pack = FakeTrial("RUNNING", members=[{"omega": 0.5}, {"omega": 2.0}])
+    ended = FakeTrial("TERMINATED", omega=4.0)
+    ended.last_result = {"epoch": 4, "epochs": 4, "test_acc": 0.5, "margin_gap": 1.0, "time_total_s": 40.0}
+    now[0] = 0.0
+    progress = SweepProgress(total=3, clock=lambda: now[0])
+    now[0], pack.last_result = 60.0, {"epoch": 1, "epochs": 4}
+    progress.on_trial_result(1, [pack, ended], pack, pack.last_result)
+    progress.on_trial_result(4, [pack, ended], ended, ended.last_result)
+    progress.on_trial_complete(4, [pack, ended], ended)
+    # trained here: 2 x 1/4 + 1/4 (its last epoch) = 0.75 of a trial in 60 s; 1.5 left
+    assert progress.status([pack, ended]).endswith(
+        "1/3 done, 2 running, 0 pending; elapsed 0:01:00, about 0:02:00 left")
+
+
 def test_gpu_request_without_gpus_is_refused_or_falls_back(ray_session):
     with pytest.raises(ValueError, match="gpus_per_trial"):
         trial_resources(SweepSpec(name="x", base={}, gpus_per_trial=1))
