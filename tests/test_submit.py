@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import pytest
 from mlflow.tracking import MlflowClient
 
+import test_stops
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 SWEEP = ["sweeps/omega_sensitivity.py", "--preset", "demo", "--omegas", "0.25", "4", "--seeds", "1", "--epochs", "1"]
@@ -172,9 +174,9 @@ def wait_until_second_trial_reports(results_dir, name: str, timeout: float = 240
 
 
 def one_at_a_time(results_dir, name: str) -> list[str]:
-    """The demo sweep's two trials one after the other, long enough to stop the second mid-way."""
-    return [*SWEEP[:-1], "40", "--max-concurrent", "1", "--cpus-per-trial", "1", "--fuse", "1",
-            "--results-dir", str(results_dir), "--name", name]
+    """The demo sweep's two trials one after the other, long enough to stop the second mid-way: the
+    Ctrl+C tests' sweep (test_stops.py), as a script and its flags."""
+    return [SWEEP[0], *test_stops.one_at_a_time(results_dir, name, epochs=40)]
 
 
 def on_a_terminal(command: list[str], env: dict[str, str], log_path) -> tuple[subprocess.Popen, callable]:
