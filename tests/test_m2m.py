@@ -45,6 +45,69 @@ def test_initial_noise_is_bounded_per_channel_over_the_slots():
     assert (delta[0, 4:] == 0).all() and (delta[1, 1:] == 0).all()
 
 
+def test_slots_are_the_dropped_samples_of_a_translating_member_with_a_larger_class_in_the_batch():
+    counts = torch.tensor([100, 50, 10])
+    gen = torch.Generator().manual_seed(0)
+    # member 0's batch has no class 0, so its class-1 samples have no larger class to be translated from
+    y = torch.stack([torch.randint(1, 3, (64,), generator=gen), torch.randint(0, 3, (64,), generator=gen)])
+    x = torch.rand(2, 64, 1, 4, 4, generator=gen)
+    uniforms = torch.rand(2, 64, 3, generator=gen)
+    weights = torch.randn(16, 3, generator=gen)
+
+    def net(inputs):  # f and g: one linear map of the pixels
+        return inputs.flatten(2) @ weights
+
+    out = translate(net, net, x, y, counts, uniforms, torch.rand(x.shape, generator=gen), torch.tensor([True, False]),
+                    M2mParams(beta=0.9, gamma=0.0, steps=1), torch.zeros(1), torch.ones(1))
+    n = counts[y].float()
+    dropped = uniforms[..., 0] >= n / counts.max()  # kept with probability n_k / n_max
+    has_seed = (n[:, None, :] > n[:, :, None]).any(-1)
+    assert torch.equal(out.slots[0], dropped[0] & has_seed[0])
+    assert (dropped[0] & ~has_seed[0]).any() and out.slots[0].any()
+    assert not out.slots[1].any() and torch.equal(out.x[1], x[1])  # member 1 does not translate
+    # the seed draw is the second of each sample's three uniforms (draw_translation)
+    seeds = choose_seeds(seed_weights(y, counts, 0.9), uniforms[..., 1])
+    assert torch.equal(out.seeds[out.slots], seeds[out.slots])
+
+
+def test_a_batch_is_translated_in_pixel_space_in_fp32_with_each_translating_members_own_noise(stage_checkpoints,
+                                                                                              monkeypatch):
+    # No noise and a step of 1e-6: a translated image is its seed, a real image of a larger class
+    common = dict(m2m_steps=1, m2m_step_size=1e-6, m2m_noise=0.0, m2m_gamma=0.0, m2m_beta=0.9)
+    pack = set_up([m2m_config(stage_checkpoints, seed=0, drw_epoch=0, **common),
+                   m2m_config(stage_checkpoints, seed=1, drw_epoch=2, **common)])
+    draws = draw_epoch(pack, 0)
+    x, y = member_images(pack, draws.order[:, :64], draws.offsets[:, :64], draws.flips[:, :64], draws.index)
+    states = [g.get_state() for g in pack.generators]
+    autocast, original = [], m2m.translate
+
+    def spy(*args, **kwargs):
+        autocast.append(torch.is_autocast_enabled("cpu"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(m2m, "translate", spy)
+    out = m2m.translate_batch(pack, draws, 0, 64, x, y)
+    assert autocast == [False]  # the pack computes in fp32 (amp is off on the CPU), and so does its translation
+    changed = (out != x).flatten(2).any(-1)
+    assert changed[0].any() and not changed[1].any()
+    for j in changed[0].nonzero().flatten():
+        distance = (out[0, j] - x[0]).flatten(1).abs().amax(-1)  # to each standardised image of the batch
+        i = distance.argmin()
+        assert distance[i] < 1e-4 and pack.counts[y[0, i]] > pack.counts[y[0, j]]
+    # member 0 drew its random start (one image batch of uniforms) from its own generator; member 1, before its
+    # switch epoch, drew nothing
+    expected = torch.Generator().set_state(states[0])
+    torch.rand(x.shape[1:], generator=expected)
+    assert torch.equal(pack.generators[0].get_state(), expected.get_state())
+    assert torch.equal(pack.generators[1].get_state(), states[1])
+
+
+def test_the_translation_reads_every_m2m_field_of_its_config():
+    cfg = TrainConfig.from_dict(tiny_config(method="m2m", m2m_beta=0.5, m2m_gamma=0.6, m2m_lam=0.7, m2m_step_size=0.8,
+                                            m2m_steps=9, m2m_noise=0.3))
+    assert M2mParams.of(cfg) == M2mParams(beta=0.5, gamma=0.6, lam=0.7, step_size=0.8, steps=9, noise=0.3)
+
+
 def test_a_translated_sample_is_accepted_only_when_gs_confidence_reaches_gamma(stage_checkpoints):
     pack = set_up([m2m_config(stage_checkpoints, drw_epoch=0)])
     data, g = pack.data, pack.stage_models["m2m_generator"]

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from core.smote import neighbour_table, smote_oversample
 
@@ -118,6 +119,45 @@ def test_synthetic_images_interpolate_pixelwise_with_one_u_per_sample():
     for img in new_x[len(x):].reshape(-1, 2).astype(float):
         # on the segment from (0, 200) to (100, 0): p1 = 200 - 2 p0, up to rounding
         assert abs(img[1] - (200 - 2 * img[0])) <= 2.0, img
+
+
+def test_bases_and_partners_are_drawn_uniformly_and_each_image_is_exactly_an_interpolation():
+    # Minority images x_i = a_i e_i (one bright pixel each): the two nearest others of every sample are
+    # those with the smallest a, so a synthetic image's two nonzero pixels name its base and partner.
+    a = np.array([250, 240, 230, 220, 210, 60])
+    x = np.concatenate([np.full((606, 6), 128), np.diag(a)]).astype(np.uint8).reshape(-1, 1, 6, 1)
+    y = np.array([0] * 606 + [1] * 6)
+    new_x, new_y = smote_oversample(x, y, k=2, seed=0)
+    synth = new_x[len(x):].reshape(-1, 6).astype(float)
+    assert len(synth) == 600 and (new_y[len(y):] == 1).all()
+    table = neighbour_table(x, y, 2, same_class=True)[606:] - 606
+    assert table[:4].tolist() == [[5, 4]] * 4
+
+    def pairs(img):
+        """(base, partner) pairs of which ``img`` is rint(x_b + u (x_p - x_b)) for some u in [0, 1]."""
+        found = []
+        for b in range(6):
+            for p in table[b]:
+                off = np.delete(img, [b, p])
+                # u's interval from each of the two pixels, rounding included
+                lo = max(0.0, (img[p] - 0.5) / a[p], 1 - (img[b] + 0.5) / a[b])
+                hi = min(1.0, (img[p] + 0.5) / a[p], 1 - (img[b] - 0.5) / a[b])
+                if (off == 0).all() and lo <= hi:
+                    found.append((b, int(p)))
+        return found
+
+    found = [pairs(img) for img in synth]
+    assert all(found), "every synthetic image lies on a segment from a sample to one of its 2 neighbours"
+    # Images named by one pair, of bases 0 to 2: their segments are no other base's (3 shares {3, 4} with 4
+    # and {3, 5} with 5), and only an image at a segment's end, where u rounds to 0 or 1, fits two.
+    named = [f[0] for f in found if len(f) == 1 and f[0][0] < 3]
+    assert len(named) > 250
+    bases = np.bincount([b for b, _ in named], minlength=3)
+    assert stats.chisquare(bases).pvalue > 1e-3, bases  # uniform over the class, with replacement
+    nearest = sum(p == 5 for _, p in named)
+    assert stats.binomtest(nearest, len(named), 0.5).pvalue > 1e-3, nearest  # either neighbour alike
+    u = [img[p] / a[p] for img, f in zip(synth, found) if len(f) == 1 and f[0][0] < 3 for _, p in f]
+    assert stats.kstest(u, "uniform").pvalue > 1e-3  # u ~ U(0, 1)
 
 
 def test_smote_is_seeded():
