@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.smote import neighbour_table
+from core.smote import smote_points
 
 log = logging.getLogger(__name__)
 
@@ -187,26 +187,15 @@ def _decode(ae: Autoencoder, z: torch.Tensor, chunk: int = 1024) -> torch.Tensor
 def deepsmote_oversample(x: np.ndarray, y: np.ndarray, ae: Autoencoder, k: int, seed: int,
                          device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """Stage 2: the training set (N, H, W, C) uint8 with n_max - n_c DeepSMOTE images of every class c
-    appended (same layout and dtype), so that every class has n_max images; ``seed`` draws bases,
-    neighbours and u (numpy, like ``core.smote.smote_oversample``)."""
-    rng = np.random.default_rng(seed)
+    appended (same layout and dtype), so that every class has n_max images: SMOTE's draw
+    (``core.smote.smote_points``, from ``seed``) in code space, decoded."""
     ae.eval()
     images = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device).float().div_(255)
     codes = _encode(ae, images).float().cpu().numpy()
-    table = neighbour_table(codes, y, k, same_class=True)
-    counts = np.bincount(y)
     new_codes, new_y = [], []
-    for c in np.flatnonzero(counts):
-        need = counts.max() - counts[c]
-        if need == 0:
-            continue
-        members = np.flatnonzero(y == c)
-        base = rng.choice(members, size=need)
-        k_c = max(min(k, len(members) - 1), 1)  # the distinct neighbours a class has
-        partner = table[base, rng.integers(0, k_c, size=need)]
-        u = rng.random((need, 1))
-        new_codes.append(codes[base] + u * (codes[partner] - codes[base]))
-        new_y.append(np.full(need, c, dtype=y.dtype))
+    for c, z in smote_points(codes, y, k, seed):
+        new_codes.append(z)
+        new_y.append(np.full(len(z), c, dtype=y.dtype))
     if not new_codes:
         return x, y
     decoded = _decode(ae, torch.from_numpy(np.concatenate(new_codes)).float().to(device))

@@ -51,7 +51,7 @@ from core.methods import Method, get_method
 from core.mixing import MixedBatch, mix_batch, sample_beta
 from core.models import create_model
 from core.schedule import ClassWeights, learning_rate
-from core.smote import neighbour_table, smote_oversample
+from core.smote import distinct_neighbours, neighbour_table, smote_oversample
 from core.stages import load_stage
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,7 @@ class Pack:
     data: DeviceData  # the training images are a pool; member m trains on pool[index[m]]
     index: torch.Tensor  # (K, N)
     neighbours: torch.Tensor | None  # (N, smote_k) nearest neighbours of each training sample (SMOTE-Mix...)
+    neighbour_counts: torch.Tensor | None  # (N,) the distinct ones in each row (core.smote.distinct_neighbours)
     net: FusedNetwork
     forward: Callable[[torch.Tensor], torch.Tensor]  # the net, compiled (cfg.compile_mode) unless eager
     optimizer: torch.optim.Optimizer
@@ -152,6 +153,7 @@ class PackData:
     index: torch.Tensor  # (K, N)
     switched_index: torch.Tensor | None  # (K, N') from the switch epoch (DeepSMOTE)
     neighbours: torch.Tensor | None  # (N, smote_k)
+    neighbour_counts: torch.Tensor | None  # (N,)
     stage_models: dict[str, nn.Module]
 
 
@@ -182,14 +184,17 @@ def prepare_data(cfgs: Sequence[TrainConfig], method: Method, device: torch.devi
         if method.synthesis != "none":
             autoencoder = stage_models["deepsmote_autoencoder"]
             switched.append(with_real(*deepsmote_oversample(x, y, autoencoder, member.smote_k, member.seed, device)))
-    neighbours = None
+    neighbours = neighbour_counts = None
     if method.pairing in ("same_class_nn", "any_nn"):
-        table = neighbour_table(x, y, cfg.smote_k, same_class=method.pairing == "same_class_nn")
-        neighbours = torch.from_numpy(table).to(device)
+        same_class = method.pairing == "same_class_nn"
+        neighbours = torch.from_numpy(neighbour_table(x, y, cfg.smote_k, same_class)).to(device)
+        sizes = np.bincount(y)[y] if same_class else np.full(len(y), len(y))
+        neighbour_counts = torch.from_numpy(distinct_neighbours(sizes, cfg.smote_k)).to(device)
     data = to_device(np.concatenate(pool_x), np.concatenate(pool_y), arrays, counts, spec, device, cfg.val_split,
                      cfg.val_seed)
     return PackData(data, torch.from_numpy(np.stack(index)).to(device),
-                    torch.from_numpy(np.stack(switched)).to(device) if switched else None, neighbours, stage_models)
+                    torch.from_numpy(np.stack(switched)).to(device) if switched else None, neighbours, neighbour_counts,
+                    stage_models)
 
 
 def compiles(cfg: TrainConfig, device: torch.device) -> bool:
@@ -234,7 +239,8 @@ def set_up(configs: Sequence[TrainConfig]) -> Pack:
     # full batch's graph with a symbolic batch size that would then serve every step.
     forward = torch.compile(net, mode=cfg.compile_mode, dynamic=False) if compiles(cfg, device) else net
     return Pack(
-        cfgs, methods[0], device, amp, data, prepared.index, prepared.neighbours, net, forward, optimizer,
+        cfgs, methods[0], device, amp, data, prepared.index, prepared.neighbours, prepared.neighbour_counts, net,
+        forward, optimizer,
         [torch.Generator(device).manual_seed(c.seed) for c in cfgs],
         [ClassWeights(m.weighting, data.counts, c.cb_beta, c.drw_epoch) for m, c in zip(methods, cfgs)],
         torch.tensor(data.counts, device=device), rules, per_member([c.omega for c in cfgs]),
@@ -294,8 +300,9 @@ def draw_member_epoch(pack: Pack, m: int, epoch: int = 0) -> dict[str, torch.Ten
         if pack.method.pairing == "batch":
             draws["partner_keys"] = torch.rand(n, generator=gen, device=device)
         else:
-            draws["neighbour_column"] = torch.randint(0, pack.neighbours.shape[1], (n,), generator=gen,
-                                                      device=device)
+            # uniform over each sample's distinct neighbours (a small class's row repeats them)
+            distinct = pack.neighbour_counts[draws["order"]]
+            draws["neighbour_column"] = (torch.rand(n, generator=gen, device=device) * distinct).long()
             draws["partner_offsets"], draws["partner_flips"] = draw_crops(n, spec.pad, spec.flip, gen, device)
     return draws
 

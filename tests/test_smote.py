@@ -2,9 +2,13 @@
 
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 
+from conftest import tiny_config
+from core.config import TrainConfig
 from core.smote import neighbour_table, smote_oversample
+from core.train import draw_epoch, set_up
 
 
 def _brute_force_distances(x):
@@ -160,6 +164,21 @@ def test_bases_and_partners_are_drawn_uniformly_and_each_image_is_exactly_an_int
     assert stats.kstest(u, "uniform").pvalue > 1e-3  # u ~ U(0, 1)
 
 
+def test_a_class_smaller_than_k_plus_one_draws_each_of_its_neighbours_alike():
+    # Three minority images x_i = a_i e_i and k = 5: each has two distinct neighbours, which the table
+    # repeats cyclically (nearest, second, nearest, second, nearest). Drawn alike, each of the three
+    # segments gets a third of the images; drawn by column, {1, 2} (both ends' nearest) would get 40 %.
+    a = np.array([250, 200, 100])
+    x = np.concatenate([np.full((3003, 3), 128), np.diag(a)]).astype(np.uint8).reshape(-1, 1, 3, 1)
+    y = np.array([0] * 3003 + [1] * 3)
+    new_x, _ = smote_oversample(x, y, k=5, seed=0)
+    support = new_x[len(x):].reshape(-1, 3) > 0
+    inner = support[support.sum(1) == 2]  # images at a segment's end (u rounded to 0 or 1) name no segment
+    segments = [int((inner[:, i] & inner[:, j]).sum()) for i, j in ((0, 1), (0, 2), (1, 2))]
+    assert sum(segments) == len(inner) > 2900
+    assert stats.chisquare(segments).pvalue > 1e-3, segments
+
+
 def test_smote_is_seeded():
     x, y = _random_data(seed=4, n=80)
     a = smote_oversample(x, y, k=3, seed=7)
@@ -190,3 +209,21 @@ def test_neighbour_table_on_a_real_imbalanced_digits_subset(same_class):
         assert (y[table] == y[:, None]).all()
     else:  # digits are well separated: most nearest neighbours share the label
         assert (y[table[:, 0]] == y).mean() > 0.9
+
+
+@pytest.mark.parametrize("method, same_class", [("smote_mix_drw", True), ("neighbor_mix_drw", False)])
+def test_a_mixing_partner_is_one_of_the_samples_distinct_neighbours_drawn_alike(method, same_class):
+    # digits at ratio 40: its rarest classes have 3 samples, so 2 distinct same-class neighbours of k = 5
+    pack = set_up([TrainConfig.from_dict(tiny_config(method=method, ratio=40.0, smote_k=5))])
+    y = pack.data.y_train[pack.index[0]]
+    draws = [draw_epoch(pack, 0) for _ in range(100)]
+    order = torch.cat([d.order[0] for d in draws])
+    column = torch.cat([d.neighbour_column[0] for d in draws])
+    sizes = torch.bincount(y)[y[order]] if same_class else torch.full_like(order, len(y))
+    distinct = torch.clamp(sizes - 1, max=5)
+    assert distinct.min() == (2 if same_class else 5)
+    for d in distinct.unique().tolist():
+        columns = torch.bincount(column[distinct == d], minlength=d)
+        assert len(columns) == d and stats.chisquare(columns.numpy()).pvalue > 1e-3, (d, columns)
+    partners = pack.neighbours[order, column]
+    assert (y[partners] == y[order]).all() == same_class
