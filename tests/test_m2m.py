@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import tiny_config
 from core import m2m
@@ -68,6 +69,84 @@ def test_slots_are_the_dropped_samples_of_a_translating_member_with_a_larger_cla
     # the seed draw is the second of each sample's three uniforms (draw_translation)
     seeds = choose_seeds(seed_weights(y, counts, 0.9), uniforms[..., 1])
     assert torch.equal(out.seeds[out.slots], seeds[out.slots])
+
+
+@pytest.mark.parametrize("lam", [0.0, 1.0])
+def test_a_step_moves_each_slot_by_eta_down_gs_loss_for_its_target_or_fs_logit_of_its_seed_class(lam):
+    # lam 0: g's cross-entropy for the target alone; lam 1 with a g that ignores the image: f's seed logit alone
+    counts = torch.tensor([100, 10])
+    gen = torch.Generator().manual_seed(0)
+    y = torch.tensor([[0] * 8 + [1] * 8])
+    x = 0.25 + 0.5 * torch.rand(1, 16, 1, 4, 4, generator=gen)  # inside [0, 1] by more than a step
+    uniforms = torch.rand(1, 16, 3, generator=gen)
+    uniforms[..., 0], uniforms[..., 2] = 0.99, 0.0  # every class-1 sample is a slot, and accepted
+    w_f, w_g = torch.randn(16, 2, generator=gen), torch.randn(16, 2, generator=gen)
+    mean, std = torch.tensor([0.5]), torch.tensor([0.25])
+
+    def f(inputs):
+        return inputs.flatten(2) @ w_f
+
+    def g(inputs):
+        return inputs.flatten(2) @ (w_g if lam == 0 else torch.zeros_like(w_g))
+
+    params = M2mParams(beta=0.9, gamma=0.0, lam=lam, step_size=0.01, steps=1, noise=0.0)
+    out = translate(f, g, x, y, counts, uniforms, torch.zeros_like(x), torch.tensor([True]), params, mean, std)
+    assert out.accepted[0].tolist() == [False] * 8 + [True] * 8
+    after = out.x[:, 8:]
+    before = torch.take_along_dim(x, out.seeds[:, 8:, None, None, None], dim=1)  # each slot's seed image
+    torch.testing.assert_close((after - before).flatten(2).norm(dim=-1), torch.full((1, 8), 0.01))
+    if lam == 0:
+        target = torch.ones(8, dtype=torch.long)
+        loss_before, loss_after = (F.cross_entropy(g(standardise(v, mean, std))[0], target, reduction="none")
+                                   for v in (before, after))
+    else:  # the seeds are of class 0
+        loss_before, loss_after = (f(standardise(v, mean, std))[0, :, 0] for v in (before, after))
+    assert (loss_after < loss_before).all()
+
+
+def test_the_start_and_every_step_stay_in_pixel_range_and_confidence_is_gs_softmax_of_the_target():
+    # f linear, g blind (zero logits): the loss is f's seed logit, whose gradient is the same everywhere, so
+    # the translation is clamp(clamp(seed + delta) - eta * w / |w|), pixel by pixel
+    counts = torch.tensor([100, 10])
+    gen = torch.Generator().manual_seed(0)
+    y = torch.tensor([[0] * 8 + [1] * 8])
+    x = torch.rand(1, 16, 1, 4, 4, generator=gen)
+    uniforms = torch.rand(1, 16, 3, generator=gen)
+    uniforms[..., 0], uniforms[..., 2] = 0.99, 0.0
+    noise = torch.rand(x.shape, generator=gen)
+    w_f = torch.randn(16, 2, generator=gen)
+    mean, std = torch.tensor([0.5]), torch.tensor([0.25])
+
+    def f(inputs):
+        return inputs.flatten(2) @ w_f
+
+    def g(inputs):
+        return inputs.flatten(2) @ torch.zeros(16, 2)
+
+    params = M2mParams(beta=0.9, gamma=0.0, lam=1.0, step_size=2.0, steps=1, noise=8.0)
+    out = translate(f, g, x, y, counts, uniforms, noise, torch.tensor([True]), params, mean, std)
+    seeds = torch.take_along_dim(x, out.seeds[:, :, None, None, None], dim=1)
+    start = seeds + initial_noise(noise, out.slots, params.noise)
+    assert ((start < 0) | (start > 1))[:, 8:].any()  # the random start leaves [0, 1] ...
+    direction = (w_f[:, 0] / std).view(1, 4, 4) / (w_f[:, 0] / std).norm()
+    expected = (start.clamp(0, 1) - params.step_size * direction).clamp(0, 1)
+    moved = start.clamp(0, 1) - params.step_size * direction
+    assert ((moved < 0) | (moved > 1))[:, 8:].any()  # ... and so does a step of 2
+    torch.testing.assert_close(out.x[:, 8:], expected[:, 8:])
+    torch.testing.assert_close(out.confidence[out.slots], torch.full((8,), 0.5))  # g's softmax of 2 classes
+
+
+def test_a_sample_with_a_single_larger_sample_of_weight_below_one_is_still_a_slot():
+    counts = torch.tensor([100, 90])  # the seed weight is 1 - 0.9 ** 10 = 0.65
+    x = torch.rand(1, 2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    uniforms = torch.tensor([[[0.99, 0.5, 0.0], [0.99, 0.5, 0.0]]])
+
+    def net(inputs):
+        return inputs.flatten(2) @ torch.ones(16, 2)
+
+    out = translate(net, net, x, torch.tensor([[0, 1]]), counts, uniforms, torch.zeros_like(x), torch.tensor([True]),
+                    M2mParams(beta=0.9, gamma=0.0, steps=1), torch.zeros(1), torch.ones(1))
+    assert out.slots.tolist() == [[False, True]] and out.seeds[0, 1] == 0
 
 
 def test_a_batch_is_translated_in_pixel_space_in_fp32_with_each_translating_members_own_noise(stage_checkpoints,

@@ -179,6 +179,14 @@ def test_a_class_smaller_than_k_plus_one_draws_each_of_its_neighbours_alike():
     assert stats.chisquare(segments).pvalue > 1e-3, segments
 
 
+def test_a_class_of_one_sample_is_oversampled_with_copies_of_it():
+    x, y = _random_data(seed=6, n=40)
+    y = np.r_[np.zeros(39, dtype=np.int64), 1]  # class 1: the last sample alone, its own neighbour
+    new_x, new_y = smote_oversample(x, y, k=3, seed=0)
+    assert (new_y[len(y):] == 1).all() and len(new_y) == 78
+    assert (new_x[len(x):] == x[-1]).all()
+
+
 def test_smote_is_seeded():
     x, y = _random_data(seed=4, n=80)
     a = smote_oversample(x, y, k=3, seed=7)
