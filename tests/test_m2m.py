@@ -44,6 +44,8 @@ def test_initial_noise_is_bounded_per_channel_over_the_slots():
     norms = delta.pow(2).sum(dim=(1, 3, 4)).sqrt()  # (K, C)
     assert (norms <= 0.5 + 1e-6).all() and (norms > 0.49).all()
     assert (delta[0, 4:] == 0).all() and (delta[1, 1:] == 0).all()
+    # under the bound, a slot's start is U(-1/2, 1/2) itself
+    torch.testing.assert_close(initial_noise(u, slots, bound=100.0)[slots], u[slots] - 0.5)
 
 
 def test_slots_are_the_dropped_samples_of_a_translating_member_with_a_larger_class_in_the_batch():
