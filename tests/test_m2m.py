@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy import stats
 
 from conftest import tiny_config
 from core import m2m
@@ -29,12 +30,21 @@ def test_seed_weights_follow_the_official_formula():
     assert p[0, 1, 1] == 0 and p[0, 1, 2] == 0  # equal classes are no seeds
 
 
-def test_seeds_are_drawn_in_proportion_to_their_weights():
-    p = torch.tensor([[[0.0, 1.0, 3.0, 0.0]]]).expand(1, 20000, 4)
+@pytest.mark.parametrize("weights", [[0.0, 1.0, 3.0, 0.0], [0.0, 1.0, 0.0, 3.0, 2.0]], ids=["last zero", "last drawn"])
+def test_seeds_are_drawn_in_proportion_to_their_weights(weights):
+    w = torch.tensor(weights)
+    p = w.expand(1, 20000, len(w))
     u = torch.rand(1, 20000, generator=torch.Generator().manual_seed(0))
-    picks = torch.bincount(choose_seeds(p, u).flatten(), minlength=4).float() / 20000
-    assert picks[0] == 0 and picks[3] == 0
-    assert picks[2] / picks[1] == pytest.approx(3.0, rel=0.05)
+    picks = torch.bincount(choose_seeds(p, u).flatten(), minlength=len(w))
+    assert (picks[w == 0] == 0).all()
+    drawn = w > 0
+    assert stats.chisquare(picks[drawn].numpy(), (20000 * w[drawn] / w.sum()).numpy()).pvalue > 1e-3, picks
+
+
+def test_a_seed_of_weight_zero_is_never_drawn_even_at_the_ends_of_the_uniforms():
+    p = torch.tensor([0.0, 1.0, 0.0, 3.0, 2.0, 0.0]).expand(1, 2, 6)
+    u = torch.tensor([[0.0, 1 - 2.0 ** -24]])  # the least and the greatest value torch.rand returns
+    assert choose_seeds(p, u).tolist() == [[1, 4]]
 
 
 def test_initial_noise_is_bounded_per_channel_over_the_slots():
