@@ -139,8 +139,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not _choice(self.dataset, DATASET_DEFAULTS):
             raise ConfigError("dataset", f"unknown dataset {self.dataset!r}; allowed: {sorted(DATASET_DEFAULTS)}")
-        defaults = dict(model=None, epochs=None, batch_size=128, lr=0.1, warmup_epochs=5, milestones=None,
-                        lr_factor=None, drw_epoch=None, ratio=100.0, deepsmote_epochs=200)
+        defaults = dict(batch_size=128, lr=0.1, warmup_epochs=5, ratio=100.0, deepsmote_epochs=200)
         defaults.update(DATASET_DEFAULTS[self.dataset])
         defaulted = {name for name, value in defaults.items() if getattr(self, name) is None}
         for name in defaulted:
@@ -225,8 +224,9 @@ class TrainConfig:
             need(path is None or (isinstance(path, str) and os.path.isabs(path)), name,
                  "null or the absolute path of a stage checkpoint (python -m core.stages writes one)")
             need(path is None or os.path.isfile(path), name, "an existing file")
-        need(_integer(self.many_shot) and _integer(self.few_shot) and 0 <= self.few_shot <= self.many_shot,
-             "few_shot", "integers with 0 <= few_shot <= many_shot")
+        need(_integer(self.many_shot) and self.many_shot >= 0, "many_shot", "an integer >= 0")
+        need(_integer(self.few_shot) and 0 <= self.few_shot <= self.many_shot, "few_shot",
+             f"an integer in [0, many_shot={self.many_shot}]")
         need(self.val_split == "none" or (_integer(self.val_split) and self.val_split >= 1)
              or (isinstance(self.val_split, float) and 0 < self.val_split < 1), "val_split",
              "'none', a per-class count (an integer >= 1) or a fraction in (0, 1)")

@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,9 +14,11 @@ from core.models import MODELS
 
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
-# Appendix A of the paper (and ../shared/notes/reference-facts.md), shared by every dataset.
+# Appendix A of the paper (and ../shared/notes/reference-facts.md), shared by every dataset; DeepSMOTE's
+# autoencoder epochs are its official code's (../shared/notes/m2m-deepsmote.md).
 COMMON = dict(batch_size=128, lr=0.1, warmup_epochs=5, weight_decay=2e-4, momentum=0.9, cb_beta=0.9999,
-              alpha=1.0, omega=0.25, tau=0.5, kappa=3.0, max_m=0.5, s=30.0, ratio=100.0, mu=0.5, smote_k=5)
+              alpha=1.0, omega=0.25, tau=0.5, kappa=3.0, max_m=0.5, s=30.0, ratio=100.0, mu=0.5, smote_k=5,
+              deepsmote_epochs=200)
 
 
 @pytest.mark.parametrize("dataset, expected", [
@@ -42,6 +45,13 @@ def test_explicit_values_override_the_dataset_defaults():
     cfg = TrainConfig(dataset="cifar10", epochs=10, milestones=[6, 8], drw_epoch=6, model="resnet18", lr=0.05)
     assert (cfg.epochs, cfg.milestones, cfg.drw_epoch, cfg.model, cfg.lr) == (10, (6, 8), 6, "resnet18", 0.05)
     assert cfg.lr_factor == 0.01  # not overridden: still the dataset's
+
+
+@pytest.mark.parametrize("epochs, milestones, drw_epoch, warmup_epochs", [
+    (180, (160, 180), 160, 5), (160, (160,), 160, 5), (100, (), 100, 5), (3, (), 3, 3)])
+def test_a_shorter_run_keeps_the_default_schedule_inside_it(epochs, milestones, drw_epoch, warmup_epochs):
+    cfg = TrainConfig(dataset="cifar10", epochs=epochs)
+    assert (cfg.milestones, cfg.drw_epoch, cfg.warmup_epochs) == (milestones, drw_epoch, warmup_epochs)
 
 
 def test_a_single_integer_milestone_becomes_a_tuple():
@@ -103,6 +113,106 @@ def test_every_bad_value_names_its_field_and_the_allowed_values(name, value, wor
     assert message.startswith(f"{name}:")
     for word in words:
         assert word in message, (word, message)
+
+
+def _stated_range(name):
+    """The range that ``name``'s error states, as (kind, lo, lo_closed, hi, hi_closed), or None where the
+    message states no numeric range (names, switches, paths)."""
+    with pytest.raises(ConfigError) as err:
+        TrainConfig(dataset="digits", **{name: "junk"})
+    allowed = str(err.value).split("allowed: ", 1)[1]
+    one_sided = re.match(r"(a number|an integer) (>=|>) (\S+)", allowed)
+    if one_sided:
+        return one_sided[1], float(one_sided[3]), one_sided[2] == ">=", math.inf, False
+    interval = re.match(r"(a number|an integer|increasing integers) in ([\[(])([^,]+), (?:\w+=)?([^\])]+)([\])])",
+                        allowed)
+    if interval:
+        return interval[1], float(interval[3]), interval[2] == "[", float(interval[4]), interval[5] == "]"
+    return None
+
+
+RANGED = [name for name in sorted(FIELDS - {"dataset"}) if _stated_range(name)]
+
+
+def _names_field(name, value):
+    """Whether TrainConfig rejects ``value`` for ``name`` (an error about another field, such as epochs=1
+    against the default milestones, leaves ``name`` accepted)."""
+    try:
+        TrainConfig(dataset="digits", **{name: value})
+    except ConfigError as err:
+        return err.field == name
+    return False
+
+
+@pytest.mark.parametrize("name", RANGED)
+def test_every_stated_range_is_the_range_enforced(name):
+    kind, lo, lo_closed, hi, hi_closed = _stated_range(name)
+    step = 1e-9 if kind == "a number" else 1
+    as_kind = {"a number": float, "an integer": int, "increasing integers": lambda v: [int(v)]}[kind]
+    assert _names_field(name, as_kind(lo)) is not lo_closed, (name, lo)
+    assert _names_field(name, as_kind(lo - step)), (name, lo - step)
+    inside = lo + step if math.isinf(hi) else (lo + hi) / 2 if kind == "a number" else int(lo) + 1
+    assert not _names_field(name, as_kind(inside)), (name, inside)
+    if not math.isinf(hi):
+        assert _names_field(name, as_kind(hi)) is not hi_closed, (name, hi)
+        assert _names_field(name, as_kind(hi + step)), (name, hi + step)
+    assert _names_field(name, True) and _names_field(name, float("nan"))
+    if kind != "a number":
+        assert _names_field(name, float(inside)) and _names_field(name, [float(inside)]), (name, "a float")
+
+
+@pytest.mark.parametrize("name", sorted(FIELDS - {"dataset"}))
+def test_every_field_names_itself_and_what_it_allows_when_given_junk(name):
+    with pytest.raises(ConfigError) as err:
+        TrainConfig(**{name: "junk"})
+    assert err.value.field == name
+    allowed = str(err.value).removeprefix(f"{name}: got 'junk'; allowed: ")
+    assert allowed != str(err.value) and allowed not in ("", "None"), str(err.value)
+
+
+@pytest.mark.parametrize("name", ["m2m_generator", "deepsmote_autoencoder"])
+def test_a_stage_checkpoint_must_be_an_existing_absolute_path(name, tmp_path):
+    with pytest.raises(ConfigError, match=f"^{name}: .*absolute path"):
+        TrainConfig(**{name: "g.pt"})
+    with pytest.raises(ConfigError, match=f"^{name}: .*an existing file"):
+        TrainConfig(**{name: str(tmp_path / "g.pt")})
+    (tmp_path / "g.pt").write_bytes(b"")
+    assert getattr(TrainConfig(**{name: str(tmp_path / "g.pt")}), name) == str(tmp_path / "g.pt")
+
+
+@pytest.mark.parametrize("value, ok", [("none", True), (1, True), (50, True), (0.5, True), (0, False), (0.0, False),
+                                       (1.0, False), (1.5, False), (True, False), ("all", False)])
+def test_val_split_is_none_a_count_or_a_fraction(value, ok):
+    if ok:
+        assert TrainConfig(val_split=value).val_split == value
+    else:
+        with pytest.raises(ConfigError, match="^val_split: .*'none', a per-class count"):
+            TrainConfig(val_split=value)
+
+
+@pytest.mark.parametrize("value, ok", [("cuda:0", True), ("cuda:12", True), ("cuda:", False), ("cuda:x", False),
+                                       ("CUDA:0", False), (" cuda:0", False)])
+def test_a_device_may_name_a_cuda_index(value, ok):
+    if ok:
+        assert TrainConfig(device=value).device == value  # validation only: no GPU is asked for here
+    else:
+        with pytest.raises(ConfigError, match="^device: "):
+            TrainConfig(device=value)
+
+
+def test_clean_forward_is_refused_for_a_method_that_does_not_mix():
+    assert TrainConfig(method="mixup_drw", clean_forward=True).clean_forward
+    with pytest.raises(ConfigError, match="^clean_forward: .*'drw', which does not mix inputs"):
+        TrainConfig(method="drw", clean_forward=True)
+
+
+def test_a_bad_many_shot_is_named_as_many_shot():
+    with pytest.raises(ConfigError) as err:
+        TrainConfig(many_shot="100")
+    assert err.value.field == "many_shot" and "an integer >= 0" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        TrainConfig(many_shot=10, few_shot=20)
+    assert err.value.field == "few_shot" and "[0, many_shot=10]" in str(err.value)
 
 
 def test_a_data_root_that_does_not_exist_is_rejected(tmp_path):
