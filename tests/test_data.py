@@ -322,6 +322,17 @@ def test_pad_crop_flip_keeps_the_shape_and_is_the_identity_without_pad_or_flip()
     torch.testing.assert_close(augment(x, 0, False, _gen(0)), x, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("pad", [1, 4])
+def test_pad_crop_flip_builds_its_indices_on_the_images_device(pad):
+    # No GPU here: meta tensors have a device and no data, so an index built on the CPU by mistake
+    # meets them and raises, as it would beside CUDA images.
+    meta = torch.device("meta")
+    x = torch.empty(4, 3, 8, 8, device=meta)
+    out = pad_crop_flip(x, pad, torch.zeros(4, 2, dtype=torch.int64, device=meta),
+                        torch.zeros(4, dtype=torch.bool, device=meta))
+    assert out.device == meta and out.shape == x.shape
+
+
 def _reference_matches(img, out_img, pad, flip):
     """(dy, dx, flipped) for which ``out_img`` is a crop of the zero-padded ``img``: a per-image loop."""
     c, h, w = img.shape

@@ -126,6 +126,14 @@ def test_ldam_logits_subtract_the_margin_of_the_true_class_only():
     assert torch.allclose(adjusted, torch.tensor([[30 * (0.2 - m0), 3.0], [6.0, 30 * (0.1 - 0.5)]]), atol=1e-5)
 
 
+def test_ldam_logits_build_the_scale_on_the_logits_device():
+    # meta tensors have a device and no data: a scale left on the CPU meets them and raises, as beside CUDA
+    meta = torch.device("meta")
+    out = ldam_logits(torch.empty(2, 4, 3, device=meta), torch.zeros(2, 4, dtype=torch.int64, device=meta),
+                      torch.empty(2, 3, device=meta), [30.0, 10.0])
+    assert out.device == meta and out.shape == (2, 4, 3)
+
+
 def test_losses_of_a_pack_are_each_members_own():
     """Leading member axis: member k's loss uses its logits, labels, lam_y, weights and LDAM margins only."""
     g = torch.Generator().manual_seed(1)
