@@ -7,7 +7,8 @@ import torch
 
 from conftest import tiny_config
 from core.config import ConfigError, TrainConfig
-from core.deepsmote import Autoencoder, deepsmote_oversample, permutation_penalty
+from core import deepsmote
+from core.deepsmote import Autoencoder, deepsmote_oversample, permutation_penalty, train_autoencoder
 from core.stages import load_stage, training_set
 from core.train import check_pack, draw_epoch, set_up
 
@@ -31,6 +32,68 @@ def test_the_permutation_penalty_reconstructs_with_the_decoder_only():
     permutation_penalty(ae, torch.rand(7, 1, 8, 8)).backward()
     assert all(p.grad is None for p in ae.encoder.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in ae.decoder.parameters())
+
+
+@pytest.mark.parametrize("lr", [1e-3, 2e-4])
+def test_the_autoencoder_takes_one_adam_step_of_deepsmote_lr_on_encoder_and_decoder(lr):
+    # Adam's first step moves each weight by lr * g / (|g| + eps): by lr wherever the gradient is not tiny,
+    # whatever its size (plain SGD would move by lr * g).
+    cfg = TrainConfig.from_dict(tiny_config(deepsmote_epochs=1, deepsmote_batch_size=64, deepsmote_lr=lr,
+                                            deepsmote_latent_dim=16))
+    x, y = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.arange(40) % 2
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.stage_seed)  # train_autoencoder initialises its model so
+        start = Autoencoder((1, 8, 8), 16).state_dict()
+    trained, _ = train_autoencoder(x, y, cfg, torch.device("cpu"))  # 40 images: one batch, one step
+    for part in ("encoder.", "decoder."):
+        moved = torch.cat([(trained[k] - start[k]).abs().flatten() for k in start
+                           if k.startswith(part) and start[k].is_floating_point() and "running" not in k])
+        assert moved.max().item() == pytest.approx(lr, rel=1e-3), part
+        assert (moved <= lr * (1 + 1e-3)).all(), part
+
+
+def _record_autoencoder_training(monkeypatch, x, y, cfg):
+    """The image ids of every reconstruction batch and of every penalty's images, in order (x[i, 0, 0, 0]
+    holds i / len(x))."""
+    batches, penalties = [], []
+    forward, penalty = Autoencoder.forward, deepsmote.permutation_penalty
+
+    def ids(images):
+        return (images[:, 0, 0, 0] * len(x)).round().long().tolist()
+
+    def recorded_forward(ae, images):
+        batches.append(ids(images))
+        return forward(ae, images)
+
+    def recorded_penalty(ae, images):
+        penalties.append(ids(images))
+        return penalty(ae, images)
+
+    monkeypatch.setattr(Autoencoder, "forward", recorded_forward)
+    monkeypatch.setattr(deepsmote, "permutation_penalty", recorded_penalty)
+    train_autoencoder(x, y, cfg, torch.device("cpu"))
+    monkeypatch.undo()
+    return batches, penalties
+
+
+def test_each_epoch_sees_every_image_once_and_each_penalty_one_class(monkeypatch):
+    sizes = [120, 12, 2, 1]  # the class of one image gives BatchNorm no batch: never the penalty's class
+    y = torch.repeat_interleave(torch.arange(4), torch.tensor(sizes))
+    x = torch.rand(len(y), 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    x[:, 0, 0, 0] = torch.arange(len(y)) / len(y)
+    cfg = TrainConfig.from_dict(tiny_config(deepsmote_epochs=3, deepsmote_batch_size=64, deepsmote_latent_dim=16))
+    batches, penalties = _record_autoencoder_training(monkeypatch, x, y, cfg)
+    assert [len(b) for b in batches] == [64, 64, 7] * 3
+    for epoch in range(3):
+        assert sorted(sum(batches[3 * epoch:3 * epoch + 3], [])) == list(range(len(y)))
+    assert batches[:3] != batches[3:6]  # reshuffled each epoch
+    classes = []
+    for images in penalties:
+        (c,) = set(y[images].tolist())
+        assert len(images) == len(set(images)) == min(sizes[c], 100)
+        classes.append(c)
+    assert len(classes) == 9 and set(classes) == {0, 1, 2}
+    assert _record_autoencoder_training(monkeypatch, x, y, cfg) == (batches, penalties)  # stage_seed's draws alone
 
 
 def test_the_synthetic_set_brings_every_class_to_n_max(stage_checkpoints):
