@@ -58,6 +58,11 @@ def test_initial_noise_is_bounded_per_channel_over_the_slots():
     torch.testing.assert_close(initial_noise(u, slots, bound=100.0)[slots], u[slots] - 0.5)
 
 
+def linear(w):
+    """A net whose logits are the flattened image times ``w``: its input gradient is the same everywhere."""
+    return lambda inputs: inputs.flatten(2) @ w
+
+
 def test_slots_are_the_dropped_samples_of_a_translating_member_with_a_larger_class_in_the_batch():
     counts = torch.tensor([100, 50, 10])
     gen = torch.Generator().manual_seed(0)
@@ -65,11 +70,7 @@ def test_slots_are_the_dropped_samples_of_a_translating_member_with_a_larger_cla
     y = torch.stack([torch.randint(1, 3, (64,), generator=gen), torch.randint(0, 3, (64,), generator=gen)])
     x = torch.rand(2, 64, 1, 4, 4, generator=gen)
     uniforms = torch.rand(2, 64, 3, generator=gen)
-    weights = torch.randn(16, 3, generator=gen)
-
-    def net(inputs):  # f and g: one linear map of the pixels
-        return inputs.flatten(2) @ weights
-
+    net = linear(torch.randn(16, 3, generator=gen))  # f and g
     out = translate(net, net, x, y, counts, uniforms, torch.rand(x.shape, generator=gen), torch.tensor([True, False]),
                     M2mParams(beta=0.9, gamma=0.0, steps=1), torch.zeros(1), torch.ones(1))
     n = counts[y].float()
@@ -83,24 +84,24 @@ def test_slots_are_the_dropped_samples_of_a_translating_member_with_a_larger_cla
     assert torch.equal(out.seeds[out.slots], seeds[out.slots])
 
 
+def class_one_slots(gen):
+    """Labels (8 of class 0, then 8 of class 1) and uniforms under which every class-1 sample is a slot,
+    and accepted."""
+    uniforms = torch.rand(1, 16, 3, generator=gen)
+    uniforms[..., 0], uniforms[..., 2] = 0.99, 0.0
+    return torch.tensor([[0] * 8 + [1] * 8]), uniforms
+
+
 @pytest.mark.parametrize("lam", [0.0, 1.0])
 def test_a_step_moves_each_slot_by_eta_down_gs_loss_for_its_target_or_fs_logit_of_its_seed_class(lam):
     # lam 0: g's cross-entropy for the target alone; lam 1 with a g that ignores the image: f's seed logit alone
     counts = torch.tensor([100, 10])
     gen = torch.Generator().manual_seed(0)
-    y = torch.tensor([[0] * 8 + [1] * 8])
     x = 0.25 + 0.5 * torch.rand(1, 16, 1, 4, 4, generator=gen)  # inside [0, 1] by more than a step
-    uniforms = torch.rand(1, 16, 3, generator=gen)
-    uniforms[..., 0], uniforms[..., 2] = 0.99, 0.0  # every class-1 sample is a slot, and accepted
+    y, uniforms = class_one_slots(gen)
     w_f, w_g = torch.randn(16, 2, generator=gen), torch.randn(16, 2, generator=gen)
     mean, std = torch.tensor([0.5]), torch.tensor([0.25])
-
-    def f(inputs):
-        return inputs.flatten(2) @ w_f
-
-    def g(inputs):
-        return inputs.flatten(2) @ (w_g if lam == 0 else torch.zeros_like(w_g))
-
+    f, g = linear(w_f), linear(w_g if lam == 0 else torch.zeros_like(w_g))
     params = M2mParams(beta=0.9, gamma=0.0, lam=lam, step_size=0.01, steps=1, noise=0.0)
     out = translate(f, g, x, y, counts, uniforms, torch.zeros_like(x), torch.tensor([True]), params, mean, std)
     assert out.accepted[0].tolist() == [False] * 8 + [True] * 8
@@ -121,30 +122,21 @@ def test_the_start_and_every_step_stay_in_pixel_range_and_confidence_is_gs_softm
     # the translation is clamp(clamp(seed + delta) - eta * w / |w|), pixel by pixel
     counts = torch.tensor([100, 10])
     gen = torch.Generator().manual_seed(0)
-    y = torch.tensor([[0] * 8 + [1] * 8])
     x = torch.rand(1, 16, 1, 4, 4, generator=gen)
-    uniforms = torch.rand(1, 16, 3, generator=gen)
-    uniforms[..., 0], uniforms[..., 2] = 0.99, 0.0
+    y, uniforms = class_one_slots(gen)
     noise = torch.rand(x.shape, generator=gen)
     w_f = torch.randn(16, 2, generator=gen)
     mean, std = torch.tensor([0.5]), torch.tensor([0.25])
-
-    def f(inputs):
-        return inputs.flatten(2) @ w_f
-
-    def g(inputs):
-        return inputs.flatten(2) @ torch.zeros(16, 2)
-
+    f, g = linear(w_f), linear(torch.zeros(16, 2))
     params = M2mParams(beta=0.9, gamma=0.0, lam=1.0, step_size=2.0, steps=1, noise=8.0)
     out = translate(f, g, x, y, counts, uniforms, noise, torch.tensor([True]), params, mean, std)
     seeds = torch.take_along_dim(x, out.seeds[:, :, None, None, None], dim=1)
     start = seeds + initial_noise(noise, out.slots, params.noise)
     assert ((start < 0) | (start > 1))[:, 8:].any()  # the random start leaves [0, 1] ...
     direction = (w_f[:, 0] / std).view(1, 4, 4) / (w_f[:, 0] / std).norm()
-    expected = (start.clamp(0, 1) - params.step_size * direction).clamp(0, 1)
     moved = start.clamp(0, 1) - params.step_size * direction
     assert ((moved < 0) | (moved > 1))[:, 8:].any()  # ... and so does a step of 2
-    torch.testing.assert_close(out.x[:, 8:], expected[:, 8:])
+    torch.testing.assert_close(out.x[:, 8:], moved.clamp(0, 1)[:, 8:])
     torch.testing.assert_close(out.confidence[out.slots], torch.full((8,), 0.5))  # g's softmax of 2 classes
 
 
@@ -152,10 +144,7 @@ def test_a_sample_with_a_single_larger_sample_of_weight_below_one_is_still_a_slo
     counts = torch.tensor([100, 90])  # the seed weight is 1 - 0.9 ** 10 = 0.65
     x = torch.rand(1, 2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
     uniforms = torch.tensor([[[0.99, 0.5, 0.0], [0.99, 0.5, 0.0]]])
-
-    def net(inputs):
-        return inputs.flatten(2) @ torch.ones(16, 2)
-
+    net = linear(torch.ones(16, 2))
     out = translate(net, net, x, torch.tensor([[0, 1]]), counts, uniforms, torch.zeros_like(x), torch.tensor([True]),
                     M2mParams(beta=0.9, gamma=0.0, steps=1), torch.zeros(1), torch.ones(1))
     assert out.slots.tolist() == [[False, True]] and out.seeds[0, 1] == 0
