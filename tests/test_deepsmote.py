@@ -1,30 +1,62 @@
 """DeepSMOTE (core.deepsmote): the autoencoder's shapes and penalty, the balanced synthetic set, and the
 classifier's two phases."""
 
+import logging
+
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from conftest import tiny_config
-from core.config import ConfigError, TrainConfig
 from core import deepsmote
+from core.config import ConfigError, TrainConfig
 from core.deepsmote import Autoencoder, deepsmote_oversample, permutation_penalty, train_autoencoder
+from core.smote import smote_points
 from core.stages import load_stage, training_set
 from core.train import check_pack, draw_epoch, set_up
 
 
 def test_the_autoencoder_is_sized_from_the_input_shape():
-    for shape in ((1, 8, 8), (3, 32, 32)):
+    for shape in ((1, 8, 8), (1, 16, 16), (3, 32, 32), (3, 64, 64)):
         ae = Autoencoder(shape, latent_dim=600).eval()
-        x = torch.rand(4, *shape)
-        assert ae.encoder(x).shape == (4, 600)
-        assert ae(x).shape == (4, *shape)
-    # 32x32x3 is the port's encoder: 3 -> 64 -> 128 -> 256 (k4 s2 p1), 256 -> 512 (k4 s1 p0), Linear(512, 600)
-    convs = [m for m in Autoencoder((3, 32, 32), 600).encoder.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert [(c.in_channels, c.out_channels, c.stride[0], c.padding[0]) for c in convs] == \
-        [(3, 64, 2, 1), (64, 128, 2, 1), (128, 256, 2, 1), (256, 512, 1, 0)]
-    with pytest.raises(ValueError, match="^dataset: .*4 \\* 2\\^m"):
-        Autoencoder((3, 28, 28), 600)
+        x = torch.rand(2, *shape)
+        assert ae.encoder(x).shape == (2, 600)
+        assert ae(x).shape == (2, *shape)
+
+
+def test_the_32x32x3_autoencoder_is_the_ports_layer_for_layer():
+    ae = Autoencoder((3, 32, 32), 600)
+    assert [layer(m) for m in [*ae.encoder.conv, ae.encoder.fc]] == [
+        "Conv2d(3, 64, k4 s2 p1, no bias)", "LeakyReLU(0.2)",
+        "Conv2d(64, 128, k4 s2 p1, no bias)", "BatchNorm2d(128)", "LeakyReLU(0.2)",
+        "Conv2d(128, 256, k4 s2 p1, no bias)", "BatchNorm2d(256)", "LeakyReLU(0.2)",
+        "Conv2d(256, 512, k4 s1 p0, no bias)", "BatchNorm2d(512)", "LeakyReLU(0.2)", "Linear(512, 600)"]
+    assert [layer(m) for m in [*ae.decoder.fc, *ae.decoder.deconv]] == [
+        "Linear(600, 32768)", "ReLU",  # 512 maps of 8x8
+        "ConvTranspose2d(512, 256, k4 s2 p1)", "BatchNorm2d(256)", "ReLU",
+        "ConvTranspose2d(256, 128, k4 s2 p1)", "BatchNorm2d(128)", "ReLU",
+        "ConvTranspose2d(128, 3, k3 s1 p1)", "Tanh"]
+
+
+def layer(m: nn.Module) -> str:
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+        bias = "" if m.bias is not None else ", no bias"
+        return (f"{type(m).__name__}({m.in_channels}, {m.out_channels}, k{m.kernel_size[0]} s{m.stride[0]} "
+                f"p{m.padding[0]}{bias})")
+    if isinstance(m, nn.BatchNorm2d):
+        return f"BatchNorm2d({m.num_features})"
+    if isinstance(m, nn.LeakyReLU):
+        return f"LeakyReLU({m.negative_slope})"
+    if isinstance(m, nn.Linear):
+        return f"Linear({m.in_features}, {m.out_features})"
+    return type(m).__name__
+
+
+@pytest.mark.parametrize("shape", [(3, 28, 28), (3, 12, 12), (3, 4, 4), (1, 2, 2), (3, 32, 16)])
+def test_an_image_side_other_than_4_times_a_power_of_two_is_refused(shape):
+    with pytest.raises(ValueError, match=f"^dataset: .*4 \\* 2\\^m.*got {shape[1]}x{shape[2]}$"):
+        Autoencoder(shape, 600)
 
 
 def test_the_permutation_penalty_reconstructs_with_the_decoder_only():
@@ -96,6 +128,56 @@ def test_each_epoch_sees_every_image_once_and_each_penalty_one_class(monkeypatch
     assert _record_autoencoder_training(monkeypatch, x, y, cfg) == (batches, penalties)  # stage_seed's draws alone
 
 
+@pytest.mark.parametrize("n, sizes", [(65, [64]), (66, [64, 2])])
+def test_a_last_batch_of_one_image_is_left_out_as_batchnorm_cannot_train_on_it(monkeypatch, n, sizes):
+    y = torch.arange(n) % 2
+    x = torch.rand(len(y), 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    x[:, 0, 0, 0] = torch.arange(len(y)) / len(y)
+    cfg = TrainConfig.from_dict(tiny_config(deepsmote_epochs=1, deepsmote_batch_size=64, deepsmote_latent_dim=16))
+    batches, penalties = _record_autoencoder_training(monkeypatch, x, y, cfg)
+    assert [len(b) for b in batches] == sizes and len(penalties) == len(sizes)
+
+
+def test_an_epochs_loss_is_the_mean_over_its_images_of_the_reconstruction_and_penalty(monkeypatch):
+    # at an lr too small to move a float32 weight, every batch's loss can be recomputed afterwards from the
+    # recorded batches; the epoch's is their mean weighted by batch size (64, 64, 7), not by batch
+    y = torch.repeat_interleave(torch.arange(3), torch.tensor([100, 30, 5]))
+    x = torch.rand(len(y), 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    x[:, 0, 0, 0] = torch.arange(len(y)) / len(y)
+    cfg = TrainConfig.from_dict(tiny_config(deepsmote_epochs=1, deepsmote_batch_size=64, deepsmote_lr=1e-12,
+                                            deepsmote_latent_dim=16))
+    batches, penalties = _record_autoencoder_training(monkeypatch, x, y, cfg)
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.stage_seed)
+        ae = Autoencoder((1, 8, 8), 16).train()
+    with torch.no_grad():
+        losses = [torch.nn.functional.mse_loss(ae(x[b]), x[b]) + permutation_penalty(ae, x[p])
+                  for b, p in zip(batches, penalties)]
+    _, metrics = train_autoencoder(x, y, cfg, torch.device("cpu"))
+    assert [len(b) for b in batches] == [64, 64, 7]
+    expected = sum(loss.item() * len(b) for loss, b in zip(losses, batches)) / len(y)
+    assert metrics["ae_loss"] == pytest.approx(expected, rel=1e-5)
+    assert metrics["ae_loss"] != pytest.approx(sum(loss.item() for loss in losses) / 3, rel=1e-3)
+
+
+def test_the_autoencoder_kept_is_that_of_the_epoch_of_lowest_loss(caplog):
+    # at this lr the loss of these 75 images turns up again after epoch 4 of 6
+    y = torch.repeat_interleave(torch.arange(3), torch.tensor([60, 12, 3]))
+    x = torch.rand(len(y), 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    cfg = TrainConfig.from_dict(tiny_config(deepsmote_epochs=6, deepsmote_batch_size=16, deepsmote_lr=5e-4,
+                                            deepsmote_latent_dim=16, stage_checkpoint_every=1))
+    saved = []
+    with caplog.at_level(logging.INFO, logger="core.deepsmote"):
+        kept, metrics = train_autoencoder(x, y, cfg, torch.device("cpu"), save_state=saved.append)
+    losses = [r.args[1] for r in caplog.records if r.msg.startswith("deepsmote autoencoder epoch")]
+    best = int(np.argmin(losses))
+    assert len(losses) == len(saved) == 6 and best < 5, losses  # the last epoch's weights are not the answer
+    assert metrics == {"ae_loss": losses[best], "ae_best_epoch": best + 1}
+    assert kept.keys() == saved[best]["ae"].keys()
+    assert all(torch.equal(kept[k], saved[best]["ae"][k]) for k in kept)
+    assert not all(torch.equal(kept[k], saved[-1]["ae"][k]) for k in kept)
+
+
 def test_the_synthetic_set_brings_every_class_to_n_max(stage_checkpoints):
     cfg = TrainConfig.from_dict(tiny_config(method="deepsmote",
                                             deepsmote_autoencoder=stage_checkpoints["deepsmote_autoencoder"]))
@@ -108,6 +190,32 @@ def test_the_synthetic_set_brings_every_class_to_n_max(stage_checkpoints):
     again, _ = deepsmote_oversample(x, y, ae, k=5, seed=0, device=torch.device("cpu"))
     other, _ = deepsmote_oversample(x, y, ae, k=5, seed=1, device=torch.device("cpu"))
     assert np.array_equal(again, new_x) and not np.array_equal(other, new_x)
+
+
+def test_synthetic_images_are_the_decoded_smote_codes_clipped_and_rounded_to_uint8():
+    # An autoencoder whose code is the image (in [0, 1], channels first) and whose decoder maps z to
+    # 2 z - 0.5, so that some pixels leave [0, 1]; 1030 + 5 images pass the encoder and the 1025 synthetic
+    # codes the decoder in more than one chunk.
+    modes = []
+
+    class Decoder(nn.Module):
+        def forward(self, z):
+            modes.append(self.training)
+            return (2 * z - 0.5).view(-1, 3, 8, 8)
+
+    ae = nn.Module()
+    ae.encoder, ae.decoder = nn.Flatten(), Decoder()
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], [1030, 5])
+    x = rng.integers(0, 256, size=(len(y), 8, 8, 3), dtype=np.uint8)
+    new_x, new_y = deepsmote_oversample(x, y, ae, k=5, seed=3, device=torch.device("cpu"))
+    codes = (x.transpose(0, 3, 1, 2).astype(np.float32) / 255).reshape(len(y), -1)
+    ((c, z),) = smote_points(codes, y, 5, 3)
+    decoded = np.clip(2 * z.astype(np.float32) - 0.5, 0, 1).reshape(-1, 3, 8, 8).transpose(0, 2, 3, 1)
+    assert c == 1 and new_y[len(y):].tolist() == [1] * 1025
+    assert np.array_equal(new_x[len(y):], np.rint(decoded * np.float32(255)).astype(np.uint8))
+    assert (new_x[len(y):] == 0).any() and (new_x[len(y):] == 255).any()  # clipped on both sides
+    assert len(modes) > 1 and not any(modes)  # decoded in chunks, in eval mode
 
 
 def test_the_classifier_trains_on_the_imbalanced_set_then_on_the_balanced_unaugmented_one(stage_checkpoints):
