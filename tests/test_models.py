@@ -2,8 +2,9 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from core.models import HEAD_INITS, MODELS, NormedLinear, create_model
+from core.models import HEAD_INITS, MODELS, NormedLinear, OptionAShortcut, create_model
 
 # A tiny input per model: the small CNN is made for 8x8 grey digits, the ResNets for 32x32 colour images.
 INPUTS = {"small_cnn": (1, 8, 8), "resnet32": (3, 32, 32), "resnet18": (3, 32, 32)}
@@ -92,6 +93,42 @@ def test_cao_et_al_head_is_the_platforms_former_network_bit_for_bit():
     state = create_model("resnet32", 10, 3, head_bias=True, head_init="kaiming_normal").state_dict()
     total = sum(t.double().square().sum().item() for t in state.values() if t.is_floating_point())
     assert total == pytest.approx(4560.4838599582945, rel=1e-12)
+
+
+def test_resnet32_is_he_et_al_s_cifar_network_stage_by_stage():
+    """He et al. (2016), section 4.2, as Cao et al.'s resnet32 (the paper's network): a 3x3 stem of 16
+    maps, then 5 blocks each at 32x32x16, 16x16x32 and 8x8x64, the first block of the 2nd and 3rd
+    stage halving the side with a parameter-free (option A) shortcut."""
+    model = create_model("resnet32", 10).eval()
+    stem = model.body[0]
+    assert (stem.in_channels, stem.out_channels, stem.kernel_size, stem.stride, stem.padding, stem.bias) == \
+        (3, 16, (3, 3), (1, 1), (1, 1), None)
+    blocks = [m for m in model.body if hasattr(m, "shortcut")]
+    shapes = []
+    for block in blocks:
+        block.register_forward_hook(lambda _, __, out: shapes.append(tuple(out.shape[1:])))
+    model(torch.zeros(1, 3, 32, 32))
+    assert shapes == [(16, 32, 32)] * 5 + [(32, 16, 16)] * 5 + [(64, 8, 8)] * 5
+    assert [type(b.shortcut).__name__ for b in blocks] == \
+        ["Identity"] * 5 + ["OptionAShortcut"] + ["Identity"] * 4 + ["OptionAShortcut"] + ["Identity"] * 4
+
+
+def test_the_option_a_shortcut_takes_every_other_pixel_and_pads_planes_over_4_zero_maps_each_side():
+    # Cao et al.'s LambdaLayer: F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, planes // 4, planes // 4))
+    x = torch.randn(2, 16, 8, 8)
+    out = OptionAShortcut(32 - 16)(x)
+    assert out.shape == (2, 32, 4, 4)
+    assert torch.equal(out[:, 8:24], x[:, :, ::2, ::2])
+    assert not out[:, :8].any() and not out[:, 24:].any()
+
+
+@pytest.mark.parametrize("index", [3, 8])  # an identity block, then the first block of the 2nd stage
+def test_a_resnet32_block_is_relu_of_its_residual_plus_its_shortcut(index):
+    torch.manual_seed(0)
+    block = create_model("resnet32", 10).body[index].eval()
+    x = torch.randn(2, block.conv1.in_channels, 16, 16)
+    residual = block.bn2(block.conv2(F.relu(block.bn1(block.conv1(x)))))
+    torch.testing.assert_close(block(x), F.relu(residual + block.shortcut(x)))
 
 
 def test_resnet18_is_the_cifar_variant_with_about_11_million_parameters():
