@@ -239,6 +239,34 @@ def test_cinic10_is_evaluated_on_its_valid_split_by_default(tmp_path):
         TrainConfig(dataset="cifar10", eval_split="valid")
 
 
+def test_tiny_imagenet_reads_its_train_folders_and_its_annotated_val_folder(tmp_path):
+    """The layout of tiny-imagenet-200.zip: train/<wnid>/images/*.JPEG beside a <wnid>_boxes.txt, and one
+    val/images folder whose classes are in val/val_annotations.txt (file, wnid, box), in no class order."""
+    from PIL import Image
+
+    root = tmp_path / "tiny-imagenet-200"
+    wnids = ["n02124075", "n01443537"]  # the labels follow the sorted names
+    for w, wnid in enumerate(wnids):
+        (root / "train" / wnid / "images").mkdir(parents=True)
+        (root / "train" / wnid / f"{wnid}_boxes.txt").write_text("")
+        for k in range(3):
+            image = np.full((8, 8, 3), 100 + 40 * w + 10 * k, dtype=np.uint8)
+            Image.fromarray(image).save(root / "train" / wnid / "images" / f"{wnid}_{k}.JPEG", quality=100)
+    (root / "val" / "images").mkdir(parents=True)
+    annotations = []
+    for i, w in [(2, 1), (0, 0), (3, 0), (1, 1)]:  # the file's order is the evaluation set's
+        Image.fromarray(np.full((8, 8, 3), 20 * i, dtype=np.uint8)).save(root / "val" / "images" / f"val_{i}.JPEG",
+                                                                         quality=100)
+        annotations.append(f"val_{i}.JPEG\t{wnids[w]}\t0\t0\t7\t7\n")
+    (root / "val" / "val_annotations.txt").write_text("".join(annotations))
+    a = load("tiny_imagenet", str(tmp_path))
+    assert a.classes == sorted(wnids) and a.x_train.shape == (6, 8, 8, 3) and a.x_test.shape == (4, 8, 8, 3)
+    assert a.y_train.tolist() == [0, 0, 0, 1, 1, 1]
+    np.testing.assert_allclose(a.x_train[:, 0, 0, 0], [140, 150, 160, 100, 110, 120], atol=2)  # JPEG
+    assert a.y_test.tolist() == [0, 1, 1, 0]
+    np.testing.assert_allclose(a.x_test[:, 0, 0, 0], [40, 0, 60, 20], atol=2)
+
+
 def test_a_missing_evaluation_folder_or_npz_key_names_it(tmp_path):
     _write_cinic_tree(tmp_path, splits=("train", "test"), per_class=(2, 2))
     with pytest.raises(ValueError, match=r"data_root: cinic10 expects DATA_ROOT/cinic10/valid/<class>"):
