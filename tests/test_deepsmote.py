@@ -61,9 +61,15 @@ def test_an_image_side_other_than_4_times_a_power_of_two_is_refused(shape):
 
 def test_the_permutation_penalty_reconstructs_with_the_decoder_only():
     ae = Autoencoder((1, 8, 8), latent_dim=16)
-    permutation_penalty(ae, torch.rand(7, 1, 8, 8)).backward()
+    images = torch.rand(7, 1, 8, 8)
+    permutation_penalty(ae, images).backward()
     assert all(p.grad is None for p in ae.encoder.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in ae.decoder.parameters())
+    # codes and images move together: each image is compared with its own decoded code (DeepSMOTE#3)
+    ae.eval()
+    with torch.no_grad():
+        own = torch.nn.functional.mse_loss(ae(images), images)
+        torch.testing.assert_close(permutation_penalty(ae, images), own)
 
 
 @pytest.mark.parametrize("lr", [1e-3, 2e-4])
@@ -216,6 +222,9 @@ def test_synthetic_images_are_the_decoded_smote_codes_clipped_and_rounded_to_uin
     assert np.array_equal(new_x[len(y):], np.rint(decoded * np.float32(255)).astype(np.uint8))
     assert (new_x[len(y):] == 0).any() and (new_x[len(y):] == 255).any()  # clipped on both sides
     assert len(modes) > 1 and not any(modes)  # decoded in chunks, in eval mode
+    balanced = np.repeat([0, 1], 5)
+    same_x, same_y = deepsmote_oversample(x[:10], balanced, ae, k=5, seed=3, device=torch.device("cpu"))
+    assert np.array_equal(same_x, x[:10]) and np.array_equal(same_y, balanced)  # nothing to add
 
 
 def test_the_classifier_trains_on_the_imbalanced_set_then_on_the_balanced_unaugmented_one(stage_checkpoints):
