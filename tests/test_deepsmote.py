@@ -145,8 +145,8 @@ def test_a_last_batch_of_one_image_is_left_out_as_batchnorm_cannot_train_on_it(m
 
 
 def test_an_epochs_loss_is_the_mean_over_its_images_of_the_reconstruction_and_penalty(monkeypatch):
-    # at an lr too small to move a float32 weight, every batch's loss can be recomputed afterwards from the
-    # recorded batches; the epoch's is their mean weighted by batch size (64, 64, 7), not by batch
+    # at an lr of 1e-12 no weight moves by more than 1e-12, so every batch's loss can be recomputed afterwards
+    # from the recorded batches; the epoch's is their mean weighted by batch size (64, 64, 7), not by batch
     y = torch.repeat_interleave(torch.arange(3), torch.tensor([100, 30, 5]))
     x = torch.rand(len(y), 1, 8, 8, generator=torch.Generator().manual_seed(0))
     x[:, 0, 0, 0] = torch.arange(len(y)) / len(y)
@@ -212,13 +212,13 @@ def test_synthetic_images_are_the_decoded_smote_codes_clipped_and_rounded_to_uin
     ae = nn.Module()
     ae.encoder, ae.decoder = nn.Flatten(), Decoder()
     rng = np.random.default_rng(0)
-    y = np.repeat([0, 1], [1030, 5])
+    y = np.repeat([0, 1], [1030, 5]).astype(np.int32)  # labels keep their dtype too
     x = rng.integers(0, 256, size=(len(y), 8, 8, 3), dtype=np.uint8)
     new_x, new_y = deepsmote_oversample(x, y, ae, k=5, seed=3, device=torch.device("cpu"))
     codes = (x.transpose(0, 3, 1, 2).astype(np.float32) / 255).reshape(len(y), -1)
     ((c, z),) = smote_points(codes, y, 5, 3)
     decoded = np.clip(2 * z.astype(np.float32) - 0.5, 0, 1).reshape(-1, 3, 8, 8).transpose(0, 2, 3, 1)
-    assert c == 1 and new_y[len(y):].tolist() == [1] * 1025
+    assert c == 1 and new_y[len(y):].tolist() == [1] * 1025 and new_y.dtype == np.int32
     assert np.array_equal(new_x[len(y):], np.rint(decoded * np.float32(255)).astype(np.uint8))
     assert (new_x[len(y):] == 0).any() and (new_x[len(y):] == 255).any()  # clipped on both sides
     assert len(modes) > 1 and not any(modes)  # decoded in chunks, in eval mode
