@@ -1,11 +1,12 @@
-"""DeepSMOTE (core.deepsmote): the autoencoder's shapes and penalty, the balanced synthetic set, and the
-classifier's two phases."""
+"""DeepSMOTE (core.deepsmote): the autoencoder's layers and penalty, its training (optimiser, batches, the
+epoch's loss, the epoch kept), the balanced synthetic set, and the classifier's two phases."""
 
 import logging
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from conftest import tiny_config
@@ -68,7 +69,7 @@ def test_the_permutation_penalty_reconstructs_with_the_decoder_only():
     # codes and images move together: each image is compared with its own decoded code (DeepSMOTE#3)
     ae.eval()
     with torch.no_grad():
-        own = torch.nn.functional.mse_loss(ae(images), images)
+        own = F.mse_loss(ae(images), images)
         torch.testing.assert_close(permutation_penalty(ae, images), own)
 
 
@@ -157,7 +158,7 @@ def test_an_epochs_loss_is_the_mean_over_its_images_of_the_reconstruction_and_pe
         torch.manual_seed(cfg.stage_seed)
         ae = Autoencoder((1, 8, 8), 16).train()
     with torch.no_grad():
-        losses = [torch.nn.functional.mse_loss(ae(x[b]), x[b]) + permutation_penalty(ae, x[p])
+        losses = [F.mse_loss(ae(x[b]), x[b]) + permutation_penalty(ae, x[p])
                   for b, p in zip(batches, penalties)]
     _, metrics = train_autoencoder(x, y, cfg, torch.device("cpu"))
     assert [len(b) for b in batches] == [64, 64, 7]
