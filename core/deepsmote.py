@@ -123,7 +123,9 @@ def train_autoencoder(x: torch.Tensor, y: torch.Tensor, cfg, device: torch.devic
     dict of the lowest-loss epoch and its metrics. Every draw comes from one generator seeded with
     ``cfg.stage_seed`` (batch order, P's class and images); the model is initialised under it too.
     ``save_state(state)`` is called every ``cfg.stage_checkpoint_every`` epochs and after the last;
-    passing such a state back as ``resume`` goes on from there, as if never stopped."""
+    passing such a state back as ``resume`` goes on from there, as if never stopped. A loss that is not
+    finite before any finite epoch (NaN images, an lr that diverges at once) stops it with a ValueError:
+    there is no epoch to keep."""
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.stage_seed)
         ae = Autoencoder(tuple(x.shape[1:]), cfg.deepsmote_latent_dim).to(device)
@@ -162,6 +164,9 @@ def train_autoencoder(x: torch.Tensor, y: torch.Tensor, cfg, device: torch.devic
             dec_optim.step()
             total += loss.detach() * len(batch)
         epoch_loss = float(total) / n  # one read per epoch
+        if not math.isfinite(epoch_loss) and best_state is None:  # NaN weights never recover: nothing to keep
+            raise ValueError(f"deepsmote_lr: the autoencoder's loss is {epoch_loss} at epoch {epoch + 1}, with no "
+                             f"finite epoch before it; lower deepsmote_lr, or check the training images for NaN")
         if epoch_loss < best_loss:
             best_loss, best_epoch = epoch_loss, epoch
             best_state = copy.deepcopy(ae.state_dict())

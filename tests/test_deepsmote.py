@@ -199,6 +199,17 @@ def test_the_synthetic_set_brings_every_class_to_n_max(stage_checkpoints):
     assert np.array_equal(again, new_x) and not np.array_equal(other, new_x)
 
 
+def test_an_autoencoder_whose_first_epochs_loss_is_not_finite_stops_with_one_clear_error():
+    # it returned no state and a loss of inf, and the classifier failed later, loading it
+    y = torch.arange(40) % 2
+    x = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    x[0, 0, 0, 0] = float("nan")
+    cfg = TrainConfig.from_dict(tiny_config(deepsmote_epochs=3, deepsmote_latent_dim=16))
+    with pytest.raises(ValueError, match="^deepsmote_lr: the autoencoder's loss is nan at epoch 1, with no finite "
+                                         "epoch before it; lower deepsmote_lr, or check the training images for NaN$"):
+        train_autoencoder(x, y, cfg, torch.device("cpu"))
+
+
 def test_synthetic_images_are_the_decoded_smote_codes_clipped_and_rounded_to_uint8():
     # An autoencoder whose code is the image (in [0, 1], channels first) and whose decoder maps z to
     # 2 z - 0.5, so that some pixels leave [0, 1]; 1030 + 5 images pass the encoder and the 1025 synthetic
