@@ -91,6 +91,13 @@ def test_the_autoencoder_takes_one_adam_step_of_deepsmote_lr_on_encoder_and_deco
         assert (moved <= lr * (1 + 1e-3)).all(), part
 
 
+def numbered_images(n):
+    """n random 8x8 grey images whose first pixel, i / n, names image i (``_record_autoencoder_training``)."""
+    x = torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    x[:, 0, 0, 0] = torch.arange(n) / n
+    return x
+
+
 def _record_autoencoder_training(monkeypatch, x, y, cfg):
     """The image ids of every reconstruction batch and of every penalty's images, in order (x[i, 0, 0, 0]
     holds i / len(x))."""
@@ -118,8 +125,7 @@ def _record_autoencoder_training(monkeypatch, x, y, cfg):
 def test_each_epoch_sees_every_image_once_and_each_penalty_one_class(monkeypatch):
     sizes = [120, 12, 2, 1]  # the class of one image gives BatchNorm no batch: never the penalty's class
     y = torch.repeat_interleave(torch.arange(4), torch.tensor(sizes))
-    x = torch.rand(len(y), 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    x[:, 0, 0, 0] = torch.arange(len(y)) / len(y)
+    x = numbered_images(len(y))
     cfg = TrainConfig.from_dict(tiny_config(deepsmote_epochs=3, deepsmote_batch_size=64, deepsmote_latent_dim=16))
     batches, penalties = _record_autoencoder_training(monkeypatch, x, y, cfg)
     assert [len(b) for b in batches] == [64, 64, 7] * 3
@@ -138,8 +144,7 @@ def test_each_epoch_sees_every_image_once_and_each_penalty_one_class(monkeypatch
 @pytest.mark.parametrize("n, sizes", [(65, [64]), (66, [64, 2])])
 def test_a_last_batch_of_one_image_is_left_out_as_batchnorm_cannot_train_on_it(monkeypatch, n, sizes):
     y = torch.arange(n) % 2
-    x = torch.rand(len(y), 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    x[:, 0, 0, 0] = torch.arange(len(y)) / len(y)
+    x = numbered_images(len(y))
     cfg = TrainConfig.from_dict(tiny_config(deepsmote_epochs=1, deepsmote_batch_size=64, deepsmote_latent_dim=16))
     batches, penalties = _record_autoencoder_training(monkeypatch, x, y, cfg)
     assert [len(b) for b in batches] == sizes and len(penalties) == len(sizes)
@@ -149,8 +154,7 @@ def test_an_epochs_loss_is_the_mean_over_its_images_of_the_reconstruction_and_pe
     # at an lr of 1e-12 no weight moves by more than 1e-12, so every batch's loss can be recomputed afterwards
     # from the recorded batches; the epoch's is their mean weighted by batch size (64, 64, 7), not by batch
     y = torch.repeat_interleave(torch.arange(3), torch.tensor([100, 30, 5]))
-    x = torch.rand(len(y), 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    x[:, 0, 0, 0] = torch.arange(len(y)) / len(y)
+    x = numbered_images(len(y))
     cfg = TrainConfig.from_dict(tiny_config(deepsmote_epochs=1, deepsmote_batch_size=64, deepsmote_lr=1e-12,
                                             deepsmote_latent_dim=16))
     batches, penalties = _record_autoencoder_training(monkeypatch, x, y, cfg)
