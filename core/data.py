@@ -392,6 +392,12 @@ def validation_split(labels: np.ndarray, val_split: int | float, seed: int) -> t
     return np.concatenate(val), np.concatenate(test)
 
 
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, end) of each batch of an epoch over ``n`` samples; a last batch of one sample would break
+    BatchNorm's training statistics and is skipped (the classifier's and DeepSMOTE's autoencoder's)."""
+    return [(a, min(a + batch_size, n)) for a in range(0, n, batch_size) if min(a + batch_size, n) - a > 1]
+
+
 def to_device(x_train: np.ndarray, y_train: np.ndarray, arrays: Arrays, counts: list[int], spec: DatasetSpec,
               device: torch.device, val_split: int | float | str = "none", val_seed: int = 0) -> DeviceData:
     """The run's data on ``device``; with a ``val_split`` the test set loses its validation part."""

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.data import batch_bounds
 from core.smote import smote_points
 
 log = logging.getLogger(__name__)
@@ -132,27 +133,25 @@ def train_autoencoder(x: torch.Tensor, y: torch.Tensor, cfg, device: torch.devic
     gen = torch.Generator().manual_seed(cfg.stage_seed)
     enc_optim = torch.optim.Adam(ae.encoder.parameters(), lr=cfg.deepsmote_lr)
     dec_optim = torch.optim.Adam(ae.decoder.parameters(), lr=cfg.deepsmote_lr)
-    start, best_loss, best_state, best_epoch = 0, math.inf, None, -1
+    first_epoch, best_loss, best_state, best_epoch = 0, math.inf, None, -1
     if resume is not None:
         ae.load_state_dict(resume["ae"])
         enc_optim.load_state_dict(resume["enc_optim"])
         dec_optim.load_state_dict(resume["dec_optim"])
         gen.set_state(resume["generator"])
-        start, best_loss, best_state, best_epoch = (resume[k] for k in ("epoch", "best_loss", "best_state",
-                                                                         "best_epoch"))
+        first_epoch, best_loss, best_state, best_epoch = (resume[k] for k in ("epoch", "best_loss", "best_state",
+                                                                               "best_epoch"))
     y_cpu = y.cpu()
     members = [torch.nonzero(y_cpu == c).flatten() for c in range(int(y_cpu.max()) + 1)]
     # A class of one image would give BatchNorm a batch of one 1x1 map (the official code crashes there).
     classes = [c for c, m in enumerate(members) if len(m) >= 2]
-    n, size = len(x), cfg.deepsmote_batch_size
-    for epoch in range(start, cfg.deepsmote_epochs):
+    n = len(x)
+    for epoch in range(first_epoch, cfg.deepsmote_epochs):
         order = torch.randperm(n, generator=gen)
         total = torch.zeros((), device=device)
         ae.train()
-        for start in range(0, n, size):
-            batch = order[start:start + size]
-            if len(batch) < 2:
-                continue  # BatchNorm cannot train on one sample
+        for start, end in batch_bounds(n, cfg.deepsmote_batch_size):
+            batch = order[start:end]
             c = classes[int(torch.randint(len(classes), (1,), generator=gen))]
             chosen = members[c][torch.randperm(len(members[c]), generator=gen)[:MAX_PENALTY_IMAGES]]
             images = x[batch.to(device)]

@@ -40,7 +40,7 @@ from torch import nn
 
 from core.augment import draw_crops
 from core.config import RUN_FIELDS, ConfigError, TrainConfig
-from core.data import DATASETS, DeviceData, imbalanced_arrays, load, to_device
+from core.data import DATASETS, DeviceData, batch_bounds, imbalanced_arrays, load, to_device
 from core.deepsmote import deepsmote_oversample
 from core.evaluation import accuracy_report, eval_logits
 from core.fused import FusedNetwork, choose_executor
@@ -311,12 +311,6 @@ def draw_epoch(pack: Pack, epoch: int = 0) -> EpochDraws:
     members = [draw_member_epoch(pack, m, epoch) for m in range(pack.size)]
     return EpochDraws(**{name: torch.stack([d[name] for d in members]) for name in members[0]},
                       index=training_index(pack, epoch), epoch=epoch)
-
-
-def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
-    """(start, end) of each batch of an epoch; a last batch of one sample would break BatchNorm's
-    training statistics and is skipped."""
-    return [(a, min(a + batch_size, n)) for a in range(0, n, batch_size) if min(a + batch_size, n) - a > 1]
 
 
 def member_images(pack: Pack, positions: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,

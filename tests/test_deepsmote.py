@@ -180,13 +180,25 @@ def test_the_autoencoder_kept_is_that_of_the_epoch_of_lowest_loss(caplog):
     saved = []
     with caplog.at_level(logging.INFO, logger="core.deepsmote"):
         kept, metrics = train_autoencoder(x, y, cfg, torch.device("cpu"), save_state=saved.append)
-    losses = [r.args[1] for r in caplog.records if r.msg.startswith("deepsmote autoencoder epoch")]
+    records = [r for r in caplog.records if r.msg.startswith("deepsmote autoencoder epoch")]
+    assert [r.args[0] for r in records] == [1, 2, 3, 4, 5, 6]  # numbered from 1, as ae_best_epoch is
+    losses = [r.args[1] for r in records]
     best = int(np.argmin(losses))
     assert len(losses) == len(saved) == 6 and best < 5, losses  # the last epoch's weights are not the answer
     assert metrics == {"ae_loss": losses[best], "ae_best_epoch": best + 1}
     assert kept.keys() == saved[best]["ae"].keys()
     assert all(torch.equal(kept[k], saved[best]["ae"][k]) for k in kept)
     assert not all(torch.equal(kept[k], saved[-1]["ae"][k]) for k in kept)
+
+
+def test_the_autoencoder_saves_its_state_every_stage_checkpoint_every_epochs_and_after_the_last():
+    # a period of 3 over 5 epochs tells the period's offset and the last epoch's save apart (2 would not)
+    y = torch.arange(40) % 2
+    cfg = TrainConfig.from_dict(tiny_config(deepsmote_epochs=5, deepsmote_batch_size=16, deepsmote_latent_dim=16,
+                                            stage_checkpoint_every=3))
+    saved = []
+    train_autoencoder(numbered_images(len(y)), y, cfg, torch.device("cpu"), save_state=saved.append)
+    assert [state["epoch"] for state in saved] == [3, 5]
 
 
 def test_the_synthetic_set_brings_every_class_to_n_max(stage_checkpoints):
