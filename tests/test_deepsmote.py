@@ -218,7 +218,7 @@ def test_the_synthetic_set_brings_every_class_to_n_max(stage_checkpoints):
 def test_an_autoencoder_whose_first_epochs_loss_is_not_finite_stops_with_one_clear_error():
     # it returned no state and a loss of inf, and the classifier failed later, loading it
     y = torch.arange(40) % 2
-    x = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    x = numbered_images(len(y))
     x[0, 0, 0, 0] = float("nan")
     cfg = TrainConfig.from_dict(tiny_config(deepsmote_epochs=3, deepsmote_latent_dim=16))
     with pytest.raises(ValueError, match="^deepsmote_lr: the autoencoder's loss is nan at epoch 1, with no finite "
