@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from core.imbalance import KINDS as IMBALANCE_KINDS
+
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field and the allowed values."""
@@ -40,7 +42,21 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
                       warmup_epochs=1, batch_size=32, lr=0.05, ratio=10.0, deepsmote_epochs=5),
 }
 
-IMBALANCE_KINDS = ("long_tailed", "step", "balanced")
+# Shared by every dataset unless its DATASET_DEFAULTS entry says otherwise.
+COMMON_DEFAULTS: dict[str, Any] = dict(batch_size=128, lr=0.1, warmup_epochs=5, ratio=100.0, deepsmote_epochs=200)
+
+
+def dataset_defaults(dataset: str) -> dict[str, Any]:
+    return {**COMMON_DEFAULTS, **DATASET_DEFAULTS[dataset]}
+
+
+def schedule_within(epochs: int, milestones: Sequence[int], drw_epoch: int, warmup_epochs: int) -> dict[str, Any]:
+    """A schedule cut to a run of ``epochs``: the milestones it reaches, the DRW switch and the warm-up
+    no later than its end (so a short run keeps the default schedule's shape)."""
+    return {"milestones": [m for m in milestones if m <= epochs], "drw_epoch": min(drw_epoch, epochs),
+            "warmup_epochs": min(warmup_epochs, epochs)}
+
+
 DEVICES = ("auto", "cpu", "cuda")
 FUSE_EXECUTORS = ("auto", "grouped", "per_member")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -127,7 +143,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     eval_every: int = 1
-    amp: bool | None = None  # bf16 autocast; None = on for CUDA GPUs with bf16, off on the CPU
+    amp: bool | None = None  # bf16 autocast of training; None = on for CUDA GPUs with bf16, off on the CPU
     channels_last: bool | None = None  # None = on for CUDA
     # torch.compile of the fused step; None = on for CUDA, whose CUDA graphs passed the check against eager
     # through whole runs and trained 2.7x faster (docs/PERFORMANCE.md, H200), off on the CPU
@@ -139,18 +155,16 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not _choice(self.dataset, DATASET_DEFAULTS):
             raise ConfigError("dataset", f"unknown dataset {self.dataset!r}; allowed: {sorted(DATASET_DEFAULTS)}")
-        defaults = dict(batch_size=128, lr=0.1, warmup_epochs=5, ratio=100.0, deepsmote_epochs=200)
-        defaults.update(DATASET_DEFAULTS[self.dataset])
+        defaults = dataset_defaults(self.dataset)
         defaulted = {name for name, value in defaults.items() if getattr(self, name) is None}
         for name in defaulted:
             setattr(self, name, defaults[name])
-        # A shorter run keeps the default schedule's shape inside it; values set by the user are
-        # validated as they are.
+        # Values set by the user are validated as they are.
         if isinstance(self.epochs, int):
-            if "milestones" in defaulted:
-                self.milestones = tuple(m for m in self.milestones if m <= self.epochs)
-            for name in {"drw_epoch", "warmup_epochs"} & defaulted:
-                setattr(self, name, min(getattr(self, name), self.epochs))
+            within = schedule_within(self.epochs, defaults["milestones"], defaults["drw_epoch"],
+                                     defaults["warmup_epochs"])
+            for name in within.keys() & defaulted:
+                setattr(self, name, within[name])
         if isinstance(self.milestones, (list, int)):
             self.milestones = tuple(self.milestones) if isinstance(self.milestones, list) else (self.milestones,)
         self.validate()

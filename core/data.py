@@ -398,11 +398,16 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     return [(a, min(a + batch_size, n)) for a in range(0, n, batch_size) if min(a + batch_size, n) - a > 1]
 
 
+def channels_first(x: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    """Images (N, H, W, C), as datasets store them, as a tensor (N, C, H, W) of the same dtype on ``device``."""
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
+
+
 def to_device(x_train: np.ndarray, y_train: np.ndarray, arrays: Arrays, counts: list[int], spec: DatasetSpec,
               device: torch.device, val_split: int | float | str = "none", val_seed: int = 0) -> DeviceData:
     """The run's data on ``device``; with a ``val_split`` the test set loses its validation part."""
     def images(x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
+        return channels_first(x, device)
 
     def labels(y: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)

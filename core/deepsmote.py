@@ -43,7 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.data import batch_bounds
+from core.augment import to_unit
+from core.data import batch_bounds, channels_first
 from core.smote import smote_points
 
 log = logging.getLogger(__name__)
@@ -145,23 +146,28 @@ def train_autoencoder(x: torch.Tensor, y: torch.Tensor, cfg, device: torch.devic
     members = [torch.nonzero(y_cpu == c).flatten() for c in range(int(y_cpu.max()) + 1)]
     # A class of one image would give BatchNorm a batch of one 1x1 map (the official code crashes there).
     classes = [c for c, m in enumerate(members) if len(m) >= 2]
-    n = len(x)
+    n, steps = len(x), batch_bounds(len(x), cfg.deepsmote_batch_size)
     for epoch in range(first_epoch, cfg.deepsmote_epochs):
+        # The epoch's draws, in the order the official loop makes them (its order, then each step's class
+        # and images for P), go to the device at once: a copy each step would make the GPU wait for the host.
         order = torch.randperm(n, generator=gen)
+        chosen = []
+        for _ in steps:
+            c = classes[int(torch.randint(len(classes), (1,), generator=gen))]
+            chosen.append(members[c][torch.randperm(len(members[c]), generator=gen)[:MAX_PENALTY_IMAGES]])
+        sizes = [len(i) for i in chosen]
+        order, chosen = order.to(device), torch.cat(chosen).to(device).split(sizes) if chosen else []
         total = torch.zeros((), device=device)
         ae.train()
-        for start, end in batch_bounds(n, cfg.deepsmote_batch_size):
-            batch = order[start:end]
-            c = classes[int(torch.randint(len(classes), (1,), generator=gen))]
-            chosen = members[c][torch.randperm(len(members[c]), generator=gen)[:MAX_PENALTY_IMAGES]]
-            images = x[batch.to(device)]
-            loss = F.mse_loss(ae(images), images) + permutation_penalty(ae, x[chosen.to(device)])
+        for (start, end), penalty_images in zip(steps, chosen):
+            images = x[order[start:end]]
+            loss = F.mse_loss(ae(images), images) + permutation_penalty(ae, x[penalty_images])
             enc_optim.zero_grad(set_to_none=True)
             dec_optim.zero_grad(set_to_none=True)
             loss.backward()
             enc_optim.step()
             dec_optim.step()
-            total += loss.detach() * len(batch)
+            total += loss.detach() * (end - start)
         epoch_loss = float(total) / n  # one read per epoch
         if not math.isfinite(epoch_loss) and best_state is None:  # NaN weights never recover: nothing to keep
             raise ValueError(f"deepsmote_lr: the autoencoder's loss is {epoch_loss} at epoch {epoch + 1}, with no "
@@ -194,7 +200,7 @@ def deepsmote_oversample(x: np.ndarray, y: np.ndarray, ae: Autoencoder, k: int, 
     appended (same layout and dtype), so that every class has n_max images: SMOTE's draw
     (``core.smote.smote_points``, from ``seed``) in code space, decoded."""
     ae.eval()
-    images = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device).float().div_(255)
+    images = to_unit(channels_first(x, device))
     codes = _encode(ae, images).float().cpu().numpy()
     new_codes, new_y = [], []
     for c, z in smote_points(codes, y, k, seed):

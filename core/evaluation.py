@@ -1,6 +1,9 @@
 """Evaluation on the balanced test (and validation) set: one forward pass, then every metric from its logits.
 
-All metrics are computed on the device and read back in one transfer per evaluation.
+The forward pass runs in fp32 whatever precision training uses (``TrainConfig.amp``): bf16 would round
+logits near 10 to steps of 0.0625, tying close classes (``argmax`` then picks the lower label, a head
+class on CIFAR) and coarsening the margins of eq. 11. Metrics are computed on the device and read back
+a few transfers per member and split, none per training step.
 """
 
 from __future__ import annotations
@@ -11,15 +14,15 @@ from core.fused import FusedNetwork
 
 
 @torch.no_grad()
-def eval_logits(net: FusedNetwork, data: DeviceData, split: str, batch_size: int, amp: bool) -> torch.Tensor:
-    """Every member's logits (K, N, C) on the whole ``test`` or ``val`` set, in eval mode (BatchNorm
+def eval_logits(net: FusedNetwork, data: DeviceData, split: str, batch_size: int) -> torch.Tensor:
+    """Every member's fp32 logits (K, N, C) on the whole ``test`` or ``val`` set, in eval mode (BatchNorm
     running statistics)."""
     net.eval()
     out = []
     for start in range(0, len(getattr(data, f"y_{split}")), batch_size):
         x = data.eval_inputs(split, slice(start, start + batch_size))
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-            out.append(net.forward_shared(x).float())
+        with torch.autocast(x.device.type, enabled=False):
+            out.append(net.forward_shared(x))
     net.train()
     return torch.cat(out, dim=1)
 

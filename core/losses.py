@@ -9,6 +9,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from core.methods import REDUCTIONS
+
 
 def class_balanced_weights(counts: Sequence[int], beta: float = 0.9999) -> torch.Tensor:
     """Class-balanced weights of Cui et al.: ``w_c = (1 - beta) / (1 - beta ** n_c)``, rescaled to sum to K.
@@ -38,6 +40,8 @@ def mixed_cross_entropy(logits: torch.Tensor, y_i: torch.Tensor, y_j: torch.Tens
     ``sum(lam_y w_{y_i} + (1 - lam_y) w_{y_j})``, which for hard labels is exactly
     ``F.cross_entropy(weight=w)`` as in LDAM-DRW (see ``core.methods``).
     """
+    if reduction not in REDUCTIONS:  # checked first: without weights both are the mean
+        raise ValueError(f"reduction: got {reduction!r}; allowed: {list(REDUCTIONS)}")
     log_p = F.log_softmax(logits.float(), dim=-1)
     nll_i = -log_p.gather(-1, y_i[..., None]).squeeze(-1)
     nll_j = -log_p.gather(-1, y_j[..., None]).squeeze(-1)
@@ -47,9 +51,7 @@ def mixed_cross_entropy(logits: torch.Tensor, y_i: torch.Tensor, y_j: torch.Tens
     total = (w_i * nll_i + w_j * nll_j).sum(-1)
     if reduction == "weighted_mean":
         return total / (w_i + w_j).sum(-1)
-    if reduction == "batch_mean":
-        return total / logits.shape[-2]
-    raise ValueError(f"reduction: got {reduction!r}; allowed: ['batch_mean', 'weighted_mean']")
+    return total / logits.shape[-2]  # batch_mean
 
 
 def ldam_logits(cos_logits: torch.Tensor, y: torch.Tensor, margins: torch.Tensor, s: torch.Tensor | float) -> torch.Tensor:

@@ -62,6 +62,26 @@ def _check_counts(counts: CountsLike) -> torch.Tensor:
     return n
 
 
+def _check_labels(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``targets`` as int64, refused unless every label lies in ``[0, num_classes)``."""
+    targets = targets.long()
+    if targets.numel() and (targets.min() < 0 or targets.max() >= num_classes):
+        raise ValueError(f"targets: labels must lie in [0, {num_classes})")
+    return targets
+
+
+def _check_same_1d_shape(margins: torch.Tensor, targets: torch.Tensor) -> None:
+    if margins.shape != targets.shape or margins.dim() != 1:
+        raise ValueError(f"margins/targets: got shapes {tuple(margins.shape)} and "
+                         f"{tuple(targets.shape)}; allowed: equal 1-D shapes")
+
+
+def _check_same_length(class_margins: torch.Tensor, counts: torch.Tensor) -> None:
+    if class_margins.numel() != counts.numel():
+        raise ValueError(f"class_margins/counts: got lengths {class_margins.numel()} and {counts.numel()}; "
+                         "allowed: equal")
+
+
 def sample_margins(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per-sample margin ``gamma(x, y) = f(x)_y - max_{j != y} f(x)_j`` (eq. 11).
 
@@ -96,9 +116,7 @@ def sample_margins(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"logits: got shape {tuple(logits.shape)}; allowed: (B, K) with K >= 2")
     if targets.shape != (logits.shape[0],):
         raise ValueError(f"targets: got shape {tuple(targets.shape)}; allowed: ({logits.shape[0]},)")
-    targets = targets.long()
-    if targets.numel() and (targets.min() < 0 or targets.max() >= logits.shape[1]):
-        raise ValueError(f"targets: labels must lie in [0, {logits.shape[1]})")
+    targets = _check_labels(targets, logits.shape[1])
     true_logit = logits.gather(1, targets[:, None]).squeeze(1)
     is_true = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, targets[:, None], True)
     runner_up = logits.masked_fill(is_true, float("-inf")).amax(dim=1)
@@ -136,12 +154,8 @@ def class_margins(margins: torch.Tensor, targets: torch.Tensor, num_classes: int
     have deterministic CUDA paths under ``torch.use_deterministic_algorithms(True)``, unlike
     ``bincount`` with weights.
     """
-    if margins.shape != targets.shape or margins.dim() != 1:
-        raise ValueError(f"margins/targets: got shapes {tuple(margins.shape)} and "
-                         f"{tuple(targets.shape)}; allowed: equal 1-D shapes")
-    targets = targets.long()
-    if targets.numel() and (targets.min() < 0 or targets.max() >= num_classes):
-        raise ValueError(f"targets: labels must lie in [0, {num_classes})")
+    _check_same_1d_shape(margins, targets)
+    targets = _check_labels(targets, num_classes)
     values = margins.detach().to(torch.float64)
     sums = torch.zeros(num_classes, dtype=torch.float64, device=values.device)
     sums.index_add_(0, targets, values)
@@ -189,8 +203,7 @@ def _group_margins(class_margins: CountsLike, counts: CountsLike) -> tuple[float
     """The two terms of eq. (17): count-weighted mean class margin of majority and of minority."""
     m = _as_float64_cpu(class_margins, "class_margins")
     n = _check_counts(counts)
-    if m.numel() != n.numel():
-        raise ValueError(f"class_margins/counts: got lengths {m.numel()} and {n.numel()}; allowed: equal")
+    _check_same_length(m, n)
     major = majority_mask(n)
     return _weighted_group_mean(m, n, major), _weighted_group_mean(m, n, ~major)
 
@@ -273,13 +286,9 @@ def margin_decomposition(margins: torch.Tensor, targets: torch.Tensor,
     reported because a part's mean is hard to read without knowing how many samples it holds
     (the ``gamma < 0`` share is the group's error rate, up to ties).
     """
-    if margins.shape != targets.shape or margins.dim() != 1:
-        raise ValueError(f"margins/targets: got shapes {tuple(margins.shape)} and "
-                         f"{tuple(targets.shape)}; allowed: equal 1-D shapes")
+    _check_same_1d_shape(margins, targets)
     major_class = majority_mask(counts)
-    targets = targets.detach().long().cpu()
-    if targets.numel() and (targets.min() < 0 or targets.max() >= major_class.numel()):
-        raise ValueError(f"targets: labels must lie in [0, {major_class.numel()})")
+    targets = _check_labels(targets.detach().cpu(), major_class.numel())
     values = margins.detach().to(torch.float64).cpu()
     in_major = major_class[targets]
     out: dict[str, float] = {}
@@ -324,8 +333,7 @@ def theoretical_margin_l2(class_margins: CountsLike, counts: CountsLike) -> floa
     """
     m = _as_float64_cpu(class_margins, "class_margins")
     n = _check_counts(counts)
-    if m.numel() != n.numel():
-        raise ValueError(f"class_margins/counts: got lengths {m.numel()} and {n.numel()}; allowed: equal")
+    _check_same_length(m, n)
     keep = ~torch.isnan(m) & (n > 0)
     if not keep.any():
         return math.nan
@@ -333,19 +341,6 @@ def theoretical_margin_l2(class_margins: CountsLike, counts: CountsLike) -> floa
     denom = (m * m).sum()
     slope = (m * tau).sum() / denom if denom > 0 else torch.zeros((), dtype=torch.float64)
     return float(((tau - slope * m) ** 2).sum())
-
-
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks 1..n of ``values``, tied values sharing the mean of the ranks they span."""
-    order = np.argsort(values, kind="mergesort")
-    ordered = values[order]
-    starts = np.r_[True, ordered[1:] != ordered[:-1]]  # first position of each run of ties
-    run_id = np.cumsum(starts) - 1
-    bounds = np.r_[np.flatnonzero(starts), values.size]  # run r spans sorted positions [b_r, b_{r+1})
-    run_rank = 0.5 * (bounds[:-1] + 1 + bounds[1:])  # mean of the 1-based ranks b_r+1 .. b_{r+1}
-    ranks = np.empty(values.size, dtype=np.float64)
-    ranks[order] = run_rank[run_id]
-    return ranks
 
 
 def spearman(x: CountsLike, y: CountsLike) -> float:
@@ -364,25 +359,18 @@ def spearman(x: CountsLike, y: CountsLike) -> float:
 
     Notes
     -----
-    Ties get the average of the ranks they span, the standard convention (and that of
-    ``scipy.stats.spearmanr``), so that the statistic does not depend on input order. With
-    ties the shortcut ``1 - 6 sum d^2 / (n (n^2 - 1))`` is wrong, hence Pearson on the ranks.
-    Implemented with numpy to keep scipy out of the training path.
+    ``scipy.stats.spearmanr``: ties get the average of the ranks they span, so that the statistic
+    does not depend on input order. The degenerate cases return NaN without scipy's warning.
     """
+    from scipy import stats  # kept off the import path of Ray workers: only tables call this
+
     a = np.asarray(x.detach().cpu() if torch.is_tensor(x) else x, dtype=np.float64)
     b = np.asarray(y.detach().cpu() if torch.is_tensor(y) else y, dtype=np.float64)
     if a.ndim != 1 or a.shape != b.shape:
         raise ValueError(f"x/y: got shapes {a.shape} and {b.shape}; allowed: equal 1-D shapes")
-    if a.size < 2 or np.isnan(a).any() or np.isnan(b).any():
+    if a.size < 2 or np.isnan(a).any() or np.isnan(b).any() or np.ptp(a) == 0 or np.ptp(b) == 0:
         return math.nan
-    ra = _average_ranks(a)
-    rb = _average_ranks(b)
-    ra -= ra.mean()
-    rb -= rb.mean()
-    scale = math.sqrt(float(ra @ ra) * float(rb @ rb))
-    if scale == 0.0:  # a constant rank vector has no defined correlation
-        return math.nan
-    return float(np.clip(float(ra @ rb) / scale, -1.0, 1.0))
+    return float(stats.spearmanr(a, b).statistic)
 
 
 def margin_report(logits: torch.Tensor, targets: torch.Tensor, counts: CountsLike) -> dict[str, float]:

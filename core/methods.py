@@ -48,6 +48,14 @@ class Method:
     synthesis: str = "none"
     stages: tuple[str, ...] = ()  # models trained before the run, by stage name (core.stages)
 
+    def __post_init__(self) -> None:
+        # The training loop branches on these values, so a misspelt one would silently take another's branch.
+        for name, allowed in (("pairing", PAIRINGS), ("loss", LOSSES), ("weighting", WEIGHTINGS),
+                              ("reduction", REDUCTIONS), ("sampler", SAMPLERS), ("translation", TRANSLATIONS),
+                              ("synthesis", SYNTHESES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: got {getattr(self, name)!r}; allowed: {list(allowed)}")
+
     @property
     def mixes(self) -> bool:
         return self.pairing != "none"

@@ -110,7 +110,9 @@ def _figure(width: float = 6.0, height: float = 4.0):
 
 
 def margin_bar_chart(table: pd.DataFrame, title: str) -> bytes:
-    """Per-class mean margin as bars, classes in training-count order (head to tail)."""
+    """Per-class mean margin as bars, classes in training-count order (head to tail; SVHN's labels are
+    not in that order)."""
+    table = table.sort_values("train_count", ascending=False, kind="stable")
     fig, ax = _figure()
     ax.bar(table["class"].astype(str), table["margin"], color="tab:blue")
     ax.axhline(0, color="black", linewidth=0.8)

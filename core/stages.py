@@ -45,7 +45,8 @@ import torch
 from torch import nn
 
 from core.config import FORMER_DEFAULTS, RUN_FIELDS, ConfigError, TrainConfig
-from core.data import DATASETS, imbalanced_arrays, load
+from core.augment import to_unit
+from core.data import DATASETS, channels_first, imbalanced_arrays, load
 from core.deepsmote import Autoencoder, train_autoencoder
 from core.fused import FusedNetwork
 from core.methods import get_method
@@ -106,7 +107,7 @@ def _train_autoencoder(cfg: TrainConfig, x: np.ndarray, y: np.ndarray, resume: d
     from core.train import resolve_device  # as above: core.train imports this module
 
     device = resolve_device(cfg.device)
-    images = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device).float().div_(255)
+    images = to_unit(channels_first(x, device))
     state, metrics = train_autoencoder(images, torch.from_numpy(y).to(device), cfg, device, resume, save_state)
     return {"input_shape": list(images.shape[1:]), "latent_dim": cfg.deepsmote_latent_dim}, state, metrics
 

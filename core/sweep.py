@@ -124,6 +124,19 @@ def hung_up(terminal: list[int]) -> None:
 
 
 @contextlib.contextmanager
+def signal_handlers(handlers: dict[int, Any], restored: tuple[int, ...] = ()):
+    """``handlers`` installed for the block; on the way out, the handlers that those signals and the
+    ``restored`` ones had before it are put back."""
+    previous = {signum: signal.getsignal(signum) for signum in restored}
+    previous.update({signum: signal.signal(signum, handler) for signum, handler in handlers.items()})
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
+@contextlib.contextmanager
 def stop_signals_as_ctrl_c():
     """SIGTERM (what ``ray job stop``, Slurm's ``scancel`` and Kubernetes send first) and SIGHUP (the
     terminal closed: a dropped ``ray submit`` SSH connection) stop the sweep as Ctrl+C does: while the
@@ -148,13 +161,8 @@ def stop_signals_as_ctrl_c():
             raise KeyboardInterrupt
         handler(signum, frame)
 
-    previous = {signal.SIGINT: signal.getsignal(signal.SIGINT)}
-    previous.update({signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)})
-    try:
+    with signal_handlers({signal.SIGTERM: stop, signal.SIGHUP: stop}, restored=(signal.SIGINT,)):
         yield received
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 @contextlib.contextmanager
@@ -178,13 +186,8 @@ def signals_held(what: str, held: tuple[int, ...], ignored: tuple[int, ...] = ()
         if len(received) > 1:
             raise KeyboardInterrupt
 
-    previous = {signum: signal.signal(signum, hold) for signum in held}
-    previous.update({signum: signal.signal(signum, signal.SIG_IGN) for signum in ignored})
-    try:
+    with signal_handlers({**{signum: hold for signum in held}, **{signum: signal.SIG_IGN for signum in ignored}}):
         yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
     if received:
         raise SweepInterrupted(f"interrupted while {what}, before any trial; the same command starts the sweep",
                                received[0])
@@ -269,7 +272,8 @@ def trial_resources(spec: SweepSpec) -> dict[str, float]:
         gpus = 0
     cpus = spec.cpus_per_trial
     if cpus != "auto" and cluster.get("CPU", 0) < cpus:
-        raise ValueError(f"cpus_per_trial: {cpus} requested but the Ray cluster has {cluster.get('CPU', 0):g} CPUs")
+        raise ValueError(f"cpus_per_trial: {cpus} requested but the Ray cluster has {cluster.get('CPU', 0):g} CPUs; "
+                         f"allowed: at most {cluster.get('CPU', 0):g}, or 'auto'")
     return {"cpu": 1.0 if cpus == "auto" else cpus, "gpu": gpus}
 
 
@@ -676,7 +680,7 @@ def run_stages(spec: SweepSpec, uri: str, experiment: str, parent: str, resource
     log.info("training %d stage(s) before the trials: %s", len(missing),
              ", ".join(name for name, _ in missing.values()))
     task = ray.remote(_ensure_stage).options(num_cpus=resources["cpu"], num_gpus=resources["gpu"])
-    received: list[int] = []  # as in run_sweep
+    received: list[int] = []  # as in run_round
     refs: list[ray.ObjectRef] = []
     try:
         with stop_signals_as_ctrl_c() as received:

@@ -206,6 +206,15 @@ def log_artifacts(tracking_uri: str, run_id: str, files: dict[str, bytes]) -> No
         _retrying(c.log_artifacts, run_id, d)
 
 
+def _params(params: dict[str, Any]) -> list[Param]:
+    """MLflow params, sorted by name: lists and tuples as JSON (``[160, 180]``), the rest as ``str``."""
+    return [Param(k, json.dumps(v) if isinstance(v, (list, tuple)) else str(v)) for k, v in sorted(params.items())]
+
+
+def _experiment_ids(c: MlflowClient) -> list[str]:
+    return [e.experiment_id for e in _retrying(c.search_experiments)]
+
+
 def _log_batch(c: MlflowClient, run_id: str, metrics: dict[str, float], step: int, attempts: int = 8) -> None:
     now = int(time.time() * 1000)
     # MLflow stores NaN, but not inf; a missing class's margin is NaN on purpose.
@@ -240,9 +249,7 @@ class TrialRun:
             run = _retrying(self.client.create_run, experiment, run_name=name,
                             tags={PARENT_TAG: parent_run_id, TRIAL_TAG: trial_id, MEMBER_TAG: str(member)})
             self.run_id, self.last_step = run.info.run_id, -1
-            _retrying(self.client.log_batch, self.run_id,
-                      params=[Param(k, json.dumps(v) if isinstance(v, (list, tuple)) else str(v))
-                              for k, v in sorted(params.items())])
+            _retrying(self.client.log_batch, self.run_id, params=_params(params))
 
     def log_epoch(self, metrics: dict[str, float]) -> None:
         """Log one evaluation as a step. When the store stays unreachable past the retries, the step is
@@ -289,7 +296,7 @@ class TrialRun:
 def find_stage_run(tracking_uri: str, digest: str):
     """The latest finished stage run of key digest ``digest`` in any experiment of the store, or None."""
     c = client(tracking_uri)
-    experiments = [e.experiment_id for e in _retrying(c.search_experiments)]
+    experiments = _experiment_ids(c)
     if not experiments:
         return None
     runs = _retrying(c.search_runs, experiments, max_results=1, order_by=["attributes.start_time DESC"],
@@ -300,7 +307,7 @@ def find_stage_run(tracking_uri: str, digest: str):
 def stage_runs(tracking_uri: str) -> list:
     """Every stage run of the store."""
     c = client(tracking_uri)
-    experiments = [e.experiment_id for e in _retrying(c.search_experiments)]
+    experiments = _experiment_ids(c)
     return _retrying(c.search_runs, experiments, filter_string=f"tags.`{STAGE_TAG}` IS NOT NULL",
                      max_results=10000) if experiments else []
 
@@ -311,8 +318,7 @@ def log_stage_run(tracking_uri: str, experiment: str, parent_run_id: str | None,
     c = client(tracking_uri)
     tags = {STAGE_TAG: name, STAGE_KEY_TAG: digest, **({PARENT_TAG: parent_run_id} if parent_run_id else {})}
     run_id = _retrying(c.create_run, experiment, run_name=run_name, tags=tags).info.run_id
-    _retrying(c.log_batch, run_id, params=[Param(k, json.dumps(v) if isinstance(v, (list, tuple)) else str(v))
-                                           for k, v in sorted(params.items())])
+    _retrying(c.log_batch, run_id, params=_params(params))
     _log_batch(c, run_id, metrics, step=0)
     log_artifacts(tracking_uri, run_id, files)
     _retrying(c.set_terminated, run_id, status="FINISHED")

@@ -10,7 +10,8 @@ seed, one SGD optimiser over the stacked parameters. Then the paper's schedule (
 decay, class-balanced re-weighting from each member's DRW epoch), an evaluation on the balanced test
 set every ``eval_every`` epochs, and one ``report`` per evaluation. Each epoch, every member draws all
 its randomness at once from its own generator (order, crops, flips, lam_x, partners), so a step has
-no draw of its own, no per-member launch and no host sync.
+no draw of its own, no per-member launch and no host sync; only M2m draws each step, its translations'
+random starts (one image-sized draw per member: an epoch's would be as large as the training set).
 
 Members never interact: the pack's loss is the sum of the members' losses, so each member's gradient
 is the one it has alone, and SGD with momentum and weight decay is element-wise. Same seed and device
@@ -45,7 +46,7 @@ from core.deepsmote import deepsmote_oversample
 from core.evaluation import accuracy_report, eval_logits
 from core.fused import FusedNetwork, choose_executor
 from core.losses import ldam_logits, ldam_margins, mixed_cross_entropy
-from core.m2m import TRANSLATIONS, draw_translation
+from core.m2m import TRANSLATORS, draw_translation
 from core.margins import margin_report
 from core.methods import Method, get_method
 from core.mixing import MixedBatch, mix_batch, sample_beta
@@ -326,7 +327,7 @@ def make_batch(pack: Pack, draws: EpochDraws, step: int, start: int, end: int) -
     positions = draws.order[:, start:end]
     x, y = member_images(pack, positions, draws.offsets[:, start:end], draws.flips[:, start:end], draws.index)
     if pack.method.translation != "none":  # M2m: some samples replaced by majority seeds translated to them
-        x = TRANSLATIONS[pack.method.translation](pack, draws, start, end, x, y)
+        x = TRANSLATORS[pack.method.translation](pack, draws, start, end, x, y)
     if not pack.method.mixes:
         ones = torch.ones_like(y, dtype=torch.float32)
         return MixedBatch(x, y, y, ones, ones[:, 0])
@@ -476,7 +477,7 @@ def evaluate(pack: Pack, members: list[int]) -> dict[int, Metrics]:
     split, ``val_acc``, ``val_balanced_acc`` and the validation margin statistics (``val_margin_*``)."""
     cfg, data = pack.cfg, pack.data
     splits = ["test"] + (["val"] if data.y_val is not None else [])
-    logits = {split: eval_logits(pack.net, data, split, 2 * cfg.batch_size, pack.amp) for split in splits}
+    logits = {split: eval_logits(pack.net, data, split, 2 * cfg.batch_size) for split in splits}
     out = {}
     for m in members:
         out[m] = {}
@@ -518,7 +519,8 @@ def restore(pack: Pack, state: dict[str, Any]) -> tuple[int, list[Metrics], list
     ``RESUMES_UNDER_OTHER``: a run saved before a default of those changed, or on another machine, goes on."""
     saved = [TrainConfig.from_dict(c) for c in state["configs"]]
     if len(saved) != pack.size:
-        raise ConfigError("resume", f"the saved state holds {len(saved)} member(s), the pack {pack.size}")
+        raise ConfigError("resume", f"the saved state holds {len(saved)} member(s), the pack {pack.size}; "
+                                    f"allowed: a state of the same {pack.size} member(s)")
     for m, (old, new) in enumerate(zip(saved, pack.cfgs)):
         changes = config_changes(old, new)
         other = [change for name, change in changes.items() if name not in RESUMES_UNDER_OTHER]

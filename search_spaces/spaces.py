@@ -29,7 +29,7 @@ import functools
 
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from core.methods import METHODS
+from core.methods import get_method
 
 if TYPE_CHECKING:  # only for annotations: a space never needs Optuna itself
     from optuna.trial import BaseTrial
@@ -85,15 +85,9 @@ def drw_epoch_space(trial: BaseTrial, epochs: int) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- per-method spaces
-def _check_method(method: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f"method: unknown method {method!r}; allowed: {sorted(METHODS)}")
-
-
 def method_params(method: str) -> tuple[str, ...]:
     """Names of the hyperparameters ``method`` reads, in the order they are suggested."""
-    _check_method(method)
-    m = METHODS[method]
+    m = get_method(method)
     names: list[str] = []
     if m.mixes:
         names.append("alpha")
@@ -138,7 +132,7 @@ def method_space(method: str, epochs: int, constants: Mapping[str, Any] | None =
     trial config is complete (e.g. ``constants={"dataset": "cifar10", "ratio": 300, "epochs": 200}``).
     Arguments are checked here, once, rather than inside every trial.
     """
-    _check_method(method)
+    get_method(method)
     drw_epoch_bounds(epochs)
     fixed = {"method": method, **(constants or {})}
     # A partial of module-level functions, not a closure: Ray pickles the searcher with its space.
@@ -161,9 +155,9 @@ def joint_space(methods: Sequence[str], epochs: int, constants: Mapping[str, Any
     if not methods:
         raise ValueError("methods: got an empty list; allowed: a non-empty list of method names")
     if len(set(methods)) != len(methods):
-        raise ValueError(f"methods: got duplicates in {methods!r}")
+        raise ValueError(f"methods: got duplicates in {methods!r}; allowed: each method once")
     for method in methods:
-        _check_method(method)
+        get_method(method)
     drw_epoch_bounds(epochs)
     return functools.partial(_joint_trial, methods=methods, epochs=epochs, fixed=dict(constants or {}))
 

@@ -21,7 +21,7 @@ import pandas as pd
 
 from cluster.address import cluster_address
 from core import tracking
-from core.config import DATASET_DEFAULTS, TRAIN_FIELDS, ConfigError, TrainConfig, field_assignments
+from core.config import TRAIN_FIELDS, ConfigError, TrainConfig, dataset_defaults, field_assignments, schedule_within
 from core.data import DATASETS, load
 from core.reporting import markdown_table
 from core.sweep import (PROJECT_DIR, SweepInterrupted, SweepResult, SweepSpec, claim_folder, grid_configs,
@@ -106,12 +106,10 @@ def settings(args: argparse.Namespace, presets: dict[str, dict[str, Any]], sweep
             chosen[key] = getattr(args, key)
     if chosen.get("data_root"):
         chosen["data_root"] = os.path.abspath(chosen["data_root"])
-    epochs = chosen.get("epochs")
-    if epochs is not None:
-        schedule = {"warmup_epochs": 5, **DATASET_DEFAULTS[chosen["dataset"]]}
-        chosen["milestones"] = [m for m in chosen.get("milestones", schedule["milestones"]) if m <= epochs]
-        for key in ("drw_epoch", "warmup_epochs"):
-            chosen[key] = min(chosen.get(key, schedule[key]), epochs)
+    if chosen.get("epochs") is not None:
+        schedule = {**dataset_defaults(chosen["dataset"]), **chosen}
+        chosen.update(schedule_within(chosen["epochs"], schedule["milestones"], schedule["drw_epoch"],
+                                      schedule["warmup_epochs"]))
     chosen["name"] = args.name or f"{sweep}-{args.preset}"
     chosen["preset"] = args.preset
     return chosen

@@ -28,9 +28,7 @@ from sweeps.paper_tables import TABLE12_SETTING  # noqa: E402
 
 PRESETS = {
     "paper": dict(TABLE12_SETTING, seeds=5, omegas=OMEGA_GRID, gpus_per_trial=0.25),
-    "demo": dict(dataset="digits", imbalance="long_tailed", ratio=10.0, model="small_cnn", method="mamix_drw",
-                 epochs=10, milestones=[8], drw_epoch=8, warmup_epochs=1, seeds=2, omegas=OMEGA_GRID,
-                 gpus_per_trial=0.0),
+    "demo": dict(cli.DEMO, imbalance="long_tailed", ratio=10.0, method="mamix_drw", omegas=OMEGA_GRID),
 }
 METRICS = {"test_acc": "Accuracy (final epoch)", "test_acc_best": "Best epoch (test-selected)",
            "margin_gap": "Margin gap"}

@@ -9,8 +9,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.config import DATASET_DEFAULTS, ConfigError, TrainConfig
-from core.methods import METHODS
+from core.m2m import TRANSLATORS
+from core.methods import METHODS, Method
+from core.mixing import LABEL_RULES
 from core.models import MODELS
+from core.stages import STAGES
 
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
@@ -243,6 +246,20 @@ def test_from_dict_rejects_an_unknown_field_and_lists_the_known_ones():
         TrainConfig.from_dict({"dataset": "digits", "learning_rate": 0.1})
     assert err.value.field == "learning_rate"
     assert "unknown field" in str(err.value) and "'lr'" in str(err.value)
+
+
+@pytest.mark.parametrize("field", ["pairing", "loss", "weighting", "reduction", "sampler", "translation",
+                                   "synthesis"])
+def test_a_method_with_an_unknown_ingredient_is_refused_naming_it(field):
+    with pytest.raises(ValueError, match=rf"^{field}: got 'any_nnn'; allowed: \['"):
+        Method(**{field: "any_nnn"})
+
+
+def test_every_methods_label_rule_translation_and_stages_have_code_that_runs_them():
+    for name, method in METHODS.items():
+        assert method.label_rule in LABEL_RULES, name
+        assert method.translation == "none" or method.translation in TRANSLATORS, name
+        assert set(method.stages) <= set(STAGES), name
 
 
 # ----------------------------------------------------------------------------- property test

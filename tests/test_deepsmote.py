@@ -141,6 +141,25 @@ def test_each_epoch_sees_every_image_once_and_each_penalty_one_class(monkeypatch
     assert _record_autoencoder_training(monkeypatch, x, y, cfg) == (batches, penalties)  # stage_seed's draws alone
 
 
+def test_the_draws_are_those_of_a_step_by_step_loop_from_stage_seed(monkeypatch):
+    """Each epoch draws its order, then each step's class and that class's images for P, in this order
+    from one generator: the stream a loop drawing at each step makes, however the draws reach the device."""
+    sizes = [120, 12, 2, 1]
+    y = torch.repeat_interleave(torch.arange(4), torch.tensor(sizes))
+    x = numbered_images(len(y))
+    cfg = TrainConfig.from_dict(tiny_config(deepsmote_epochs=2, deepsmote_batch_size=64, deepsmote_latent_dim=16))
+    gen = torch.Generator().manual_seed(cfg.stage_seed)
+    members, classes = [torch.nonzero(y == c).flatten() for c in range(4)], [0, 1, 2]
+    batches, penalties = [], []
+    for _ in range(2):
+        order = torch.randperm(len(y), generator=gen)
+        for start in (0, 64, 128):
+            batches.append(order[start:start + 64].tolist())
+            c = classes[int(torch.randint(len(classes), (1,), generator=gen))]
+            penalties.append(members[c][torch.randperm(len(members[c]), generator=gen)[:100]].tolist())
+    assert _record_autoencoder_training(monkeypatch, x, y, cfg) == (batches, penalties)
+
+
 @pytest.mark.parametrize("n, sizes", [(65, [64]), (66, [64, 2])])
 def test_a_last_batch_of_one_image_is_left_out_as_batchnorm_cannot_train_on_it(monkeypatch, n, sizes):
     y = torch.arange(n) % 2

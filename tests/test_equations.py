@@ -397,8 +397,9 @@ def test_mixed_cross_entropy_weighs_each_term_by_its_own_label():
     normaliser = (lam * w[y_i] + (1 - lam) * w[y_j]).sum()
     assert mixed_cross_entropy(logits, y_i, y_j, lam, w, "weighted_mean").item() == pytest.approx(
         (terms.sum() / normaliser).item(), rel=1e-6)
-    with pytest.raises(ValueError, match=r"reduction: got 'sum'; allowed: \['batch_mean', 'weighted_mean'\]"):
-        mixed_cross_entropy(logits, y_i, y_j, lam, w, "sum")
+    for weights in (w, None):
+        with pytest.raises(ValueError, match=r"reduction: got 'sum'; allowed: \['batch_mean', 'weighted_mean'\]"):
+            mixed_cross_entropy(logits, y_i, y_j, lam, weights, "sum")
 
 
 @pytest.mark.parametrize("reduction", ["weighted_mean", "batch_mean"])

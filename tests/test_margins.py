@@ -248,13 +248,6 @@ def test_l2_error_leaves_out_classes_without_training_images_and_fits_small_marg
     assert theoretical_margin_l2([0.1, 0.05], [1, 16]) == pytest.approx(0.0, abs=1e-30)
 
 
-def test_average_ranks_are_scipys():
-    from core.margins import _average_ranks
-
-    x = np.array([3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0, 5.0, 3.0])
-    assert _average_ranks(x).tolist() == scipy.stats.rankdata(x).tolist()
-
-
 def test_spearman_of_tensors_that_require_grad_and_of_empty_input():
     x = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
     assert spearman(x, torch.tensor([3.0, 1.0, 2.0], requires_grad=True)) == pytest.approx(-0.5)

@@ -240,3 +240,15 @@ def test_paper_presets_are_the_papers_settings(name, dataset, grid):
                 assert (cfg.model, cfg.epochs, cfg.milestones, cfg.drw_epoch) == (
                     {"cifar10": "resnet32", "cinic10": "resnet18"}[dataset], 200, (160, 180), 160)
                 assert cfg.eval_split == {"cifar10": "test", "cinic10": "valid"}[dataset]
+
+
+def test_the_margin_chart_runs_from_head_to_tail_whatever_the_labels_order(monkeypatch):
+    from core import reporting
+
+    monkeypatch.setattr(reporting, "_png", lambda fig: fig)
+    # SVHN's order: label 0 is the rarest class
+    table = reporting.per_class_table({f"class_margin_{c}": float(c) for c in range(4)}, [10, 1000, 599, 40],
+                                      ["0", "1", "2", "3"])
+    fig = reporting.margin_bar_chart(table, "margins")
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["1", "2", "3", "0"]
+    assert [bar.get_height() for bar in fig.axes[0].patches] == [1.0, 2.0, 3.0, 0.0]

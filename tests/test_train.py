@@ -14,8 +14,9 @@ from core.methods import METHODS
 from core.config import TrainConfig
 from core.evaluation import eval_logits
 from core.models import create_model
-from core.train import (compiles, draw_epoch, epoch_weights, main, make_batch, member_losses, run_epoch,
-                        set_up, train, train_pack, train_step)
+from core.margins import margin_report
+from core.train import (compiles, draw_epoch, epoch_weights, evaluate, main, make_batch, member_losses,
+                        run_epoch, set_up, train, train_pack, train_step)
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -73,8 +74,9 @@ def test_command_line_runs_and_prints_per_class_accuracy(caplog):
 @pytest.mark.parametrize("method", ["mamix_drw", "m2m"])
 def test_no_host_sync_inside_the_training_step(monkeypatch, method, stage_checkpoints):
     """No tensor is read back to the host (.item(), .tolist(), .cpu(), .numpy(), bool/float/int of a
-    tensor) anywhere below ``train_epoch``: the steps run without host syncs; the evaluation reads once."""
-    in_steps, anywhere = [], []
+    tensor) anywhere below ``train_epoch``: the steps run without host syncs; the evaluation reads once.
+    Nor does a step make a tensor from host data (``torch.tensor``): on a GPU, a copy the host waits for."""
+    in_steps, anywhere, made_in_steps = [], [], []
     for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__"):
         original = getattr(torch.Tensor, name)
 
@@ -85,10 +87,17 @@ def test_no_host_sync_inside_the_training_step(monkeypatch, method, stage_checkp
             return _original(self, *a, **k)
         monkeypatch.setattr(torch.Tensor, name, spy)
 
+    def tensor_spy(*a, _original=torch.tensor, **k):
+        if any(frame.name in ("make_batch", "train_step") for frame in traceback.extract_stack()):
+            made_in_steps.append(a)
+        return _original(*a, **k)
+    monkeypatch.setattr(torch, "tensor", tensor_spy)
+
     train(with_stages(tiny_config(method=method, epochs=2, milestones=[1], drw_epoch=1, m2m_steps=2),
                       stage_checkpoints))
     assert anywhere, "the spy must see the evaluation's reads"
     assert in_steps == []
+    assert made_in_steps == []
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: torch.cuda.set_sync_debug_mode "
@@ -205,7 +214,7 @@ def test_evaluation_runs_in_eval_mode_and_leaves_the_model_as_it_found_it():
     pack = set_up([cfg])
     run_epoch(pack, 0)
     before = pack.net.member_state(0)
-    logits = eval_logits(pack.net, pack.data, "test", 2 * cfg.batch_size, amp=False)[0]
+    logits = eval_logits(pack.net, pack.data, "test", 2 * cfg.batch_size)[0]
     assert pack.net.training
     assert all(torch.equal(v, before[k]) for k, v in pack.net.member_state(0).items()), "BatchNorm statistics moved"
     model = create_model(cfg.model, 10, 1)
@@ -213,6 +222,25 @@ def test_evaluation_runs_in_eval_mode_and_leaves_the_model_as_it_found_it():
     x = pack.data.eval_inputs("test", slice(None))
     torch.testing.assert_close(logits, model.eval()(x), rtol=1e-5, atol=1e-5)
     assert not torch.allclose(logits, model.train()(x), atol=1e-3), "train-mode logits must differ, or this proves nothing"
+
+
+def test_a_pack_trained_in_bf16_is_evaluated_in_fp32():
+    """amp rounds the training steps only: the reported margins are those of the member's fp32 forward
+    pass, which bf16 logits (rounded to a grid that ties close classes) would not give."""
+    cfg = TrainConfig.from_dict(tiny_config(method="mixup_drw", amp=True))
+    pack = set_up([cfg])
+    run_epoch(pack, 0)
+    model = create_model(cfg.model, 10, 1)
+    model.load_state_dict(pack.net.member_state(0))
+    model.eval()
+    x, y = pack.data.eval_inputs("test", slice(None)), pack.data.y_test
+    with torch.no_grad():
+        expected = margin_report(model(x), y, pack.data.counts)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            rounded = margin_report(model(x).float(), y, pack.data.counts)
+    reported = evaluate(pack, [0])[0]
+    assert {k: reported[k] for k in expected} == pytest.approx(expected, rel=1e-5, abs=1e-6, nan_ok=True)
+    assert rounded != pytest.approx(expected, rel=1e-5, abs=1e-6, nan_ok=True), "bf16 must change the margins, or this proves nothing"
 
 
 # ----------------------------------------------------------------------------- the authors' clean forward
