@@ -13,7 +13,6 @@ round, so drift of the machine's speed spreads over all of them; medians are rep
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -25,6 +24,7 @@ if __package__ in (None, ""):
 
 import torch  # noqa: E402
 
+from bench.summarise import emit  # noqa: E402
 from bench.throughput import (RATIO_HELP, Setup, build, cpu_accounting, device_batches, make_config,  # noqa: E402
                               synchronize)
 from core.train import draw_epoch, make_batch, member_images, train_step  # noqa: E402
@@ -43,7 +43,7 @@ def time_parts(s: Setup, batch: int, reps: int) -> tuple[float, float]:
         make_batch(s.pack, draws, 0, 0, batch)
         synchronize(s.device)
         maker.append(time.perf_counter() - t)
-    batches = device_batches(s, batch)
+    batches = device_batches(s.pack, batch)
     step = []
     for _ in range(reps):
         synchronize(s.device)
@@ -68,7 +68,7 @@ def count_ops(s: Setup, batch: int) -> tuple[int, int]:
             self.n += 1
             return func(*args, **(kwargs or {}))
 
-    batches = device_batches(s, batch)
+    batches = device_batches(s.pack, batch)
     next(batches)
     with Counter() as maker:
         b = next(batches)
@@ -116,7 +116,7 @@ def profile(s: Setup, batch: int, steps: int, rows: int) -> str:
     """torch.profiler's table (self CPU time) over ``steps`` whole steps."""
     from torch.profiler import ProfilerActivity, profile as torch_profile, record_function
 
-    batches = device_batches(s, batch)
+    batches = device_batches(s.pack, batch)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if s.device.type == "cuda" else [])
     train_step(s.pack, next(batches), s.weights)
     with torch_profile(activities=activities) as prof:
@@ -186,10 +186,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
               f"{r.get('mixing_overhead_pct', float('nan')):>18.2f} {r.get('step_vs_erm_pct', float('nan')):>14.2f}")
     print(f"other processes kept {rows[0]['other_cores_busy']} CPU cores busy on average meanwhile")
     for r in rows:
-        print(json.dumps(r))
-    if args.json:
-        with open(args.json, "a") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
+        emit(r, args.json)
     if args.count_ops:
         print(f"\n{'method':<12} {'ops in batch maker':>19} {'ops per step':>13} {'extra ops vs erm':>17}")
         counts = {m: count_ops(build(make_config(args.dataset, m, args.data_root, args.device, args.batch, ratio=args.ratio)),

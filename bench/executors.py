@@ -40,7 +40,8 @@ import torch.nn.functional as F  # noqa: E402
 from torch.func import functional_call, grad_and_value, replace_all_batch_norm_modules_, stack_module_state  # noqa: E402,E501
 
 from bench.fused_throughput import timed  # noqa: E402
-from bench.throughput import device_name, emit  # noqa: E402
+from bench.summarise import emit  # noqa: E402
+from bench.throughput import device_name  # noqa: E402
 from core.config import TrainConfig  # noqa: E402
 from core.fused import FusedNetwork  # noqa: E402
 from core.models import create_model  # noqa: E402

@@ -32,10 +32,11 @@ if __package__ in (None, ""):  # run as a file: make the project importable
 
 import torch  # noqa: E402
 
-from bench.throughput import device_name, emit, make_config, synchronize  # noqa: E402
+from bench.summarise import emit  # noqa: E402
+from bench.throughput import device_batches, device_name, make_config, synchronize  # noqa: E402
 from core.config import COMPILE_MODES, FUSE_EXECUTORS, TrainConfig  # noqa: E402
 from core.data import DATASETS  # noqa: E402
-from core.train import (Pack, batch_bounds, draw_epoch, epoch_weights, make_batch, set_learning_rate,  # noqa: E402
+from core.train import (Pack, epoch_weights, set_learning_rate,  # noqa: E402
                         set_up, train_step)
 from search_spaces import OMEGA_GRID  # noqa: E402
 
@@ -60,15 +61,9 @@ def ready(cfgs: list[TrainConfig]) -> Pack:
 def steps(pack: Pack) -> Iterator[None]:
     """One full-batch SGD step per ``next``, epochs drawn as they come (as ``train_epoch`` steps)."""
     weights = epoch_weights(pack, pack.cfg.drw_epoch)
-    n, batch = pack.index.shape[1], pack.cfg.batch_size
-    if n < batch:
-        raise ValueError(f"batch: {batch} is larger than the training set ({n} images)")
-    while True:
-        draws = draw_epoch(pack)
-        for step, (start, end) in enumerate(batch_bounds(n, batch)):
-            if end - start == batch:
-                train_step(pack, make_batch(pack, draws, step, start, end), weights)
-                yield
+    for batch in device_batches(pack, pack.cfg.batch_size):
+        train_step(pack, batch, weights)
+        yield
 
 
 def timed(runs: list[Iterator[None]], device: torch.device, count: int, warmup: int,

@@ -59,7 +59,8 @@ if __package__ in (None, ""):  # run as a file: make the project importable
 import torch  # noqa: E402
 
 from bench.table12_fused import paper_setting  # noqa: E402
-from bench.throughput import device_name, emit, synchronize  # noqa: E402
+from bench.summarise import emit  # noqa: E402
+from bench.throughput import device_name, synchronize  # noqa: E402
 from core.config import COMPILE_MODES, TrainConfig, field_assignments  # noqa: E402
 from core.stages import needed_stages, train_stage_file  # noqa: E402
 from core.train import (Pack, batch_bounds, draw_epoch, epoch_weights, evaluate, make_batch, run_epoch,  # noqa: E402

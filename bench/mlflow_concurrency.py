@@ -13,7 +13,6 @@ JSON line per measurement and, at the end, their table (``--table`` prints a fil
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import sys
@@ -24,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pandas as pd  # noqa: E402
 
-from bench.summarise import read  # noqa: E402
+from bench.summarise import emit, read  # noqa: E402
 from core import tracking  # noqa: E402
 from core.reporting import markdown_table  # noqa: E402
 
@@ -88,11 +87,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     for n in args.trials:
         with tempfile.TemporaryDirectory() as folder:
             row = measure(n, args.epochs, folder)
-        print(json.dumps(row))
+        emit(row, args.json)
         rows.append(row)
-        if args.json:
-            with open(args.json, "a") as f:
-                f.write(json.dumps(row) + "\n")
     print(table(rows))
     return rows
 

@@ -8,9 +8,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 from collections import defaultdict
 from typing import Any
+
+
+def emit(row: dict[str, Any], path: str | None) -> None:
+    """Print one result as a JSON line and append it to ``path`` (a JSONL file) when given."""
+    line = json.dumps(row)
+    print(line, flush=True)
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "a") as f:
+            f.write(line + "\n")
 
 
 def read(paths: list[str]) -> list[dict[str, Any]]:

@@ -39,6 +39,7 @@ if __package__ in (None, ""):
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
+from bench.summarise import emit  # noqa: E402
 from core.config import TrainConfig  # noqa: E402
 from search_spaces import OMEGA_GRID, PAPER_SEEDS  # noqa: E402
 
@@ -232,10 +233,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     for k in args.packing:
         row = RUNNERS[args.runner](k, base, grid, results_dir, gpu, ncpu, stamp)
         rows.append(row)
-        print(json.dumps(row), flush=True)
-        if args.json:
-            with open(args.json, "a") as f:
-                f.write(json.dumps(row) + "\n")
+        emit(row, args.json)
     print(f"\nTable 12 slice: {len(args.omegas)} omegas x {args.seeds} seed(s) x {args.epochs} epoch(s), "
           f"{args.dataset} ratio {base['ratio']:g}, {args.device}, runner {args.runner}, {ncpu:g} CPUs, "
           f"results in {results_dir}")

@@ -37,6 +37,7 @@ if __package__ in (None, ""):  # run as a file: make the project importable
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.summarise import emit  # noqa: E402
 from core.config import COMPILE_MODES, TrainConfig  # noqa: E402
 from core.data import DATASETS, DatasetSpec  # noqa: E402
 from core.mixing import MixedBatch, mix_batch, sample_beta  # noqa: E402
@@ -86,17 +87,17 @@ def build(cfg: TrainConfig, epoch: int | None = None) -> Setup:
 
 # ----------------------------------------------------------------------------- the two pipelines
 
-def device_batches(s: Setup, batch: int) -> Iterator[MixedBatch]:
+def device_batches(pack: Pack, batch: int) -> Iterator[MixedBatch]:
     """The project's pipeline: each epoch's draws, then its full batches augmented and mixed on the
     device by ``make_batch``, as ``train_epoch`` makes them."""
-    n = s.pack.index.shape[1]
+    n = pack.index.shape[1]
     if n < batch:
         raise ValueError(f"batch: {batch} is larger than the training set ({n} images)")
     while True:
-        draws = draw_epoch(s.pack)
+        draws = draw_epoch(pack)
         for step, (start, end) in enumerate(batch_bounds(n, batch)):
             if end - start == batch:
-                yield make_batch(s.pack, draws, step, start, end)
+                yield make_batch(pack, draws, step, start, end)
 
 
 def loader_transform(spec: DatasetSpec, size: int):
@@ -249,7 +250,7 @@ def run(method: str = "mamix_drw", dataset: str = "cifar10", data_root: str | No
     torch.manual_seed(seed)  # the DataLoader's shuffling and worker seeds
     load_before = os.getloadavg()[0]
     s = build(cfg, epoch)
-    batches = device_batches(s, batch) if pipeline == "device" else loader_batches(s, batch, workers)
+    batches = device_batches(s.pack, batch) if pipeline == "device" else loader_batches(s, batch, workers)
     seconds, loss, other_cores = measure(s, batches, steps, warmup)
     batches.close()  # shuts the loader's workers down
     if not math.isfinite(loss.item()):
@@ -298,16 +299,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               channels_last=args.channels_last, compile=args.compile, ratio=args.ratio)
     emit(row, args.json)
     return row
-
-
-def emit(row: dict[str, Any], path: str | None) -> None:
-    """Print one result as a JSON line and append it to ``path`` (a JSONL file) when given."""
-    line = json.dumps(row)
-    print(line, flush=True)
-    if path:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "a") as f:
-            f.write(line + "\n")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ names), and refuses it otherwise with a message naming the field. Train one into
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import io

@@ -943,3 +943,17 @@ def test_linear_head_bench_crosses_both_options(tmp_path):
     runs = [json.loads(line) for line in open(tmp_path / "runs.jsonl")]
     assert len(runs) == 4 and len({r["test_acc"] for r in runs}) > 1, "the options must reach the training"
     assert "head_init" in (tmp_path / "heads.md").read_text()
+
+
+def test_eval_precision_bench_evaluates_one_run_in_fp32_and_in_bf16(tmp_path):
+    """bench/eval_precision.py: the fp32 line is the platform's own evaluation of the run's final
+    weights; the bf16 line rounds the logits (here at least the margins move)."""
+    from bench.eval_precision import main
+
+    out = tmp_path / "precision.jsonl"
+    rows = main(["--json", str(out), "--set", "epochs=2", "milestones=[]", "drw_epoch=1"])
+    assert [r["precision"] for r in rows] == ["fp32", "bf16"]
+    assert json.dumps([json.loads(line) for line in open(out)]) == json.dumps(rows)  # NaN != NaN: as text
+    fp32, bf16 = rows
+    assert fp32["margin_gap"] != bf16["margin_gap"] and fp32["max_logit_change"] > 0
+    assert 0 <= fp32["predictions_differ"] <= 1 and 0 <= fp32["bf16_top2_tied"] <= 1

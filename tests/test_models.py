@@ -74,6 +74,8 @@ def test_the_linear_head_is_drawn_as_its_init_says(name):
     authors = create_model(name, 10, c).head
     assert authors.bias is None
     assert authors.weight.abs().max() <= FEATURES[name] ** -0.5
+    # U(-b, b) has std b / sqrt(3): a head drawn smaller (or zero) is not nn.Linear's
+    assert authors.weight.std().item() == pytest.approx(FEATURES[name] ** -0.5 / 3 ** 0.5, rel=0.15)
     torch.manual_seed(0)
     cao = create_model(name, 10, c, head_bias=True, head_init="kaiming_normal").head
     assert cao.bias is not None and cao.bias.shape == (10,)

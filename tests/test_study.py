@@ -3,6 +3,7 @@
 import warnings
 
 import optuna
+import pandas as pd
 import pytest
 
 from core.study import (StoppedArePruned, ask, completed, evaluators_agree, fail_abandoned, importances, open_study,
@@ -71,7 +72,8 @@ def test_importances_find_the_parameter_that_matters_and_plots_are_pngs(tmp_path
     assert list(table["parameter"])[0] == "omega"
     assert set(table["parameter"]) == {"omega", "alpha", "drw_epoch"}
     assert table["fanova"].sum() == pytest.approx(1.0)
-    assert isinstance(evaluators_agree(table), bool)
+    assert evaluators_agree(pd.DataFrame({"fanova_rank": [1, 2, 3], "mean_decrease_impurity_rank": [1, 2, 3]}))
+    assert not evaluators_agree(pd.DataFrame({"fanova_rank": [1, 2, 3], "mean_decrease_impurity_rank": [2, 1, 3]}))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # optuna's matplotlib backend is marked experimental
         images = plots(study, table, "val_acc")

@@ -51,11 +51,22 @@ def test_resume_from_a_saved_state_continues_the_same_run():
     full = train(tiny_config(method="remix_drw", epochs=3, milestones=[2], drw_epoch=2), save_state=states.append)
     resumed = train(tiny_config(method="remix_drw", epochs=3, milestones=[2], drw_epoch=2), resume=states[0])
     assert resumed == full
+    # the best epoch so far comes from the state too, not only from the epochs trained after it
+    states[0]["best"][0]["test_acc_best"] = 1.0
+    again = train(tiny_config(method="remix_drw", epochs=3, milestones=[2], drw_epoch=2), resume=states[0])
+    assert again["test_acc_best"] == 1.0 and full["test_acc_best"] < 1.0
 
 
-def test_ldam_uses_a_cosine_head_and_reports_finite_margins():
-    metrics = train(tiny_config(method="ldam_drw"))
-    assert math.isfinite(metrics["margin_l2"])
+@pytest.mark.parametrize("method, head", [("ldam_drw", "GroupedNormedLinear"), ("ldam", "GroupedNormedLinear"),
+                                          ("drw", "GroupedLinear")])
+def test_ldam_uses_a_cosine_head_and_reports_finite_margins(method, head):
+    pack = set_up([TrainConfig.from_dict(tiny_config(method=method))])
+    assert type(pack.net.grouped.head).__name__ == head
+    if head == "GroupedNormedLinear":  # cosines: bounded whatever the inputs' scale
+        x = 10 * pack.data.eval_inputs("test", slice(0, 64))
+        with torch.no_grad():
+            assert pack.net.forward_shared(x).abs().max() <= 1 + 1e-5
+    assert math.isfinite(train(tiny_config(method=method))["margin_l2"])
 
 
 def test_bad_config_fails_before_training():
@@ -68,6 +79,7 @@ def test_command_line_runs_and_prints_per_class_accuracy(caplog):
     metrics = main(["--method", "mamix_drw", "--omega", "0.5", "--epochs", "2", "--warmup-epochs", "1",
                     "--milestones", "1", "--drw-epoch", "1", "--device", "cpu"])
     assert "per-class test accuracy" in caplog.text
+    assert all(f"{c}: {metrics[f'class_acc_{c}']:.3f}" in caplog.text for c in range(10))
     assert metrics["epoch"] == 2
 
 
