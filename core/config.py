@@ -118,7 +118,7 @@ class TrainConfig:
     val_split: str | int | float = "none"
     val_seed: int = 0
     # Stages (core.stages): models trained before a run, once per training set and stage seed, and reused.
-    stage_seed: int = 0  # seed of M2m's g and DeepSMOTE's autoencoder; fixed across trial seeds
+    stage_seed: int = 0  # seeds M2m's g (via core.stages.generator_seed) and DeepSMOTE's AE, for every trial seed
     # Epochs between a stage's saved states while it trains: a stage stopped part-way goes on from the last
     # (M2m's g is evaluated there too, never selected on). Not in a stage's key: it changes no weight.
     stage_checkpoint_every: int = 10

@@ -76,7 +76,7 @@ def register(tracking_uri: str, name: str, cfg: TrainConfig, path: str):
     sweeps of that training set and stage key then use it (the latest registered or trained wins)."""
     checkpoint = read_checkpoint(name, path)
     _, _, counts, classes = training_set(cfg)
-    check_training_set(name, checkpoint, path, cfg.dataset, counts, classes)
+    check_training_set(name, checkpoint, path, cfg, counts, classes)
     key = stage_key(name, cfg)
     store = tracking_uri.removeprefix("sqlite:///") if tracking_uri.startswith("sqlite:///") else None
     experiment = tracking.experiment_id(tracking_uri, "stages",

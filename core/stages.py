@@ -1,7 +1,8 @@
 """Stages: models that a method needs before its run starts, trained once and reused.
 
 M2m needs g (``m2m_generator``): an ERM model trained on the run's imbalanced training set under its
-own seed and selected without the test set (its final epoch). DeepSMOTE needs its autoencoder
+own seed (``generator_seed``, apart from the trials' seeds) and selected without the test set (its final
+epoch). DeepSMOTE needs its autoencoder
 (``deepsmote_autoencoder``, ``core.deepsmote``). A stage's result depends on a few fields only, its
 key: the training set (dataset, imbalance, ratio, mu, subset_seed), ``stage_seed`` and the stage's own
 schedule. Every trial of a sweep that shares them shares one stage, whatever its seed or method.
@@ -20,7 +21,7 @@ per key before their trials start). A checkpoint is a torch file of plain data::
 
 (``deepsmote_autoencoder``: "architecture": {"input_shape": [C, H, W], "latent_dim": n_z}). Loading
 checks that it is that stage and comes from the run's training set (dataset, per-class counts, class
-names), and refuses it otherwise with a message naming the field. Train one into a file::
+names, and the training-set fields of its key), and refuses it otherwise with a message naming the field. Train one into a file::
 
     python -m core.stages m2m_generator --dataset cifar10 --data-root /abs/data --ratio 100 --out /abs/g.pt
 """
@@ -65,14 +66,24 @@ class Stage:
     train: Callable[[TrainConfig, np.ndarray, np.ndarray, dict[str, Any] | None, Callable[[dict[str, Any]], None]],
                     tuple[dict[str, Any], dict[str, Any], dict[str, float]]]
     build: Callable[[dict[str, Any]], nn.Module]  # architecture -> untrained model
+    seed: Callable[[int], int]  # stage_seed -> the seed it trains under (in its key: another seed, another stage)
+
+
+def generator_seed(stage_seed: int) -> int:
+    """The seed g trains under, drawn from ``stage_seed`` away from the trials' seeds (0, 1, ...): with
+    ``stage_seed`` itself, the trial of that seed would start f from g's initial weights and first
+    epoch's draws, a step toward the reference port's defect of one network as f and g (the official
+    code trains g apart)."""
+    return int(hashlib.sha256(f"m2m_generator {stage_seed}".encode()).hexdigest()[:8], 16)
 
 
 def generator_config(cfg: TrainConfig) -> TrainConfig:
-    """g's run: ERM on the same training set and schedule, seeded with ``stage_seed``, evaluated where
-    its state is saved (every ``stage_checkpoint_every`` epochs) and at its end; the final epoch is g,
-    no selection on the test set."""
+    """g's run: ERM on the same training set and schedule, seeded with ``generator_seed(stage_seed)``,
+    evaluated where its state is saved (every ``stage_checkpoint_every`` epochs) and at its end; the
+    final epoch is g, no selection on the test set."""
     fields = {name: getattr(cfg, name) for name in STAGES["m2m_generator"].key_fields + RUN_FIELDS}
-    fields.update(method="erm", seed=fields.pop("stage_seed"), milestones=list(cfg.milestones),
+    fields.update(method="erm", seed=STAGES["m2m_generator"].seed(fields.pop("stage_seed")),
+                  milestones=list(cfg.milestones),
                   eval_every=min(cfg.stage_checkpoint_every, cfg.epochs))
     return TrainConfig.from_dict(fields)
 
@@ -120,11 +131,11 @@ STAGES: dict[str, Stage] = {
         "M2m's g, an ERM model of the run's training set",
         TRAINING_SET + ("model", "head_bias", "head_init", "epochs", "batch_size", "lr", "momentum",
                         "weight_decay", "warmup_epochs", "milestones", "lr_factor"),
-        _train_generator, _build_generator),
+        _train_generator, _build_generator, generator_seed),
     "deepsmote_autoencoder": Stage(
         "DeepSMOTE's encoder/decoder of the run's training set",
         TRAINING_SET + ("deepsmote_epochs", "deepsmote_batch_size", "deepsmote_lr", "deepsmote_latent_dim"),
-        _train_autoencoder, _build_autoencoder),
+        _train_autoencoder, _build_autoencoder, lambda stage_seed: stage_seed),
 }
 
 
@@ -135,7 +146,7 @@ def needed_stages(cfg: TrainConfig) -> list[str]:
 
 def stage_key(name: str, cfg: TrainConfig) -> dict[str, Any]:
     """What stage ``name`` of ``cfg`` depends on; equal keys give the same stage."""
-    key = {"stage": name}
+    key = {"stage": name, "seed": STAGES[name].seed(cfg.stage_seed)}
     key.update({f: list(v) if isinstance(v := getattr(cfg, f), tuple) else v for f in STAGES[name].key_fields})
     return key
 
@@ -257,12 +268,19 @@ def read_checkpoint(name: str, path: str) -> dict[str, Any]:
     return checkpoint
 
 
-def check_training_set(name: str, checkpoint: dict[str, Any], path: str, dataset: str, counts: list[int],
+def check_training_set(name: str, checkpoint: dict[str, Any], path: str, cfg: TrainConfig, counts: list[int],
                        classes: list[str]) -> None:
-    """Refuse a stage trained on another training set than the run's, naming the field."""
-    for what, expected in (("dataset", dataset), ("counts", list(counts)), ("classes", list(classes))):
-        if checkpoint[what] != expected:
-            raise ConfigError(name, f"{path} was trained on {what} {checkpoint[what]!r} but this run's training set "
+    """Refuse a stage trained on another training set than the run's, naming the field. Counts alone
+    cannot tell two subset seeds apart (the same counts, other images: the reference DeepSMOTE port's
+    data mismatch), so the fields of the key a trained stage carries are compared too; a checkpoint of
+    your own has no key, only its dataset, counts and classes."""
+    key = checkpoint.get("key", {})
+    found = [("dataset", checkpoint["dataset"], cfg.dataset), ("counts", checkpoint["counts"], list(counts)),
+             ("classes", checkpoint["classes"], list(classes))]
+    found += [(f, key[f], getattr(cfg, f)) for f in TRAINING_SET if f != "stage_seed" and f in key]
+    for what, trained, expected in found:
+        if trained != expected:
+            raise ConfigError(name, f"{path} was trained on {what} {trained!r} but this run's training set "
                                     f"has {expected!r}; a stage must come from the run's own training set "
                                     f"(dataset, imbalance, ratio, mu, subset_seed)")
 
@@ -276,7 +294,7 @@ def load_stage(name: str, cfg: TrainConfig, counts: list[int], classes: list[str
                                 f"of its checkpoint (python -m core.stages {name} ... --out PATH), or run the "
                                 f"method in a sweep, which finds it in MLflow or trains it once")
     checkpoint = read_checkpoint(name, path)
-    check_training_set(name, checkpoint, path, cfg.dataset, counts, classes)
+    check_training_set(name, checkpoint, path, cfg, counts, classes)
     try:
         model = STAGES[name].build(checkpoint["architecture"])
         model.load_state_dict(checkpoint["state"])

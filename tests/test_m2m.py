@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from scipy import stats
 
 from conftest import tiny_config
-from core import m2m
+from core import m2m, stages
 from core.augment import standardise
 from core.config import ConfigError, TrainConfig
 from core.m2m import M2mParams, choose_seeds, initial_noise, seed_weights, translate
@@ -274,13 +274,26 @@ def test_the_sampler_is_class_balanced_from_the_switch_epoch(stage_checkpoints):
     assert np.allclose(shares, 0.1, atol=0.02)
 
 
+def test_g_trains_under_a_seed_apart_from_the_trials_so_no_f_starts_as_g(stage_checkpoints):
+    """The trial whose seed is stage_seed (0 by default, the first seed of every sweep) starts f from
+    its own weights and draws, not from g's: g's seed is derived from stage_seed, far from 0, 1, ..."""
+    trial = m2m_config(stage_checkpoints, seed=0)
+    g_cfg = stages.generator_config(trial)
+    assert g_cfg.seed == stages.generator_seed(trial.stage_seed) >= 1000
+    assert stages.stage_key("m2m_generator", trial)["seed"] == g_cfg.seed
+    g, f = set_up([g_cfg]), set_up([trial])
+    g_state, f_state = g.net.member_state(0), f.net.member_state(0)
+    assert not any(torch.equal(g_state[k], f_state[k]) for k in g_state if g_state[k].dim() > 1)  # drawn weights
+    assert not torch.equal(draw_epoch(g).order, draw_epoch(f).order)
+
+
 def test_a_missing_or_mismatched_g_is_refused_naming_the_field(stage_checkpoints, tmp_path):
     with pytest.raises(ConfigError, match="^m2m_generator: .*needs M2m's g"):
         train(tiny_config(method="m2m"))
     with pytest.raises(ConfigError, match="^m2m_generator: .*existing file"):
         TrainConfig.from_dict(tiny_config(method="m2m", m2m_generator=str(tmp_path / "none.pt")))
     for other, word in ((dict(ratio=5.0), "counts"), (dict(imbalance="step"), "counts"),
-                        (dict(dataset="synthetic"), "dataset")):
+                        (dict(dataset="synthetic"), "dataset"), (dict(subset_seed=1), "subset_seed 0")):
         with pytest.raises(ConfigError, match=f"^m2m_generator: .*trained on {word}"):
             set_up([m2m_config(stage_checkpoints, **other)])
     with pytest.raises(ConfigError, match="^m2m_generator: .*not the stage 'm2m_generator'"):
