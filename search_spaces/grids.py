@@ -22,8 +22,8 @@ IMBALANCE_KINDS = ["long_tailed", "step"]
 # The paper reports mean +- std over 5 runs with different seeds; the seed values are not given.
 PAPER_SEEDS = [0, 1, 2, 3, 4]
 
-# Table 1: SMOTE and its two mixing variants, long-tailed CIFAR-10, rho = 100.
-TABLE1_METHODS = ["erm", "smote", "drw", "smote_mix_drw", "neighbor_mix_drw", "mixup_drw"]
+# Table 1: SMOTE and its two mixing variants beside the baselines, long-tailed CIFAR-10, rho = 100.
+TABLE1_METHODS = ["erm", "smote", "drw", "m2m", "deepsmote", "smote_mix_drw", "neighbor_mix_drw", "mixup_drw"]
 
 # Table 2 (CIFAR-10, long-tailed 200/250/300).
 EXTREME_METHODS = ["mixup_drw", "remix_drw", "mamix_drw", "mamix_remix_drw"]

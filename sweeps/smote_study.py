@@ -1,8 +1,10 @@
-"""Table 1 of the paper: from SMOTE to Mixup (ERM, SMOTE, DRW, SMOTE-Mix-DRW, Neighbor-Mix-DRW, Mixup-DRW).
+"""Table 1 of the paper: from SMOTE to Mixup (ERM, SMOTE, DRW, M2m, DeepSMOTE, SMOTE-Mix-DRW,
+Neighbor-Mix-DRW, Mixup-DRW).
 
 Paper setting (``--preset paper``): CIFAR-10 long-tailed, ratio 100, ResNet-32, 5 seeds. The paper
-reports ERM 71.23 +- 0.51, SMOTE 72.68 +- 1.41, DRW 75.08 +- 0.61, SMOTE-Mix-DRW 77.46 +- 0.64,
-Neighbor-Mix-DRW 80.44 +- 0.32, Mixup-DRW 82.11 +- 0.57 (M2m and DeepSMOTE are not implemented yet).
+reports ERM 71.23 +- 0.51, SMOTE 72.68 +- 1.41, DRW 75.08 +- 0.61, M2m 76.15 +- 0.72, DeepSMOTE
+76.66 +- 0.57, SMOTE-Mix-DRW 77.46 +- 0.64, Neighbor-Mix-DRW 80.44 +- 0.32, Mixup-DRW 82.11 +- 0.57.
+M2m's g and DeepSMOTE's autoencoder are trained once, before the trials (``core.stages``).
 
 ``--preset demo``: the embedded digits dataset, ratio 10, 2 seeds, 10 epochs.
 """

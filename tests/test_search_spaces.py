@@ -246,7 +246,8 @@ def test_grids_equal_the_papers():
     assert RATIO_GRID == [100, 50, 10]
     assert EXTREME_RATIO_GRID == [200, 250, 300]
     assert IMBALANCE_KINDS == ["long_tailed", "step"]
-    assert TABLE1_METHODS == ["erm", "smote", "drw", "smote_mix_drw", "neighbor_mix_drw", "mixup_drw"]
+    assert TABLE1_METHODS == ["erm", "smote", "drw", "m2m", "deepsmote", "smote_mix_drw", "neighbor_mix_drw",
+                              "mixup_drw"]  # the paper's rows, in its order
     assert EXTREME_METHODS == ["mixup_drw", "remix_drw", "mamix_drw", "mamix_remix_drw"]
     assert COMPARISON_METHODS == ["erm", "mixup", "remix", "mamix", "ldam", "drw", "m2m", "deepsmote", "ldam_drw",
                                   "mixup_drw", "remix_drw", "mamix_drw"]
