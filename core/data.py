@@ -200,7 +200,10 @@ def _torchvision(cls_name: str, data_root: str | None, download: bool, **split_k
 
 # Normalisation constants are those of the authors' code (imbalanced-DL), which the paper's numbers
 # come from: CIFAR-100 reuses CIFAR-10's (as LDAM-DRW does), SVHN uses 0.5 / 0.5 (as Yang & Xu's code
-# does), Tiny-ImageNet ImageNet's. Every real dataset is augmented with pad + crop + horizontal flip.
+# does), Tiny-ImageNet ImageNet's. Every method shares them, the baselines too, although M2m's official
+# code (alinlab/M2m config.py) standardises CIFAR-100 with its own statistics ((0.5071, 0.4867, 0.4408)
+# / (0.2675, 0.2565, 0.2761)): one input scale for every row of a table.
+# Every real dataset is augmented with pad + crop + horizontal flip.
 @register_dataset("cifar10", mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010), pad=4, flip=True,
                   full_per_class=5000,
                   download_help="torchvision downloads it with --download; or, from a downloaded "

@@ -2,7 +2,7 @@
 
 The forward pass runs in fp32 whatever precision training uses (``TrainConfig.amp``): bf16 would round
 logits near 10 to steps of 0.0625, tying close classes (``argmax`` then picks the lower label, a head
-class on CIFAR) and coarsening the margins of eq. 11. Metrics are computed on the device and read back
+class on CIFAR) and coarsening the margins of eq. 11. Metrics are computed on the device and read back in
 a few transfers per member and split, none per training step.
 """
 

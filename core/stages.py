@@ -21,7 +21,8 @@ per key before their trials start). A checkpoint is a torch file of plain data::
 
 (``deepsmote_autoencoder``: "architecture": {"input_shape": [C, H, W], "latent_dim": n_z}). Loading
 checks that it is that stage and comes from the run's training set (dataset, per-class counts, class
-names, and the training-set fields of its key), and refuses it otherwise with a message naming the field. Train one into a file::
+names, and the training-set fields of its key), and refuses it otherwise with a message naming the
+field. Train one into a file::
 
     python -m core.stages m2m_generator --dataset cifar10 --data-root /abs/data --ratio 100 --out /abs/g.pt
 """

@@ -15,6 +15,7 @@ from core.config import TrainConfig
 from core.evaluation import eval_logits
 from core.models import create_model
 from core.margins import margin_report
+from core.schedule import learning_rate
 from core.train import (compiles, draw_epoch, epoch_weights, evaluate, main, make_batch, member_losses,
                         run_epoch, set_up, train, train_pack, train_step)
 
@@ -55,6 +56,24 @@ def test_resume_from_a_saved_state_continues_the_same_run():
     states[0]["best"][0]["test_acc_best"] = 1.0
     again = train(tiny_config(method="remix_drw", epochs=3, milestones=[2], drw_epoch=2), resume=states[0])
     assert again["test_acc_best"] == 1.0 and full["test_acc_best"] < 1.0
+
+
+def test_each_epoch_trains_at_its_learning_rate_from_the_schedule(monkeypatch):
+    """The optimiser's learning rate while an epoch trains is the schedule's for that epoch (warm-up,
+    then each milestone's decay), not only the value logged."""
+    import core.train
+
+    seen, original = [], core.train.train_epoch
+
+    def spy(pack, *args):
+        seen.append([group["lr"] for group in pack.optimizer.param_groups])
+        return original(pack, *args)
+
+    monkeypatch.setattr(core.train, "train_epoch", spy)
+    cfg = tiny_config(epochs=4, warmup_epochs=2, milestones=[3], drw_epoch=3)
+    train(cfg)
+    expected = [learning_rate(TrainConfig.from_dict(cfg), epoch) for epoch in range(4)]
+    assert len(set(expected)) == 3 and seen == [[lr] * len(seen[0]) for lr in expected]
 
 
 @pytest.mark.parametrize("method, head", [("ldam_drw", "GroupedNormedLinear"), ("ldam", "GroupedNormedLinear"),
