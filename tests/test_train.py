@@ -15,6 +15,7 @@ from core.config import TrainConfig
 from core.evaluation import eval_logits
 from core.models import create_model
 from core.margins import margin_report
+from core.mixing import remix_lambda_y
 from core.schedule import learning_rate
 from core.train import (compiles, draw_epoch, epoch_weights, evaluate, main, make_batch, member_losses,
                         run_epoch, set_up, train, train_pack, train_step)
@@ -225,6 +226,43 @@ def test_loss_after_the_drw_switch_is_the_authors(method):
     assert abs(expected.item() - other.item()) > 1e-3 * abs(expected.item()), "the reduction must matter here"
     if method == "mamix_drw":
         assert (y_i != y_j).any() and ((lam > 0) & (lam < 1)).any(), "both terms of the mixed label must count"
+
+
+def test_each_ldam_member_trains_with_its_own_scale_and_largest_margin():
+    """s and max_m are member fields: in one pack, each LDAM member's loss uses its own (eq. 1 margins
+    max_m * (n_min / n_c) ** 0.25, logits scaled by s), as if trained alone."""
+    cfgs = [TrainConfig.from_dict(tiny_config(method="ldam_drw", s=s, max_m=max_m))
+            for s, max_m in ((30.0, 0.5), (10.0, 0.3))]
+    pack = set_up(cfgs)
+    batch = make_batch(pack, draw_epoch(pack), 0, 0, cfgs[0].batch_size)
+    logits = pack.forward(batch.x)
+    losses = member_losses(pack, logits, batch, epoch_weights(pack, cfgs[0].drw_epoch))
+    n = torch.tensor(pack.data.counts, dtype=torch.float64)
+    for k, cfg in enumerate(cfgs):
+        margins = (cfg.max_m * (n.min() / n) ** 0.25).float()
+        y = batch.y_i[k]
+        z = cfg.s * (logits[k].float() - torch.nn.functional.one_hot(y, len(n)) * margins[y][:, None])
+        w = independent_cb_weights(pack.data.counts, cfg.cb_beta)
+        assert losses[k].item() == pytest.approx(torch.nn.functional.cross_entropy(z, y, weight=w).item(), rel=1e-5)
+
+
+def test_each_member_mixes_with_its_own_alpha_tau_and_kappa():
+    """alpha, tau and kappa are member fields: one Remix-DRW member draws lam_x from Beta(0.2, 0.2) (piled
+    at 0 and 1) and relabels with tau 0.5, P = 3; the other from Beta(50, 50) (near 1/2), tau 0.9, P = 1.5."""
+    cfgs = [TrainConfig.from_dict(tiny_config(method="remix_drw", alpha=alpha, tau=tau, kappa=kappa))
+            for alpha, tau, kappa in ((0.2, 0.5, 3.0), (50.0, 0.9, 1.5))]
+    pack = set_up(cfgs)
+    draws = draw_epoch(pack)
+    spread = (draws.lam_x - 0.5).abs().mean(dim=1)
+    assert spread[0] > 0.25 > 0.1 > spread[1]
+    counts = torch.tensor(pack.data.counts)
+    for step in range(3):
+        batch = make_batch(pack, draws, step, 64 * step, 64 * (step + 1))
+        n_i, n_j = counts[batch.y_i], counts[batch.y_j]
+        own = [remix_lambda_y(batch.lam_x[k], n_i[k], n_j[k], tau=c.tau, kappa=c.kappa) for k, c in enumerate(cfgs)]
+        torch.testing.assert_close(batch.lam_y, torch.stack(own))
+    other = remix_lambda_y(batch.lam_x[1], n_i[1], n_j[1], tau=cfgs[0].tau, kappa=cfgs[0].kappa)
+    assert not torch.equal(batch.lam_y[1], other), "tau and kappa must matter in this batch"
 
 
 def test_class_weights_switch_on_at_each_members_drw_epoch():
