@@ -155,8 +155,8 @@ def train_autoencoder(x: torch.Tensor, y: torch.Tensor, cfg, device: torch.devic
         for _ in steps:
             c = classes[int(torch.randint(len(classes), (1,), generator=gen))]
             chosen.append(members[c][torch.randperm(len(members[c]), generator=gen)[:MAX_PENALTY_IMAGES]])
-        sizes = [len(i) for i in chosen]
-        order, chosen = order.to(device), torch.cat(chosen).to(device).split(sizes) if chosen else []
+        order = order.to(device)
+        chosen = torch.cat(chosen).to(device).split([len(i) for i in chosen]) if chosen else []
         total = torch.zeros((), device=device)
         ae.train()
         for (start, end), penalty_images in zip(steps, chosen):

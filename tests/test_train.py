@@ -79,7 +79,7 @@ def test_each_epoch_trains_at_its_learning_rate_from_the_schedule(monkeypatch):
 
 @pytest.mark.parametrize("method, head", [("ldam_drw", "GroupedNormedLinear"), ("ldam", "GroupedNormedLinear"),
                                           ("drw", "GroupedLinear")])
-def test_ldam_uses_a_cosine_head_and_reports_finite_margins(method, head):
+def test_ldam_uses_a_cosine_head_the_others_a_linear_one_and_margins_are_finite(method, head):
     pack = set_up([TrainConfig.from_dict(tiny_config(method=method))])
     assert type(pack.net.grouped.head).__name__ == head
     if head == "GroupedNormedLinear":  # cosines: bounded whatever the inputs' scale
@@ -199,6 +199,14 @@ def independent_cb_weights(counts, beta):
     return (w / w.sum() * len(counts)).float()
 
 
+def independent_ldam_logits(logits, y, counts, max_m, s):
+    """Cao et al.'s LDAM logits computed here from eq. 1, not by core.losses: s * (z - m_y onehot(y)),
+    m_c = max_m (n_min / n_c) ** (1/4)."""
+    n = torch.tensor(counts, dtype=torch.float64)
+    margins = (max_m * (n.min() / n) ** 0.25).float()
+    return s * (logits.float() - torch.nn.functional.one_hot(y, len(n)) * margins[y][:, None])
+
+
 @pytest.mark.parametrize("method", ["drw", "mamix_drw", "ldam_drw"])
 def test_loss_after_the_drw_switch_is_the_authors(method):
     """On a batch after the DRW switch: drw and mamix_drw divide the weighted loss by the batch size
@@ -213,9 +221,7 @@ def test_loss_after_the_drw_switch_is_the_authors(method):
     w = independent_cb_weights(pack.data.counts, cfg.cb_beta)
     z, y_i, y_j, lam = logits[0].float(), batch.y_i[0], batch.y_j[0], batch.lam_y[0]
     if method == "ldam_drw":
-        n = torch.tensor(pack.data.counts, dtype=torch.float64)
-        margins = (cfg.max_m * (n.min() / n) ** 0.25).float()
-        z = cfg.s * (z - torch.nn.functional.one_hot(y_i, len(n)) * margins[y_i][:, None])
+        z = independent_ldam_logits(z, y_i, pack.data.counts, cfg.max_m, cfg.s)
         expected = torch.nn.functional.cross_entropy(z, y_i, weight=w)
         other = torch.nn.functional.cross_entropy(z, y_i, weight=w, reduction="sum") / len(y_i)
     else:
@@ -237,11 +243,9 @@ def test_each_ldam_member_trains_with_its_own_scale_and_largest_margin():
     batch = make_batch(pack, draw_epoch(pack), 0, 0, cfgs[0].batch_size)
     logits = pack.forward(batch.x)
     losses = member_losses(pack, logits, batch, epoch_weights(pack, cfgs[0].drw_epoch))
-    n = torch.tensor(pack.data.counts, dtype=torch.float64)
     for k, cfg in enumerate(cfgs):
-        margins = (cfg.max_m * (n.min() / n) ** 0.25).float()
         y = batch.y_i[k]
-        z = cfg.s * (logits[k].float() - torch.nn.functional.one_hot(y, len(n)) * margins[y][:, None])
+        z = independent_ldam_logits(logits[k], y, pack.data.counts, cfg.max_m, cfg.s)
         w = independent_cb_weights(pack.data.counts, cfg.cb_beta)
         assert losses[k].item() == pytest.approx(torch.nn.functional.cross_entropy(z, y, weight=w).item(), rel=1e-5)
 
@@ -309,7 +313,8 @@ def test_a_pack_trained_in_bf16_is_evaluated_in_fp32():
             rounded = margin_report(model(x).float(), y, pack.data.counts)
     reported = evaluate(pack, [0])[0]
     assert {k: reported[k] for k in expected} == pytest.approx(expected, rel=1e-5, abs=1e-6, nan_ok=True)
-    assert rounded != pytest.approx(expected, rel=1e-5, abs=1e-6, nan_ok=True), "bf16 must change the margins, or this proves nothing"
+    assert rounded != pytest.approx(expected, rel=1e-5, abs=1e-6, nan_ok=True), \
+        "bf16 must change the margins, or this proves nothing"
 
 
 # ----------------------------------------------------------------------------- the authors' clean forward
