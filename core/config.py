@@ -59,6 +59,8 @@ def schedule_within(epochs: int, milestones: Sequence[int], drw_epoch: int, warm
 
 DEVICES = ("auto", "cpu", "cuda")
 FUSE_EXECUTORS = ("auto", "grouped", "per_member")
+# Which of g's epochs M2m's g is (core.stages): its last, or its best on the validation set (val_split)
+GENERATOR_SELECTIONS = ("final", "validation")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -120,10 +122,13 @@ class TrainConfig:
     # Stages (core.stages): models trained before a run, once per training set and stage seed, and reused.
     stage_seed: int = 0  # seeds M2m's g (via core.stages.generator_seed) and DeepSMOTE's AE, for every trial seed
     # Epochs between a stage's saved states while it trains: a stage stopped part-way goes on from the last
-    # (M2m's g is evaluated there too, never selected on). Not in a stage's key: it changes no weight.
+    # (M2m's g is evaluated there too). Not in a stage's key: it changes no weight.
     stage_checkpoint_every: int = 10
     # M2m (Kim et al. 2020; core.m2m), from drw_epoch on. Defaults: the official CIFAR runs (run.sh).
     m2m_generator: str | None = None  # absolute path of g's checkpoint; None: a sweep finds or trains it
+    # "final": g is its last epoch (no validation set needed); "validation": its epoch of best validation
+    # accuracy, as the official code selects g (on 100 test images per class, held out: val_split=100)
+    m2m_generator_selection: str = "final"
     m2m_beta: float = 0.999  # seed weight 1 - beta ** max(n_seed - n_target, 0)
     m2m_gamma: float = 0.9  # accept when g's softmax of the target class >= gamma
     m2m_lam: float = 0.5  # weight of f's logit of the seed class in the translation loss
@@ -221,6 +226,10 @@ class TrainConfig:
         need(_integer(self.stage_seed) and self.stage_seed >= 0, "stage_seed", "an integer >= 0")
         need(_integer(self.stage_checkpoint_every) and self.stage_checkpoint_every >= 1, "stage_checkpoint_every",
              "an integer >= 1")
+        need(_choice(self.m2m_generator_selection, GENERATOR_SELECTIONS), "m2m_generator_selection",
+             str(list(GENERATOR_SELECTIONS)))
+        need(self.m2m_generator_selection == "final" or self.val_split != "none", "m2m_generator_selection",
+             "'validation' only with a val_split (the official code: val_split=100), else 'final'")
         need(_number(self.m2m_beta) and 0 <= self.m2m_beta < 1, "m2m_beta", "a number in [0, 1)")
         need(_number(self.m2m_gamma) and 0 <= self.m2m_gamma <= 1, "m2m_gamma", "a number in [0, 1]")
         need(_number(self.m2m_lam) and self.m2m_lam >= 0, "m2m_lam", "a number >= 0")

@@ -1,11 +1,13 @@
 """Stages: models that a method needs before its run starts, trained once and reused.
 
 M2m needs g (``m2m_generator``): an ERM model trained on the run's imbalanced training set under its
-own seed (``generator_seed``, apart from the trials' seeds) and selected without the test set (its final
-epoch). DeepSMOTE needs its autoencoder
+own seed (``generator_seed``, apart from the trials' seeds) and selected without the test set: its final
+epoch, or with ``m2m_generator_selection="validation"`` its epoch of best validation accuracy on the
+run's ``val_split``, as the official code selects g. DeepSMOTE needs its autoencoder
 (``deepsmote_autoencoder``, ``core.deepsmote``). A stage's result depends on a few fields only, its
-key: the training set (dataset, imbalance, ratio, mu, subset_seed), ``stage_seed`` and the stage's own
-schedule. Every trial of a sweep that shares them shares one stage, whatever its seed or method.
+key: the training set (dataset, imbalance, ratio, mu, subset_seed), ``stage_seed``, the stage's own
+schedule and how it is selected. Every trial of a sweep that shares them shares one stage, whatever its
+seed or method.
 
 While it trains, a stage saves its state every ``stage_checkpoint_every`` epochs (``train_stage``'s
 ``partial`` file), and a stage stopped part-way goes on from there, to the weights of a stage never
@@ -68,6 +70,12 @@ class Stage:
                     tuple[dict[str, Any], dict[str, Any], dict[str, float]]]
     build: Callable[[dict[str, Any]], nn.Module]  # architecture -> untrained model
     seed: Callable[[int], int]  # stage_seed -> the seed it trains under (in its key: another seed, another stage)
+    # config -> key fields beyond key_fields, which a stage's key holds only where they are set otherwise
+    # than before they existed: the keys of the stages trained before them stay theirs
+    selection_fields: Callable[[TrainConfig], tuple[str, ...]] = lambda cfg: ()
+
+    def key_fields_of(self, cfg: TrainConfig) -> tuple[str, ...]:
+        return self.key_fields + self.selection_fields(cfg)
 
 
 def generator_seed(stage_seed: int) -> int:
@@ -80,13 +88,30 @@ def generator_seed(stage_seed: int) -> int:
 
 def generator_config(cfg: TrainConfig) -> TrainConfig:
     """g's run: ERM on the same training set and schedule, seeded with ``generator_seed(stage_seed)``,
-    evaluated where its state is saved (every ``stage_checkpoint_every`` epochs) and at its end; the
-    final epoch is g, no selection on the test set."""
-    fields = {name: getattr(cfg, name) for name in STAGES["m2m_generator"].key_fields + RUN_FIELDS}
-    fields.update(method="erm", seed=STAGES["m2m_generator"].seed(fields.pop("stage_seed")),
-                  milestones=list(cfg.milestones),
-                  eval_every=min(cfg.stage_checkpoint_every, cfg.epochs))
+    evaluated where its state is saved (every ``stage_checkpoint_every`` epochs) and at its end, or, when
+    g is selected on the validation set, every epoch, as the official code does; never selected on the
+    test set."""
+    stage = STAGES["m2m_generator"]
+    fields = {name: getattr(cfg, name) for name in stage.key_fields_of(cfg) + RUN_FIELDS}
+    every = 1 if cfg.m2m_generator_selection == "validation" else min(cfg.stage_checkpoint_every, cfg.epochs)
+    fields.update(method="erm", seed=stage.seed(fields.pop("stage_seed")), milestones=list(cfg.milestones),
+                  eval_every=every)
     return TrainConfig.from_dict(fields)
+
+
+def generator_selection_fields(cfg: TrainConfig) -> tuple[str, ...]:
+    """The fields that choose g's epoch, in g's key when g is chosen on the validation set (the g's that
+    took their final epoch were trained before the choice existed)."""
+    return ("m2m_generator_selection", "val_split", "val_seed") if cfg.m2m_generator_selection == "validation" else ()
+
+
+def best_on_validation(state: dict[str, Any], selected: dict[str, Any] | None) -> dict[str, Any]:
+    """g's epoch of best validation accuracy after the evaluation in ``state`` (the first such epoch,
+    as ``val_acc_best``), as {"epoch", "val_acc", "net"}; ``selected``: the one before it, or None."""
+    val_acc = state["metrics"][0]["val_acc"]
+    if selected is None or val_acc > selected["val_acc"]:
+        return {"epoch": state["epoch"], "val_acc": val_acc, "net": state["net"]}
+    return selected
 
 
 def _train_generator(cfg: TrainConfig, x: np.ndarray, y: np.ndarray, resume: dict[str, Any] | None,
@@ -94,17 +119,23 @@ def _train_generator(cfg: TrainConfig, x: np.ndarray, y: np.ndarray, resume: dic
     from core.train import train  # core.train loads stages: imported when a stage trains
 
     g_cfg = generator_config(cfg)
+    on_validation = g_cfg.m2m_generator_selection == "validation"
     last = [] if resume is None else [resume]  # a state saved after the last epoch trains no further
 
     def keep(state: dict[str, Any]) -> None:
+        if on_validation:  # the selected epoch travels with the saved state, so a stopped g selects the same
+            state["selected"] = best_on_validation(state, last[-1]["selected"] if last else None)
         last[:] = [state]
-        save_state(state)
+        if state["epoch"] % cfg.stage_checkpoint_every == 0 or state["epoch"] == g_cfg.epochs:
+            save_state(state)
 
     metrics = train(g_cfg, save_state=keep, resume=resume)
+    chosen = last[-1]["selected"] if on_validation else last[-1]
     architecture = {"model": g_cfg.model, "num_classes": len(last[-1]["counts"]), "in_channels": int(x.shape[-1]),
                     "head_bias": g_cfg.head_bias}
     net = FusedNetwork([_build_generator(architecture)])
-    net.load_state_dict(last[-1]["net"])
+    net.load_state_dict(chosen["net"])
+    metrics = {**metrics, "selected_epoch": chosen["epoch"]}
     return architecture, net.member_state(0), {f"g_{k}": v for k, v in metrics.items()}
 
 
@@ -132,7 +163,7 @@ STAGES: dict[str, Stage] = {
         "M2m's g, an ERM model of the run's training set",
         TRAINING_SET + ("model", "head_bias", "head_init", "epochs", "batch_size", "lr", "momentum",
                         "weight_decay", "warmup_epochs", "milestones", "lr_factor"),
-        _train_generator, _build_generator, generator_seed),
+        _train_generator, _build_generator, generator_seed, generator_selection_fields),
     "deepsmote_autoencoder": Stage(
         "DeepSMOTE's encoder/decoder of the run's training set",
         TRAINING_SET + ("deepsmote_epochs", "deepsmote_batch_size", "deepsmote_lr", "deepsmote_latent_dim"),
@@ -148,7 +179,7 @@ def needed_stages(cfg: TrainConfig) -> list[str]:
 def stage_key(name: str, cfg: TrainConfig) -> dict[str, Any]:
     """What stage ``name`` of ``cfg`` depends on; equal keys give the same stage."""
     key = {"stage": name, "seed": STAGES[name].seed(cfg.stage_seed)}
-    key.update({f: list(v) if isinstance(v := getattr(cfg, f), tuple) else v for f in STAGES[name].key_fields})
+    key.update({f: list(v) if isinstance(v := getattr(cfg, f), tuple) else v for f in STAGES[name].key_fields_of(cfg)})
     return key
 
 

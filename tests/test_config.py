@@ -103,6 +103,8 @@ BAD = [
     ("milestones", [27, 24], ["milestones", "increasing"]),
     ("kappa", 0.5, ["kappa", ">= 1"]),
     ("data_root", "relative/dir", ["data_root", "absolute"]),
+    ("m2m_generator_selection", "best", ["m2m_generator_selection", "final", "validation"]),
+    ("m2m_generator_selection", "validation", ["m2m_generator_selection", "val_split"]),  # none to select on
 ]
 
 

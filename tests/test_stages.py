@@ -9,7 +9,9 @@ import torch
 
 from conftest import sweep_driver, tiny_config
 from core import stage_cache, stages, tracking
+from core import train as train_module
 from core.config import ConfigError, TrainConfig
+from core.fused import FusedNetwork
 from core.methods import METHODS
 from core.sweep import SweepSpec, grid_configs, run_stages, run_sweep
 from core.train import set_up
@@ -153,6 +155,82 @@ def stop_after_the_first_save(monkeypatch):
 def assert_same_weights(checkpoint, other):
     assert checkpoint["state"].keys() == other["state"].keys()
     assert all(torch.equal(checkpoint["state"][k], other["state"][k]) for k in other["state"])
+
+
+def scripted_validation_accuracy(monkeypatch, by_epoch):
+    """g's validation accuracy at epoch e is ``by_epoch[e - 1]``, whatever it learns: its selection is known."""
+    best_epoch = train_module.best_epoch
+
+    def scripted(best, metrics):
+        metrics["val_acc"] = by_epoch[metrics["epoch"] - 1]
+        return best_epoch(best, metrics)
+
+    monkeypatch.setattr(train_module, "best_epoch", scripted)
+
+
+def recorded_weights(monkeypatch):
+    """Epoch -> g's weights at each evaluation, filled while g trains."""
+    weights, train = {}, train_module.train
+
+    def recording(cfg, report=None, *, resume=None, save_state=None):
+        def save(state):
+            net = FusedNetwork([stages.STAGES["m2m_generator"].build(
+                {"model": cfg.model, "num_classes": len(state["counts"]), "in_channels": 1, "head_bias": cfg.head_bias})])
+            net.load_state_dict(state["net"])
+            weights[state["epoch"]] = {"state": net.member_state(0)}
+            save_state(state)
+
+        return train(cfg, report, resume=resume, save_state=save)
+
+    monkeypatch.setattr(train_module, "train", recording)
+    return weights
+
+
+def test_g_selected_on_the_validation_set_is_its_first_epoch_of_best_validation_accuracy(tmp_path, monkeypatch):
+    """As the official code selects g (evaluated every epoch, the best on 100 held-out test images per
+    class): with the stage command's flags, g is epoch 2 of 0.2, 0.6, 0.6, 0.4, not its last."""
+    scripted_validation_accuracy(monkeypatch, [0.2, 0.6, 0.6, 0.4])
+    weights = recorded_weights(monkeypatch)
+    out = str(tmp_path / "g.pt")
+    stages.main(["m2m_generator", "--dataset", "digits", "--epochs", "4", "--warmup-epochs", "0", "--milestones", "3",
+                 "--device", "cpu", "--val-split", "20", "--m2m-generator-selection", "validation", "--out", out])
+    assert sorted(weights) == [1, 2, 3, 4]  # evaluated every epoch, not only where its state is saved
+    g = torch.load(out, weights_only=True)
+    assert g["key"]["m2m_generator_selection"] == "validation" and g["key"]["val_split"] == 20
+    assert_same_weights(g, weights[2])
+    assert not all(torch.equal(weights[2]["state"][k], weights[4]["state"][k]) for k in g["state"])
+
+
+def test_g_stopped_after_its_best_validation_epoch_goes_on_to_select_that_epoch(tmp_path, monkeypatch):
+    """The epoch selected so far travels with g's saved state: g stopped after epoch 1 (its best) and
+    gone on with is the g of a run never stopped, not epoch 3, the best the second leg saw."""
+    scripted_validation_accuracy(monkeypatch, [0.9, 0.1, 0.2])
+    cfg = TrainConfig.from_dict(tiny_config(epochs=3, milestones=[2], val_split=20, stage_checkpoint_every=1,
+                                            m2m_generator_selection="validation"))
+    whole, metrics = stages.train_stage("m2m_generator", cfg)
+    assert metrics["g_selected_epoch"] == 1
+    partial = str(tmp_path / "training.pt")
+    with monkeypatch.context() as stopping:
+        stop_after_the_first_save(stopping)
+        with pytest.raises(KeyboardInterrupt):
+            stages.train_stage("m2m_generator", cfg, partial)
+    resumed, metrics = stages.train_stage("m2m_generator", cfg, partial)
+    assert (metrics["resumed_epoch"], metrics["g_selected_epoch"]) == (1, 1)
+    assert_same_weights(resumed, whole)
+
+
+def test_the_stage_keys_of_stages_trained_before_g_could_be_selected_on_validation_stay_the_same():
+    """Sweeps find stages by key digest: a changed key would train every stored g again (200 epochs on
+    CIFAR). The digests below were computed before ``m2m_generator_selection`` existed."""
+    cfg = TrainConfig(dataset="cifar10", device="cpu")
+    assert {name: stages.key_digest(stages.stage_key(name, cfg)) for name in stages.STAGES} == {
+        "m2m_generator": "04ad7792e2f28fa9cdb632af", "deepsmote_autoencoder": "88d611a639b88e627fc530a3"}
+    # a validation set for the trials alone selects no other g; g selected on one is another g per set
+    assert stages.stage_key("m2m_generator", cfg.replace(val_split=100)) == stages.stage_key("m2m_generator", cfg)
+    on_validation = cfg.replace(val_split=100, m2m_generator_selection="validation")
+    keys = [stages.key_digest(stages.stage_key("m2m_generator", c)) for c in
+            (cfg, on_validation, on_validation.replace(val_seed=1), on_validation.replace(val_split=50))]
+    assert len(set(keys)) == 4
 
 
 def test_a_stage_state_that_cannot_go_on_is_trained_again_from_the_start(tmp_path):
