@@ -100,17 +100,20 @@ def generator_config(cfg: TrainConfig) -> TrainConfig:
 
 
 def generator_selection_fields(cfg: TrainConfig) -> tuple[str, ...]:
-    """The fields that choose g's epoch, in g's key when g is chosen on the validation set (the g's that
-    took their final epoch were trained before the choice existed)."""
-    return ("m2m_generator_selection", "val_split", "val_seed") if cfg.m2m_generator_selection == "validation" else ()
+    """The fields that choose g's epoch (the validation set: the part ``val_split`` and ``val_seed`` hold
+    out of the ``eval_split``), in g's key when g is chosen on the validation set; the g's that took their
+    final epoch were trained before the choice existed, and keep their keys."""
+    if cfg.m2m_generator_selection == "final":
+        return ()
+    return "m2m_generator_selection", "eval_split", "val_split", "val_seed"
 
 
 def best_on_validation(state: dict[str, Any], selected: dict[str, Any] | None) -> dict[str, Any]:
     """g's epoch of best validation accuracy after the evaluation in ``state`` (the first such epoch,
-    as ``val_acc_best``), as {"epoch", "val_acc", "net"}; ``selected``: the one before it, or None."""
-    val_acc = state["metrics"][0]["val_acc"]
-    if selected is None or val_acc > selected["val_acc"]:
-        return {"epoch": state["epoch"], "val_acc": val_acc, "net": state["net"]}
+    as ``val_acc_best``), as that epoch's {"epoch", "metrics", "net"}; ``selected``: the one before it,
+    or None."""
+    if selected is None or state["metrics"][0]["val_acc"] > selected["metrics"][0]["val_acc"]:
+        return {k: state[k] for k in ("epoch", "metrics", "net")}
     return selected
 
 
@@ -129,13 +132,13 @@ def _train_generator(cfg: TrainConfig, x: np.ndarray, y: np.ndarray, resume: dic
         if state["epoch"] % cfg.stage_checkpoint_every == 0 or state["epoch"] == g_cfg.epochs:
             save_state(state)
 
-    metrics = train(g_cfg, save_state=keep, resume=resume)
+    train(g_cfg, save_state=keep, resume=resume)
     chosen = last[-1]["selected"] if on_validation else last[-1]
     architecture = {"model": g_cfg.model, "num_classes": len(last[-1]["counts"]), "in_channels": int(x.shape[-1]),
                     "head_bias": g_cfg.head_bias}
     net = FusedNetwork([_build_generator(architecture)])
     net.load_state_dict(chosen["net"])
-    metrics = {**metrics, "selected_epoch": chosen["epoch"]}
+    metrics = {**chosen["metrics"][0], "selected_epoch": chosen["epoch"]}  # the metrics of g, the selected epoch
     return architecture, net.member_state(0), {f"g_{k}": v for k, v in metrics.items()}
 
 

@@ -1,6 +1,7 @@
 """Fused packs: members trained together equal the same configs trained alone, the pack refuses
 configs that cannot share its shapes, and a diverging member leaves the others untouched."""
 
+import itertools
 import logging
 import math
 
@@ -9,7 +10,7 @@ import torch
 
 from conftest import tiny_config
 from core.config import ConfigError, TrainConfig
-from core.fused import FusedNetwork
+from core.fused import FusedNetwork, GroupedConv2d
 from core.models import create_model
 from core.train import (batch_bounds, draw_epoch, epoch_weights, make_batch, set_learning_rate, set_up,
                         train, train_pack, train_step)
@@ -106,6 +107,29 @@ def test_every_grouped_step_of_a_member_is_its_solo_step(name):
         for m, solo in enumerate(solos):
             expected = solo.net.member_state(0)
             worst = max(relative_error(v, expected[k]) for k, v in pack.net.member_state(m).items()
+                        if v.is_floating_point())
+            assert worst <= 1e-5, f"step {step}, member {m}: relative parameter error {worst:.2e}"
+
+
+@pytest.mark.parametrize("executor", ["grouped", "per_member"])
+def test_channels_last_takes_the_contiguous_steps_but_for_rounding(executor):
+    """channels_last (on by default on CUDA) lays the convolution weights and inputs out for cuDNN's
+    fastest kernels and must change nothing else: from the same weights, a member's steps land where the
+    contiguous layout's land (their kernels round differently, so within 1e-5, step by step)."""
+    packs = {}
+    for channels_last in (False, True):
+        cfgs = member_configs(PACKS["mamix_drw seeds x omegas"], fuse_executor=executor, channels_last=channels_last)
+        packs[channels_last] = set_up(cfgs)
+    weights = [m.weight for m in packs[True].net.grouped.modules() if isinstance(m, GroupedConv2d)]
+    assert weights and all(w.flatten(0, 1).is_contiguous(memory_format=torch.channels_last) for w in weights)
+    steps = {layout: steps_of(pack, 5) for layout, pack in packs.items()}
+    for _ in range(5):
+        for layout, pack in packs.items():
+            draws, epoch_weight, step, start, end = next(steps[layout])
+            train_step(pack, make_batch(pack, draws, step, start, end), epoch_weight)
+        for m in range(packs[True].size):
+            expected = packs[False].net.member_state(m)
+            worst = max(relative_error(v, expected[k]) for k, v in packs[True].net.member_state(m).items()
                         if v.is_floating_point())
             assert worst <= 1e-5, f"step {step}, member {m}: relative parameter error {worst:.2e}"
 
@@ -225,8 +249,8 @@ def test_fused_network_computes_each_members_own_function(model, channels, size,
         members.append(create_model(model, 10, channels, **head).eval())
     x = torch.randn(3, 4, channels, size, size)
     expected = torch.stack([m(x[k]) for k, m in enumerate(members)])
-    for executor in ("grouped", "per_member"):
-        net = FusedNetwork(members, executor).eval()
+    for executor, channels_last in itertools.product(("grouped", "per_member"), (False, True)):
+        net = FusedNetwork(members, executor, channels_last).eval()
         torch.testing.assert_close(net(x), expected, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(net.forward_shared(x[0]), torch.stack([m(x[0]) for m in members]),
                                    rtol=1e-4, atol=1e-4)

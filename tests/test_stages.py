@@ -1,5 +1,6 @@
 """Stages through the sweep runner and MLflow: trained once, found again by key, never trained twice."""
 
+import io
 import os
 import signal
 import time
@@ -11,6 +12,7 @@ from conftest import sweep_driver, tiny_config
 from core import stage_cache, stages, tracking
 from core import train as train_module
 from core.config import ConfigError, TrainConfig
+from core.data import DATASETS
 from core.fused import FusedNetwork
 from core.methods import METHODS
 from core.sweep import SweepSpec, grid_configs, run_stages, run_sweep
@@ -174,8 +176,9 @@ def recorded_weights(monkeypatch):
 
     def recording(cfg, report=None, *, resume=None, save_state=None):
         def save(state):
-            net = FusedNetwork([stages.STAGES["m2m_generator"].build(
-                {"model": cfg.model, "num_classes": len(state["counts"]), "in_channels": 1, "head_bias": cfg.head_bias})])
+            architecture = {"model": cfg.model, "num_classes": len(state["counts"]),
+                            "in_channels": len(DATASETS[cfg.dataset].mean), "head_bias": cfg.head_bias}
+            net = FusedNetwork([stages.STAGES["m2m_generator"].build(architecture)])
             net.load_state_dict(state["net"])
             weights[state["epoch"]] = {"state": net.member_state(0)}
             save_state(state)
@@ -190,11 +193,21 @@ def test_g_selected_on_the_validation_set_is_its_first_epoch_of_best_validation_
     """As the official code selects g (evaluated every epoch, the best on 100 held-out test images per
     class): with the stage command's flags, g is epoch 2 of 0.2, 0.6, 0.6, 0.4, not its last."""
     scripted_validation_accuracy(monkeypatch, [0.2, 0.6, 0.6, 0.4])
-    weights = recorded_weights(monkeypatch)
+    weights, saved = recorded_weights(monkeypatch), []
+    write = stages.write_checkpoint
+
+    def recording(content, path):
+        if path.endswith(".partial"):
+            saved.append(torch.load(io.BytesIO(content), weights_only=True)["state"]["epoch"])
+        write(content, path)
+
+    monkeypatch.setattr(stages, "write_checkpoint", recording)
     out = str(tmp_path / "g.pt")
     stages.main(["m2m_generator", "--dataset", "digits", "--epochs", "4", "--warmup-epochs", "0", "--milestones", "3",
-                 "--device", "cpu", "--val-split", "20", "--m2m-generator-selection", "validation", "--out", out])
-    assert sorted(weights) == [1, 2, 3, 4]  # evaluated every epoch, not only where its state is saved
+                 "--device", "cpu", "--val-split", "20", "--m2m-generator-selection", "validation",
+                 "--stage-checkpoint-every", "3", "--out", out])
+    assert sorted(weights) == [1, 2, 3, 4]  # evaluated every epoch
+    assert saved == [3, 4]  # but its state saved every stage_checkpoint_every epochs and at its end
     g = torch.load(out, weights_only=True)
     assert g["key"]["m2m_generator_selection"] == "validation" and g["key"]["val_split"] == 20
     assert_same_weights(g, weights[2])
@@ -208,7 +221,7 @@ def test_g_stopped_after_its_best_validation_epoch_goes_on_to_select_that_epoch(
     cfg = TrainConfig.from_dict(tiny_config(epochs=3, milestones=[2], val_split=20, stage_checkpoint_every=1,
                                             m2m_generator_selection="validation"))
     whole, metrics = stages.train_stage("m2m_generator", cfg)
-    assert metrics["g_selected_epoch"] == 1
+    assert metrics["g_selected_epoch"] == metrics["g_epoch"] == 1  # g's metrics are the selected epoch's
     partial = str(tmp_path / "training.pt")
     with monkeypatch.context() as stopping:
         stop_after_the_first_save(stopping)
@@ -231,6 +244,19 @@ def test_the_stage_keys_of_stages_trained_before_g_could_be_selected_on_validati
     keys = [stages.key_digest(stages.stage_key("m2m_generator", c)) for c in
             (cfg, on_validation, on_validation.replace(val_seed=1), on_validation.replace(val_split=50))]
     assert len(set(keys)) == 4
+
+
+@pytest.mark.parametrize("validation", [dict(dataset="cifar10", val_split=100, val_seed=1),
+                                        dict(dataset="cinic10", eval_split="test", val_split=0.1, val_seed=2)])
+def test_g_selected_on_validation_is_selected_on_the_runs_own_validation_images(validation):
+    """The images held out of the run's evaluation split (CINIC-10's valid or test) by its val_split and
+    val_seed: g's run holds out the same, and another split or seed is another g."""
+    run = TrainConfig(device="cpu", m2m_generator_selection="validation", **validation)
+    g = stages.generator_config(run)
+    assert (g.eval_split, g.val_split, g.val_seed, g.eval_every) == (run.eval_split, run.val_split, run.val_seed, 1)
+    other_splits = [s for s in DATASETS[run.dataset].eval_splits if s != run.eval_split]
+    for other in [run.replace(val_seed=run.val_seed + 1), *(run.replace(eval_split=s) for s in other_splits)]:
+        assert stages.stage_key("m2m_generator", other) != stages.stage_key("m2m_generator", run)
 
 
 def test_a_stage_state_that_cannot_go_on_is_trained_again_from_the_start(tmp_path):
