@@ -19,7 +19,8 @@ before f's SGD step:
    in the official code). An accepted slot trains on x with its label k; any other sample stays real.
 
 g is not f: it is a separate ERM model trained on the same imbalanced set (the stage
-``m2m_generator``, ``core.stages``), frozen. The reference port's two faults (g is the network being
+``m2m_generator``, ``core.stages``: its last epoch, or its best on a validation split as the official
+code selects it, ``m2m_generator_selection``), frozen. The reference port's two faults (g is the network being
 trained; the test-set-best checkpoint is reloaded at the switch) are not reproduced.
 
 Vectorised over the members of a pack and the samples of a batch: every sample is computed as a slot
