@@ -19,12 +19,13 @@ per key before their trials start). A checkpoint is a torch file of plain data::
 
     {"stage": "m2m_generator", "dataset": "cifar10", "counts": [5000, ..., 50], "classes": [...],
      "architecture": {"model": "resnet32", "num_classes": 10, "in_channels": 3},
-     "state": model.state_dict(), "key": {...}}
+     "state": model.state_dict(), "key": {...}, "metrics": {"g_selected_epoch": 200, ...}}
 
 (``deepsmote_autoencoder``: "architecture": {"input_shape": [C, H, W], "latent_dim": n_z}). Loading
 checks that it is that stage and comes from the run's training set (dataset, per-class counts, class
-names, and the training-set fields of its key), and refuses it otherwise with a message naming the
-field. Train one into a file::
+names, and the training-set fields of its key), and that a g selected on a validation split was
+selected on the run's own (else the run's test set would hold the images g was chosen on), and
+refuses it otherwise with a message naming the field. Train one into a file::
 
     python -m core.stages m2m_generator --dataset cifar10 --data-root /abs/data --ratio 100 --out /abs/g.pt
 """
@@ -58,6 +59,7 @@ from core.models import create_model
 log = logging.getLogger(__name__)
 
 TRAINING_SET = ("dataset", "imbalance", "ratio", "mu", "subset_seed", "stage_seed")
+VALIDATION_SET = ("eval_split", "val_split", "val_seed")  # the images held out of the run's evaluation split
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class Stage:
     train: Callable[[TrainConfig, np.ndarray, np.ndarray, dict[str, Any] | None, Callable[[dict[str, Any]], None]],
                     tuple[dict[str, Any], dict[str, Any], dict[str, float]]]
     build: Callable[[dict[str, Any]], nn.Module]  # architecture -> untrained model
+    headline: tuple[str, ...]  # the metrics python -m core.stages prints: which epoch it kept, and how good
     seed: Callable[[int], int]  # stage_seed -> the seed it trains under (in its key: another seed, another stage)
     # config -> key fields beyond key_fields, which a stage's key holds only where they are set otherwise
     # than before they existed: the keys of the stages trained before them stay theirs
@@ -105,7 +108,7 @@ def generator_selection_fields(cfg: TrainConfig) -> tuple[str, ...]:
     final epoch were trained before the choice existed, and keep their keys."""
     if cfg.m2m_generator_selection == "final":
         return ()
-    return "m2m_generator_selection", "eval_split", "val_split", "val_seed"
+    return ("m2m_generator_selection", *VALIDATION_SET)
 
 
 def best_on_validation(state: dict[str, Any], selected: dict[str, Any] | None) -> dict[str, Any]:
@@ -166,11 +169,12 @@ STAGES: dict[str, Stage] = {
         "M2m's g, an ERM model of the run's training set",
         TRAINING_SET + ("model", "head_bias", "head_init", "epochs", "batch_size", "lr", "momentum",
                         "weight_decay", "warmup_epochs", "milestones", "lr_factor"),
-        _train_generator, _build_generator, generator_seed, generator_selection_fields),
+        _train_generator, _build_generator, ("g_selected_epoch", "g_val_acc", "g_test_acc"), generator_seed,
+        generator_selection_fields),
     "deepsmote_autoencoder": Stage(
         "DeepSMOTE's encoder/decoder of the run's training set",
         TRAINING_SET + ("deepsmote_epochs", "deepsmote_batch_size", "deepsmote_lr", "deepsmote_latent_dim"),
-        _train_autoencoder, _build_autoencoder, lambda stage_seed: stage_seed),
+        _train_autoencoder, _build_autoencoder, ("ae_best_epoch", "ae_loss"), lambda stage_seed: stage_seed),
 }
 
 
@@ -224,7 +228,7 @@ def train_stage(name: str, cfg: TrainConfig, partial: str | None = None) -> tupl
         resume, spent = None, 0.0  # save_state reads spent when called
         architecture, state, metrics = STAGES[name].train(cfg, x, y, None, save_state)
     checkpoint = {"stage": name, "dataset": cfg.dataset, "counts": counts, "classes": classes,
-                  "architecture": architecture, "state": state, "key": stage_key(name, cfg)}
+                  "architecture": architecture, "state": state, "key": stage_key(name, cfg), "metrics": metrics}
     return checkpoint, {**metrics, "resumed_epoch": resume["epoch"] if resume else 0,
                         "wall_s": spent + time.perf_counter() - started}
 
@@ -320,6 +324,18 @@ def check_training_set(name: str, checkpoint: dict[str, Any], path: str, cfg: Tr
                                     f"(dataset, imbalance, ratio, mu, subset_seed)")
 
 
+def check_selection_set(name: str, checkpoint: dict[str, Any], path: str, cfg: TrainConfig) -> None:
+    """Refuse a stage selected on a validation split other than the run's, naming the field: the run's
+    test set would hold the images it was selected on."""
+    key = checkpoint.get("key", {})
+    for field in VALIDATION_SET:
+        if field in key and key[field] != getattr(cfg, field):
+            raise ConfigError(name, f"{path} was selected on the validation images of {field} {key[field]!r}, "
+                                    f"but this run has {getattr(cfg, field)!r}, so its test set would hold images "
+                                    f"the stage was chosen on; run with the stage's {', '.join(VALIDATION_SET)}, "
+                                    f"or use a stage of its final epoch")
+
+
 def load_stage(name: str, cfg: TrainConfig, counts: list[int], classes: list[str], device: torch.device) -> nn.Module:
     """Stage ``name`` of the run ``cfg`` (whose training set has ``counts`` and ``classes``), frozen: in
     eval mode and without gradients for its weights."""
@@ -330,6 +346,7 @@ def load_stage(name: str, cfg: TrainConfig, counts: list[int], classes: list[str
                                 f"method in a sweep, which finds it in MLflow or trains it once")
     checkpoint = read_checkpoint(name, path)
     check_training_set(name, checkpoint, path, cfg, counts, classes)
+    check_selection_set(name, checkpoint, path, cfg)
     try:
         model = STAGES[name].build(checkpoint["architecture"])
         model.load_state_dict(checkpoint["state"])
@@ -371,7 +388,8 @@ def main(argv: list[str] | None = None) -> str:
               f"command goes on from it" if saved else f"interrupted before the stage's first saved state (every "
               f"{cfg.stage_checkpoint_every} epochs); the same command starts it again", file=sys.stderr)
         raise SystemExit(130) from None
-    log.info("wrote %s (%.1f s): pass it as --%s %s", out, metrics["wall_s"], name.replace("_", "-"),
+    headline = "".join(f", {k} {metrics[k]:.4g}" for k in STAGES[name].headline if k in metrics)
+    log.info("wrote %s (%.1f s%s): pass it as --%s %s", out, metrics["wall_s"], headline, name.replace("_", "-"),
              os.path.abspath(out))
     return os.path.abspath(out)
 

@@ -1,7 +1,9 @@
 """Stages through the sweep runner and MLflow: trained once, found again by key, never trained twice."""
 
 import io
+import logging
 import os
+import re
 import signal
 import time
 
@@ -189,9 +191,11 @@ def recorded_weights(monkeypatch):
     return weights
 
 
-def test_g_selected_on_the_validation_set_is_its_first_epoch_of_best_validation_accuracy(tmp_path, monkeypatch):
+def test_g_selected_on_the_validation_set_is_its_first_epoch_of_best_validation_accuracy(tmp_path, monkeypatch,
+                                                                                         caplog):
     """As the official code selects g (evaluated every epoch, the best on 100 held-out test images per
-    class): with the stage command's flags, g is epoch 2 of 0.2, 0.6, 0.6, 0.4, not its last."""
+    class): with the stage command's flags, g is epoch 2 of 0.2, 0.6, 0.6, 0.4, not its last, and the
+    command says so."""
     scripted_validation_accuracy(monkeypatch, [0.2, 0.6, 0.6, 0.4])
     weights, saved = recorded_weights(monkeypatch), []
     write = stages.write_checkpoint
@@ -203,15 +207,31 @@ def test_g_selected_on_the_validation_set_is_its_first_epoch_of_best_validation_
 
     monkeypatch.setattr(stages, "write_checkpoint", recording)
     out = str(tmp_path / "g.pt")
-    stages.main(["m2m_generator", "--dataset", "digits", "--epochs", "4", "--warmup-epochs", "0", "--milestones", "3",
-                 "--device", "cpu", "--val-split", "20", "--m2m-generator-selection", "validation",
-                 "--stage-checkpoint-every", "3", "--out", out])
+    with caplog.at_level(logging.INFO, logger="core.stages"):
+        stages.main(["m2m_generator", "--dataset", "digits", "--epochs", "4", "--warmup-epochs", "0", "--milestones",
+                     "3", "--device", "cpu", "--val-split", "20", "--m2m-generator-selection", "validation",
+                     "--stage-checkpoint-every", "3", "--out", out])
+    assert re.search(r"wrote .*g_selected_epoch 2, g_val_acc 0\.6, g_test_acc ", caplog.text), caplog.text
     assert sorted(weights) == [1, 2, 3, 4]  # evaluated every epoch
     assert saved == [3, 4]  # but its state saved every stage_checkpoint_every epochs and at its end
     g = torch.load(out, weights_only=True)
     assert g["key"]["m2m_generator_selection"] == "validation" and g["key"]["val_split"] == 20
+    assert g["metrics"]["g_selected_epoch"] == 2
     assert_same_weights(g, weights[2])
     assert not all(torch.equal(weights[2]["state"][k], weights[4]["state"][k]) for k in g["state"])
+
+
+def test_a_g_selected_on_validation_is_refused_by_a_run_that_would_test_on_its_validation_images(tmp_path):
+    """A run without g's validation split (or with another seed or evaluation split) would report test
+    accuracy on images g was selected on; the same split is accepted."""
+    fields = tiny_config(epochs=1, milestones=[], val_split=20, m2m_generator_selection="validation")
+    path = str(tmp_path / "g.pt")
+    stages.train_stage_file("m2m_generator", TrainConfig.from_dict(fields), path)
+    run = TrainConfig.from_dict({**fields, "method": "m2m", "m2m_generator": path, "m2m_generator_selection": "final"})
+    set_up([run])
+    for other, field in ((dict(val_split="none"), "val_split 20"), (dict(val_seed=1), "val_seed 0")):
+        with pytest.raises(ConfigError, match=f"^m2m_generator: .*selected on the validation images of {field}"):
+            set_up([run.replace(**other)])
 
 
 def test_g_stopped_after_its_best_validation_epoch_goes_on_to_select_that_epoch(tmp_path, monkeypatch):
