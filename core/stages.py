@@ -23,9 +23,9 @@ per key before their trials start). A checkpoint is a torch file of plain data::
 
 (``deepsmote_autoencoder``: "architecture": {"input_shape": [C, H, W], "latent_dim": n_z}). Loading
 checks that it is that stage and comes from the run's training set (dataset, per-class counts, class
-names, and the training-set fields of its key), and that a g selected on a validation split was
-selected on the run's own (else the run's test set would hold the images g was chosen on), and
-refuses it otherwise with a message naming the field. Train one into a file::
+names, and the training-set fields of its key), that it was selected as the run asks, and that a g
+selected on a validation split was selected on the run's own (else the run's test set would hold the
+images g was chosen on), and refuses it otherwise with a message naming the field. Train one into a file::
 
     python -m core.stages m2m_generator --dataset cifar10 --data-root /abs/data --ratio 100 --out /abs/g.pt
 """
@@ -325,9 +325,16 @@ def check_training_set(name: str, checkpoint: dict[str, Any], path: str, cfg: Tr
 
 
 def check_selection_set(name: str, checkpoint: dict[str, Any], path: str, cfg: TrainConfig) -> None:
-    """Refuse a stage selected on a validation split other than the run's, naming the field: the run's
-    test set would hold the images it was selected on."""
+    """Refuse a stage selected otherwise than the run asks (its ``selection_fields``: a g of the final
+    epoch for a run that asks for one selected on validation), or selected on a validation split other
+    than the run's (the run's test set would hold the images it was chosen on), naming the field. A
+    checkpoint of your own has no key: nothing records how it was selected."""
     key = checkpoint.get("key", {})
+    for field in STAGES[name].selection_fields(cfg) if key else ():
+        kept = key.get(field, getattr(TrainConfig, field))  # a key without the field: its default
+        if kept != getattr(cfg, field):
+            raise ConfigError(name, f"{path} was selected with {field} {kept!r}, but this run asks for "
+                                    f"{getattr(cfg, field)!r}; train the stage the run asks for")
     for field in VALIDATION_SET:
         if field in key and key[field] != getattr(cfg, field):
             raise ConfigError(name, f"{path} was selected on the validation images of {field} {key[field]!r}, "

@@ -223,7 +223,8 @@ def test_g_selected_on_the_validation_set_is_its_first_epoch_of_best_validation_
 
 def test_a_g_selected_on_validation_is_refused_by_a_run_that_would_test_on_its_validation_images(tmp_path):
     """A run without g's validation split (or with another seed or evaluation split) would report test
-    accuracy on images g was selected on; the same split is accepted."""
+    accuracy on images g was selected on; the same split is accepted. A run that asks for g selected on
+    validation is refused a g of the final epoch."""
     fields = tiny_config(epochs=1, milestones=[], val_split=20, m2m_generator_selection="validation")
     path = str(tmp_path / "g.pt")
     stages.train_stage_file("m2m_generator", TrainConfig.from_dict(fields), path)
@@ -232,6 +233,15 @@ def test_a_g_selected_on_validation_is_refused_by_a_run_that_would_test_on_its_v
     for other, field in ((dict(val_split="none"), "val_split 20"), (dict(val_seed=1), "val_seed 0")):
         with pytest.raises(ConfigError, match=f"^m2m_generator: .*selected on the validation images of {field}"):
             set_up([run.replace(**other)])
+    # and a run that asks for a g selected on validation is refused a g of the final epoch
+    final = str(tmp_path / "g_final.pt")
+    stages.train_stage_file("m2m_generator", TrainConfig.from_dict({**fields, "m2m_generator_selection": "final"}),
+                            final)
+    set_up([run.replace(m2m_generator=final)])
+    with pytest.raises(ConfigError, match="^m2m_generator: .*selected with m2m_generator_selection 'final', but this "
+                                          "run asks for 'validation'"):
+        set_up([run.replace(m2m_generator=final, m2m_generator_selection="validation")])
+    set_up([run.replace(m2m_generator_selection="validation")])
 
 
 def test_g_stopped_after_its_best_validation_epoch_goes_on_to_select_that_epoch(tmp_path, monkeypatch):
