@@ -139,10 +139,15 @@ def _train_generator(cfg: TrainConfig, x: np.ndarray, y: np.ndarray, resume: dic
     chosen = last[-1]["selected"] if on_validation else last[-1]
     architecture = {"model": g_cfg.model, "num_classes": len(last[-1]["counts"]), "in_channels": int(x.shape[-1]),
                     "head_bias": g_cfg.head_bias}
-    net = FusedNetwork([_build_generator(architecture)])
-    net.load_state_dict(chosen["net"])
     metrics = {**chosen["metrics"][0], "selected_epoch": chosen["epoch"]}  # the metrics of g, the selected epoch
-    return architecture, net.member_state(0), {f"g_{k}": v for k, v in metrics.items()}
+    return architecture, generator_weights(architecture, chosen["net"]), {f"g_{k}": v for k, v in metrics.items()}
+
+
+def generator_weights(architecture: dict[str, Any], net: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """g's state dict, loadable into its architecture, from the ``net`` of a state its run saved."""
+    fused = FusedNetwork([_build_generator(architecture)])
+    fused.load_state_dict(net)
+    return fused.member_state(0)
 
 
 def _build_generator(architecture: dict[str, Any]) -> nn.Module:
@@ -329,8 +334,10 @@ def check_selection_set(name: str, checkpoint: dict[str, Any], path: str, cfg: T
     epoch for a run that asks for one selected on validation), or selected on a validation split other
     than the run's (the run's test set would hold the images it was chosen on), naming the field. A
     checkpoint of your own has no key: nothing records how it was selected."""
-    key = checkpoint.get("key", {})
-    for field in STAGES[name].selection_fields(cfg) if key else ():
+    key = checkpoint.get("key")
+    if key is None:
+        return
+    for field in STAGES[name].selection_fields(cfg):
         kept = key.get(field, getattr(TrainConfig, field))  # a key without the field: its default
         if kept != getattr(cfg, field):
             raise ConfigError(name, f"{path} was selected with {field} {kept!r}, but this run asks for "

@@ -15,7 +15,6 @@ from core import stage_cache, stages, tracking
 from core import train as train_module
 from core.config import ConfigError, TrainConfig
 from core.data import DATASETS
-from core.fused import FusedNetwork
 from core.methods import METHODS
 from core.sweep import SweepSpec, grid_configs, run_stages, run_sweep
 from core.train import set_up
@@ -173,16 +172,12 @@ def scripted_validation_accuracy(monkeypatch, by_epoch):
 
 
 def recorded_weights(monkeypatch):
-    """Epoch -> g's weights at each evaluation, filled while g trains."""
+    """Epoch -> the ``net`` of g's state at each evaluation, filled while g trains."""
     weights, train = {}, train_module.train
 
     def recording(cfg, report=None, *, resume=None, save_state=None):
         def save(state):
-            architecture = {"model": cfg.model, "num_classes": len(state["counts"]),
-                            "in_channels": len(DATASETS[cfg.dataset].mean), "head_bias": cfg.head_bias}
-            net = FusedNetwork([stages.STAGES["m2m_generator"].build(architecture)])
-            net.load_state_dict(state["net"])
-            weights[state["epoch"]] = {"state": net.member_state(0)}
+            weights[state["epoch"]] = state["net"]
             save_state(state)
 
         return train(cfg, report, resume=resume, save_state=save)
@@ -217,8 +212,9 @@ def test_g_selected_on_the_validation_set_is_its_first_epoch_of_best_validation_
     g = torch.load(out, weights_only=True)
     assert g["key"]["m2m_generator_selection"] == "validation" and g["key"]["val_split"] == 20
     assert g["metrics"]["g_selected_epoch"] == 2
-    assert_same_weights(g, weights[2])
-    assert not all(torch.equal(weights[2]["state"][k], weights[4]["state"][k]) for k in g["state"])
+    epoch = {e: {"state": stages.generator_weights(g["architecture"], net)} for e, net in weights.items()}
+    assert_same_weights(g, epoch[2])
+    assert not all(torch.equal(epoch[2]["state"][k], epoch[4]["state"][k]) for k in g["state"])
 
 
 def test_a_g_selected_on_validation_is_refused_by_a_run_that_would_test_on_its_validation_images(tmp_path):
